@@ -1,0 +1,165 @@
+"""On-disk embedding store: corpus embeddings in fixed-size chunks, resumable and checksummed.
+
+    <cache>/embeddings/<key>/
+        meta.json             what the key stands for (model, dataset, settings), shape, dtype
+        chunk-000000.npy      rows [0, chunk_rows) of the corpus embeddings
+        chunk-000000.json     {"rows", "sha256", "seconds", "tokens"} -- written after the .npy
+
+A chunk counts only when both files exist and the checksum matches, so a run killed at any point
+resumes from the last complete chunk; a corrupt or truncated chunk is re-encoded, never used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+STORE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
+
+
+def store_key(parts: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
+
+
+@dataclass(frozen=True)
+class ChunkInfo:
+    rows: int
+    sha256: str
+    seconds: float
+    tokens: int
+
+
+class EmbeddingStore:
+    def __init__(self, root: Path, parts: dict[str, object], *, n_rows: int, chunk_rows: int, dtype: str):
+        if dtype not in STORE_DTYPES:
+            raise HarnessError(f"embedding store dtype {dtype!r} unknown; allowed: {', '.join(STORE_DTYPES)}")
+        self.key = store_key({**parts, "dtype": dtype, "chunk_rows": chunk_rows})
+        self.path = Path(root) / "embeddings" / self.key
+        self.parts = parts
+        self.n_rows = n_rows
+        self.chunk_rows = chunk_rows
+        self.dtype = dtype
+        self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            meta = self.path / "meta.json"
+            if not meta.exists():
+                _atomic_write(meta, json.dumps({"parts": parts, "n_rows": n_rows, "chunk_rows": chunk_rows,
+                                                "dtype": dtype, "created": time.time()}, indent=1).encode())
+        except OSError as exc:
+            raise HarnessError(f"{self.path}: cannot create the embedding cache ({exc.strerror}); "
+                               "set HARNESS_CACHE to a writable folder") from None
+        self._verified: set[int] = set()
+
+    def _files(self, index: int) -> tuple[Path, Path]:
+        stem = self.path / f"chunk-{index:06d}"
+        return stem.with_suffix(".npy"), stem.with_suffix(".json")
+
+    def rows_of(self, index: int) -> range:
+        start = index * self.chunk_rows
+        return range(start, min(start + self.chunk_rows, self.n_rows))
+
+    def info(self, index: int) -> ChunkInfo | None:
+        """The chunk's sidecar if the chunk is complete and intact; otherwise None (and it is removed)."""
+        array_file, info_file = self._files(index)
+        try:
+            info = ChunkInfo(**json.loads(info_file.read_text()))
+        except (OSError, ValueError, TypeError):
+            return None
+        if index not in self._verified:
+            if info.rows != len(self.rows_of(index)) or not array_file.exists() or _sha256(array_file) != info.sha256:
+                array_file.unlink(missing_ok=True)
+                info_file.unlink(missing_ok=True)
+                return None
+            self._verified.add(index)
+        return info
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.n_chunks) if self.info(i) is None]
+
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int) -> None:
+        expected = len(self.rows_of(index))
+        if embeddings.shape[0] != expected:
+            raise ValueError(f"chunk {index} needs {expected} rows, got {embeddings.shape[0]}")
+        array_file, info_file = self._files(index)
+        data = np.ascontiguousarray(embeddings, dtype=STORE_DTYPES[self.dtype])
+        try:
+            tmp = array_file.with_name(f".{array_file.name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as handle:
+                np.save(handle, data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, array_file)
+            info = {"rows": expected, "sha256": _sha256(array_file), "seconds": seconds, "tokens": tokens}
+            _atomic_write(info_file, json.dumps(info).encode())
+        except OSError as exc:
+            for path in (array_file, info_file, tmp):
+                path.unlink(missing_ok=True)
+            raise HarnessError(f"{self.path}: writing embeddings failed ({exc.strerror}); "
+                               "free disk space or set HARNESS_CACHE elsewhere, then rerun to resume") from None
+        self._verified.add(index)
+
+    def read(self, index: int) -> np.ndarray:
+        if self.info(index) is None:
+            raise HarnessError(f"{self.path}: chunk {index} is missing or corrupt; rerun to re-encode it")
+        return np.load(self._files(index)[0], mmap_mode="r")
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for index in range(self.n_chunks):
+            yield self.read(index)
+
+    def totals(self) -> tuple[float, int]:
+        """Encoding seconds and tokens summed over all chunks (as measured when each was written)."""
+        infos = [self.info(i) for i in range(self.n_chunks)]
+        return sum(i.seconds for i in infos if i), sum(i.tokens for i in infos if i)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def list_stores(root: Path) -> list[dict[str, object]]:
+    base = Path(root) / "embeddings"
+    stores = []
+    for folder in sorted(base.glob("*")) if base.is_dir() else []:
+        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
+        try:
+            meta = json.loads((folder / "meta.json").read_text())
+        except (OSError, ValueError):
+            meta = {}
+        stores.append({"key": folder.name, "path": str(folder), "bytes": size,
+                       "modified": max((f.stat().st_mtime for f in folder.iterdir()), default=0.0), **meta})
+    return stores
+
+
+def clear_stores(root: Path, *, older_than_s: float | None = None) -> list[str]:
+    removed = []
+    now = time.time()
+    for store in list_stores(root):
+        if older_than_s is None or now - float(store["modified"]) > older_than_s:
+            shutil.rmtree(str(store["path"]), ignore_errors=True)
+            removed.append(str(store["key"]))
+    return removed

@@ -1,0 +1,108 @@
+"""Command line: thin wrappers over the library. Exit codes: 0 ok, 1 regression, 2 bad usage/input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+REPO = Path(__file__).resolve().parent.parent
+SUITES = REPO / "suites"
+DATA = REPO / "data"
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # argparse exits 2 too; keep our one-line style
+        self.print_usage(sys.stderr)
+        raise HarnessError(f"usage: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="harness", description="Retrieval evaluation and benchmarking harness.")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    run = sub.add_parser("run", help="evaluate every dataset x encoder of a suite")
+    run.add_argument("suite", type=Path)
+    run.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
+    run.add_argument("--cache", type=Path, default=None, help="embedding cache (default: $HARNESS_CACHE or "
+                                                               "~/.cache/harness)")
+    run.add_argument("--store-dtype", choices=("fp32", "fp16"), default="fp32",
+                     help="dtype of cached corpus embeddings (fp16 halves disk and RAM at scale)")
+    run.add_argument("--chunk-rows", type=int, default=16384, help="corpus rows per cached chunk")
+    run.add_argument("--no-progress", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    lister = sub.add_parser("list", help="list shipped suites and data sets")
+    lister.set_defaults(func=cmd_list)
+    return parser
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    if args.chunk_rows <= 0:
+        raise HarnessError("--chunk-rows must be a positive integer")
+    suite = load_suite(args.suite)
+    options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
+                         store_dtype=args.store_dtype, progress=not args.no_progress)
+    outcomes = run_suite(suite, options, on_record=lambda o: print(f"wrote {o.path}", file=sys.stderr))
+    print(results_table(suite.metrics, [o.record for o in outcomes]))
+    return 0
+
+
+def results_table(metrics: Sequence[str], records: Sequence) -> str:
+    headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
+    rows = []
+    for record in records:
+        perf = record.performance
+        rate = perf.get("passages_per_s")
+        rows.append([
+            record.dataset["name"], record.encoder["name"], *(f"{record.metrics[m]:.4f}" for m in metrics),
+            f"{rate:,.1f}" if rate else "-", f"{perf['query_latency_ms']['p50']:.1f}", f"{perf['search_s']:.2f}",
+        ])
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from harness.suite import load_suite
+
+    print("suites:")
+    for path in sorted(SUITES.glob("*.yaml")):
+        try:
+            suite = load_suite(path)
+            summary = f"{len(suite.datasets)} dataset(s) x {len(suite.encoders)} encoder(s)"
+            print(f"  {path.relative_to(REPO)}  {suite.name}: {summary}. {suite.description}".rstrip())
+        except HarnessError as exc:
+            print(f"  {path.relative_to(REPO)}  INVALID: {exc}")
+    print("data sets:")
+    for folder in sorted(p for p in DATA.iterdir() if p.is_dir()):
+        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        print(f"  {folder.relative_to(REPO)}  splits: {', '.join(splits) or '-'}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    try:
+        args = build_parser().parse_args(argv)
+        if args.verbose:
+            logging.getLogger().setLevel(logging.INFO)
+        return args.func(args)
+    except HarnessError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: nothing partial was kept; rerun to resume from the embedding cache", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,371 @@
+"""Load a BEIR folder, an ir_datasets id or MS MARCO TSV files into one `Dataset`.
+
+Every loader checks what it reads (duplicate ids, empty splits, bad encodings, dangling qrels)
+and raises `HarnessError` naming the file, the line and the fix.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.suite import DatasetSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A retrieval test collection, canonically ordered.
+
+    Documents are sorted by id, descending: exact search breaks score ties by lower row index,
+    so this order makes our rankings break ties the way trec_eval does (docno descending).
+    Only the queries judged in the chosen qrels split are kept, sorted by id.
+    """
+
+    name: str
+    source: dict[str, str]
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+    qrels: dict[str, dict[str, int]]
+    relevance_level: int = 1
+    drop_self_hits: bool = False
+    unknown_qrels_docs: int = 0
+    fingerprint: str = field(default="", compare=False)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {
+            "documents": len(self.doc_ids),
+            "queries": len(self.query_ids),
+            "qrels": sum(len(judged) for judged in self.qrels.values()),
+            "qrels_unknown_documents": self.unknown_qrels_docs,
+        }
+
+
+def load_dataset(spec: DatasetSpec) -> Dataset:
+    if spec.kind == "beir":
+        dataset = _load_beir(spec)
+    elif spec.kind == "ir_datasets":
+        dataset = _load_ir_datasets(spec)
+    else:
+        dataset = _load_msmarco_tsv(spec)
+    _check_expected_counts(spec, dataset)
+    return dataset
+
+
+def build_dataset(
+    *,
+    name: str,
+    source: dict[str, str],
+    docs: Iterable[tuple[str, str]],
+    queries: Iterable[tuple[str, str]],
+    qrels: Iterable[tuple[str, str, int]],
+    relevance_level: int = 1,
+    drop_self_hits: bool = False,
+    where: str = "",
+) -> Dataset:
+    """Assemble and validate a Dataset from (id, text) and (qid, docid, grade) streams."""
+    where = where or name
+    corpus = _unique(docs, what="document", where=where)
+    if not corpus:
+        raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
+    judged: dict[str, dict[str, int]] = {}
+    for qid, docid, grade in qrels:
+        judged.setdefault(qid, {})[docid] = grade
+    if not judged:
+        raise HarnessError(f"{where}: the qrels split has no queries; check the split name and the qrels file")
+    all_queries = _unique(queries, what="query", where=where)
+    missing = sorted(set(judged) - set(all_queries))
+    if missing:
+        raise HarnessError(
+            f"{where}: {len(missing)} judged queries have no text in the queries file "
+            f"(first: {missing[:5]}); every query in the qrels split needs a line in the queries file"
+        )
+    unknown = sum(1 for q in judged.values() for d in q if d not in corpus)
+    if unknown:
+        log.warning(
+            "%s: %d qrels lines name documents absent from the corpus; they still count as judged "
+            "(as trec_eval counts them), so recall cannot reach 1 for those queries", where, unknown,
+        )
+    doc_ids = sorted(corpus, reverse=True)
+    query_ids = sorted(judged)
+    dataset = Dataset(
+        name=name,
+        source=source,
+        doc_ids=doc_ids,
+        doc_texts=[corpus[d] for d in doc_ids],
+        query_ids=query_ids,
+        query_texts=[all_queries[q] for q in query_ids],
+        qrels={q: judged[q] for q in query_ids},
+        relevance_level=relevance_level,
+        drop_self_hits=drop_self_hits,
+        unknown_qrels_docs=unknown,
+    )
+    return _with_fingerprint(dataset)
+
+
+def _unique(pairs: Iterable[tuple[str, str]], *, what: str, where: str) -> dict[str, str]:
+    items: dict[str, str] = {}
+    for key, text in pairs:
+        if key in items:
+            raise HarnessError(f"{where}: duplicate {what} id {key!r}; ids must be unique")
+        items[key] = text
+    return items
+
+
+def _with_fingerprint(dataset: Dataset) -> Dataset:
+    digest = hashlib.sha256()
+    for ids, texts in ((dataset.doc_ids, dataset.doc_texts), (dataset.query_ids, dataset.query_texts)):
+        for key, text in zip(ids, texts):
+            digest.update(f"{key}\t{text}\n".encode())
+        digest.update(b"\x00")
+    for qid in dataset.query_ids:
+        for docid, grade in sorted(dataset.qrels[qid].items()):
+            digest.update(f"{qid}\t{docid}\t{grade}\n".encode())
+    return replace(dataset, fingerprint=digest.hexdigest()[:16])
+
+
+def _check_expected_counts(spec: DatasetSpec, dataset: Dataset) -> None:
+    for key, expected in (spec.expected_counts or {}).items():
+        actual = dataset.counts[key]
+        if actual != expected:
+            raise HarnessError(
+                f"dataset {spec.name!r}: expected {expected:,} {key} but loaded {actual:,}; "
+                "the local files are incomplete or a different version"
+            )
+
+
+# ---------------------------------------------------------------- file readers
+
+
+def _open_text(path: Path) -> Iterator[tuple[int, str]]:
+    """Yield (line number, line) of a text file (optionally gzipped), strictly UTF-8."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    number = 0
+    try:
+        with opener(path, "rt", encoding="utf-8", newline="") as handle:
+            for number, line in enumerate(handle, start=1):
+                yield number, line
+    except UnicodeDecodeError as exc:
+        raise HarnessError(
+            f"{path}: not valid UTF-8 after line {number} ({exc.reason}); re-encode the file as UTF-8"
+        ) from None
+    except (OSError, EOFError) as exc:
+        raise HarnessError(f"{path}: cannot read: {exc}") from None
+
+
+def _read_jsonl(path: Path, *, what: str) -> Iterator[tuple[str, str]]:
+    for number, line in _open_text(path):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            key = str(row["_id"])
+            text = f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+        except (json.JSONDecodeError, KeyError, TypeError) as exc:
+            raise HarnessError(
+                f"{path}:{number}: each line must be a JSON object with '_id' and 'text' ({what}): {exc}"
+            ) from None
+        yield key, text
+
+
+def _read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
+    for number, line in _open_text(path):
+        line = line.rstrip("\r\n")
+        if not line:
+            continue
+        key, sep, text = line.partition("\t")
+        if not sep:
+            raise HarnessError(f"{path}:{number}: expected 'id<TAB>text'")
+        yield key, text.strip()
+
+
+def _read_beir_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
+    rows = ((n, line.rstrip("\r\n").split("\t")) for n, line in _open_text(path) if line.strip())
+    for number, cells in rows:
+        if number == 1 and cells[:2] == ["query-id", "corpus-id"]:
+            continue
+        yield _qrel(path, number, cells, columns=(0, 1, 2), expected="query-id<TAB>corpus-id<TAB>score")
+
+
+def _read_trec_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
+    for number, line in _open_text(path):
+        cells = line.split()
+        if cells:
+            yield _qrel(path, number, cells, columns=(0, 2, 3), expected="qid 0 docid grade")
+
+
+def _qrel(path: Path, number: int, cells: list[str], *, columns: tuple[int, int, int], expected: str):
+    q, d, g = columns
+    try:
+        return cells[q], cells[d], int(cells[g])
+    except (IndexError, ValueError):
+        raise HarnessError(f"{path}:{number}: expected '{expected}', got {cells!r}") from None
+
+
+def _require(path: Path, hint: str) -> Path:
+    if not path.exists():
+        raise HarnessError(f"{path}: not found; {hint}")
+    return path
+
+
+# ---------------------------------------------------------------- BEIR folder
+
+BEIR_LAYOUT = "a BEIR folder holds corpus.jsonl[.gz], queries.jsonl[.gz] and qrels/<split>.tsv"
+
+
+def _load_beir(spec: DatasetSpec) -> Dataset:
+    folder = spec.path
+    assert folder is not None
+    if not folder.is_dir():
+        raise HarnessError(f"dataset {spec.name!r}: folder {folder} not found; {BEIR_LAYOUT}")
+    corpus = _first_existing(folder, "corpus.jsonl")
+    queries = _first_existing(folder, "queries.jsonl")
+    qrels = folder / "qrels" / f"{spec.split}.tsv"
+    if not qrels.exists():
+        splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
+        raise HarnessError(
+            f"{qrels}: not found; split {spec.split!r} has no qrels file "
+            f"(available splits: {', '.join(splits) or 'none'}); {BEIR_LAYOUT}"
+        )
+    return build_dataset(
+        name=spec.name,
+        source={"kind": "beir", "path": str(folder), "split": spec.split},
+        docs=_read_jsonl(corpus, what="document"),
+        queries=_read_jsonl(queries, what="query"),
+        qrels=_read_beir_qrels(qrels),
+        relevance_level=spec.relevance_level,
+        drop_self_hits=spec.drop_self_hits,
+        where=str(folder),
+    )
+
+
+def _first_existing(folder: Path, name: str) -> Path:
+    for candidate in (folder / name, folder / f"{name}.gz"):
+        if candidate.exists():
+            return candidate
+    raise HarnessError(f"{folder / name}: not found (nor {name}.gz); {BEIR_LAYOUT}")
+
+
+# ---------------------------------------------------------------- MS MARCO TSV files
+
+
+def _load_msmarco_tsv(spec: DatasetSpec) -> Dataset:
+    assert spec.collection and spec.queries and spec.qrels
+    hint = "MS MARCO TSV sources are collection.tsv (pid<TAB>text), queries.*.tsv (qid<TAB>text), qrels.*.tsv"
+    for path in (spec.collection, spec.queries, spec.qrels):
+        _require(path, hint)
+    return build_dataset(
+        name=spec.name,
+        source={"kind": "msmarco_tsv", "collection": str(spec.collection), "queries": str(spec.queries),
+                "qrels": str(spec.qrels)},
+        docs=_read_tsv_pairs(spec.collection),
+        queries=_read_tsv_pairs(spec.queries),
+        qrels=_read_trec_qrels(spec.qrels),
+        relevance_level=spec.relevance_level,
+        drop_self_hits=spec.drop_self_hits,
+        where=str(spec.collection.parent),
+    )
+
+
+# ---------------------------------------------------------------- ir_datasets
+
+# Where ir_datasets looks for already-extracted files, relative to $IR_DATASETS_HOME (see DESIGN.md).
+IR_DATASETS_FILES: dict[str, list[str]] = {
+    "msmarco-passage/dev/small": [
+        "msmarco-passage/irds_version.txt (containing: v2)",
+        "msmarco-passage/collection.tsv",
+        "msmarco-passage/dev/small/queries.tsv",
+        "msmarco-passage/dev/small/qrels",
+    ],
+    "msmarco-passage/trec-dl-2019/judged": [
+        "msmarco-passage/irds_version.txt (containing: v2)",
+        "msmarco-passage/collection.tsv",
+        "msmarco-passage/trec-dl-2019/queries.tsv",
+        "msmarco-passage/trec-dl-2019/qrels",
+    ],
+    "msmarco-passage/trec-dl-2020/judged": [
+        "msmarco-passage/irds_version.txt (containing: v2)",
+        "msmarco-passage/collection.tsv",
+        "msmarco-passage/trec-dl-2020/queries.tsv.gz",
+        "msmarco-passage/trec-dl-2020/qrels",
+    ],
+}
+
+
+def ir_datasets_home() -> Path:
+    return Path(os.environ.get("IR_DATASETS_HOME") or Path.home() / ".ir_datasets")
+
+
+def offline() -> bool:
+    return any(os.environ.get(var) == "1" for var in ("HARNESS_OFFLINE", "HF_HUB_OFFLINE"))
+
+
+def missing_ir_datasets_files(dataset_id: str) -> list[str]:
+    home = ir_datasets_home()
+    return [f for f in IR_DATASETS_FILES.get(dataset_id, []) if not (home / f.split(" ")[0]).exists()]
+
+
+def _offline_hint(dataset_id: str) -> str:
+    files = IR_DATASETS_FILES.get(dataset_id)
+    if not files:
+        return "run once with network access, or set IR_DATASETS_HOME to a folder where ir_datasets has the files"
+    listed = "\n".join(f"  $IR_DATASETS_HOME/{f}" for f in files)
+    return f"place these files (IR_DATASETS_HOME={ir_datasets_home()}):\n{listed}"
+
+
+def _load_ir_datasets(spec: DatasetSpec) -> Dataset:
+    dataset_id = spec.ir_datasets
+    assert dataset_id is not None
+    import ir_datasets
+
+    missing = missing_ir_datasets_files(dataset_id)
+    if missing and offline():
+        raise HarnessError(
+            f"dataset {spec.name!r}: ir_datasets id {dataset_id!r} is not available offline "
+            f"(missing: {', '.join(m.split(' ')[0] for m in missing)}); {_offline_hint(dataset_id)}"
+        )
+    try:
+        source = ir_datasets.load(dataset_id)
+    except KeyError:
+        raise HarnessError(
+            f"dataset {spec.name!r}: unknown ir_datasets id {dataset_id!r}; "
+            "see https://ir-datasets.com for ids, e.g. msmarco-passage/dev/small"
+        ) from None
+    try:
+        # Materialise here so that a download failure surfaces inside this try block.
+        docs = [(d.doc_id, _doc_text(d)) for d in source.docs_iter()]
+        queries = [(q.query_id, q.text) for q in source.queries_iter()]
+        qrels = [(r.query_id, r.doc_id, int(r.relevance)) for r in source.qrels_iter()]
+    except HarnessError:
+        raise
+    except Exception as exc:  # ir_datasets raises requests/OS/Runtime errors when a download fails
+        raise HarnessError(
+            f"dataset {spec.name!r}: ir_datasets could not provide {dataset_id!r} "
+            f"({type(exc).__name__}: {exc}); {_offline_hint(dataset_id)}"
+        ) from None
+    return build_dataset(
+        name=spec.name,
+        source={"kind": "ir_datasets", "id": dataset_id},
+        docs=docs,
+        queries=queries,
+        qrels=qrels,
+        relevance_level=spec.relevance_level,
+        drop_self_hits=spec.drop_self_hits,
+        where=f"ir_datasets:{dataset_id}",
+    )
+
+
+def _doc_text(doc: object) -> str:
+    title = getattr(doc, "title", "") or ""
+    return f"{title} {getattr(doc, 'text', '') or ''}".strip()

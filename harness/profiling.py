@@ -1,0 +1,156 @@
+"""Measurement primitives: latency statistics from raw values, timers, memory peaks, the environment."""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from importlib import metadata
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class Latency:
+    """Statistics derived from raw per-call latencies (milliseconds); the raw values are kept."""
+
+    values_ms: tuple[float, ...]
+    mean: float
+    p50: float
+    p90: float
+    p95: float
+    p99: float
+    stdev: float
+
+    @classmethod
+    def from_values(cls, values_ms: list[float] | tuple[float, ...]) -> Latency:
+        if not values_ms:
+            raise ValueError("no latency values")
+        v = np.asarray(values_ms, dtype=np.float64)
+        p50, p90, p95, p99 = np.percentile(v, [50, 90, 95, 99])
+        return cls(tuple(float(x) for x in v), float(v.mean()), float(p50), float(p90), float(p95), float(p99),
+                   float(v.std()))
+
+    def summary(self) -> dict[str, float]:
+        data = asdict(self)
+        data.pop("values_ms")
+        return {**data, "n": len(self.values_ms)}
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def measure_latency(
+    call: Callable[[int], object],
+    *,
+    device: str = "cpu",
+    warmup: int = 10,
+    min_calls: int = 100,
+    min_seconds: float = 1.0,
+    max_seconds: float = 60.0,
+) -> Latency:
+    """Time `call(i)` after `warmup` calls until both `min_calls` and `min_seconds` are reached.
+
+    `max_seconds` bounds the run on very slow hardware, but never below `min_calls` calls.
+    """
+    for i in range(warmup):
+        call(i)
+    synchronize(device)
+    values: list[float] = []
+    started = time.perf_counter()
+    i = 0
+    while True:
+        elapsed = time.perf_counter() - started
+        enough = len(values) >= min_calls and elapsed >= min_seconds
+        if enough or (len(values) >= min_calls and elapsed >= max_seconds):
+            break
+        t0 = time.perf_counter()
+        call(i)
+        synchronize(device)
+        values.append((time.perf_counter() - t0) * 1000.0)
+        i += 1
+    return Latency.from_values(values)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def peak_gpu_mb(device: str) -> float | None:
+    if not device.startswith("cuda"):
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
+def reset_gpu_peak(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def environment() -> dict[str, object]:
+    """What a speed figure depends on: hardware, threads, library versions."""
+    env: dict[str, object] = {
+        "hostname": platform.node(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "torch_threads": torch.get_num_threads(),
+        "memory_total_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "libraries": {name: _version(name) for name in (
+            "torch", "transformers", "sentence-transformers", "tokenizers", "numpy", "pytrec-eval-terrier",
+            "ir-datasets")},
+        "gpu": None,
+    }
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        env["gpu"] = {
+            "name": props.name,
+            "memory_gb": round(props.total_memory / 2**30, 1),
+            "count": torch.cuda.device_count(),
+            "cuda": torch.version.cuda,
+            "capability": f"{props.major}.{props.minor}",
+            "driver": _nvidia_driver(),
+        }
+    return env
+
+
+def _nvidia_driver() -> str | None:
+    try:
+        with open("/proc/driver/nvidia/version", encoding="utf-8") as handle:
+            return handle.readline().strip()
+    except OSError:
+        return None
+
+
+def hardware_key(env: dict[str, object]) -> str:
+    """Two speed figures are comparable only when this key matches."""
+    gpu = env.get("gpu")
+    gpu_name = gpu.get("name") if isinstance(gpu, dict) else "no-gpu"
+    return f"{env.get('cpu_model')}|{env.get('torch_threads')}|{gpu_name}"

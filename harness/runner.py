@@ -1,0 +1,146 @@
+"""run_suite(): the one place that sequences the stages for every dataset x encoder of a suite."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from harness import profiling
+from harness.cache import EmbeddingStore
+from harness.datasets import Dataset, load_dataset
+from harness.encoders import Encoder, cache_root
+from harness.metrics import evaluate, parse_measure
+from harness.records import RunRecord, utc_now, write_run_record
+from harness.retrieval import exact_top_k
+from harness.suite import DatasetSpec, EncoderSpec, Suite
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    output: Path
+    cache: Path | None = None
+    chunk_rows: int = 16384
+    store_dtype: str = "fp32"
+    latency_min_calls: int = 100
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    path: Path
+    record: RunRecord
+
+
+def run_suite(suite: Suite, options: RunOptions, *, on_record: Callable[[RunOutcome], None] | None = None,
+              ) -> list[RunOutcome]:
+    """Evaluate every dataset x encoder. Datasets load once; each encoder loads once."""
+    datasets = {spec.name: load_dataset(spec) for spec in suite.datasets}
+    outcomes = []
+    for encoder_spec in suite.encoders:
+        encoder = Encoder(encoder_spec)
+        for dataset_spec in suite.datasets:
+            outcome = run_one(suite, dataset_spec, datasets[dataset_spec.name], encoder, options)
+            outcomes.append(outcome)
+            if on_record:
+                on_record(outcome)
+    return outcomes
+
+
+def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: Encoder,
+            options: RunOptions) -> RunOutcome:
+    spec: EncoderSpec = encoder.spec
+    profiling.reset_gpu_peak(encoder.device)
+    label = f"{dataset.name} × {spec.name}"
+
+    store = EmbeddingStore(
+        options.cache or cache_root(),
+        {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
+        n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows, dtype=options.store_dtype,
+    )
+    encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
+    encode_seconds, encode_tokens = store.totals()
+
+    query_result = encoder.encode_queries(dataset.query_texts)
+    latency = profiling.measure_latency(
+        lambda i: encoder.encode_queries([dataset.query_texts[i % len(dataset.query_texts)]]),
+        device=encoder.device, min_calls=options.latency_min_calls,
+    )
+
+    k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.doc_ids))
+    with tqdm(total=len(dataset.doc_ids), desc=f"search {label}", unit="doc", disable=not options.progress,
+              leave=False) as bar:
+        started = time.perf_counter()
+        top = exact_top_k(query_result.embeddings, store.chunks(), k, similarity=spec.similarity,
+                          device=encoder.device, progress=bar.update)
+        search_seconds = time.perf_counter() - started
+    run = _ranking(dataset, top.scores, top.indices, suite.top_k)
+
+    evaluation = evaluate(dataset.qrels, {q: dict(r) for q, r in run.items()}, suite.metrics,
+                          relevance_level=dataset.relevance_level)
+    performance = {
+        "corpus_encode_s": encode_seconds,
+        "passages_per_s": len(dataset.doc_ids) / encode_seconds if encode_seconds else None,
+        "tokens_per_s": encode_tokens / encode_seconds if encode_seconds else None,
+        "corpus_tokens": encode_tokens,
+        "corpus_from_cache": not encoded_now,
+        "query_latency_ms": latency.summary(),
+        "query_latency_values_ms": list(latency.values_ms),
+        "search_s": search_seconds,
+        "queries_per_s_search": len(dataset.query_ids) / search_seconds if search_seconds else None,
+        "peak_rss_mb": profiling.peak_rss_mb(),
+        "peak_gpu_mb": profiling.peak_gpu_mb(encoder.device),
+        "embedding_store": {"key": store.key, "dtype": store.dtype, "chunk_rows": store.chunk_rows},
+    }
+    record = RunRecord(
+        suite={"name": suite.name, "path": str(suite.source) if suite.source else None},
+        dataset={"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
+                 "counts": dataset.counts, "relevance_level": dataset.relevance_level,
+                 "drop_self_hits": dataset.drop_self_hits},
+        encoder={"name": spec.name, "model": spec.model, "fingerprint": encoder.fingerprint,
+                 "dimension": int(query_result.embeddings.shape[1]), "settings": encoder.settings},
+        metrics=evaluation.aggregate,
+        metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
+        top_k=suite.top_k,
+        performance=performance,
+        environment=profiling.environment(),
+        created_at=utc_now(),
+    )
+    path = write_run_record(options.output, record, run=run, per_query=evaluation.per_query, tag=spec.name)
+    return RunOutcome(path, record)
+
+
+def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, label: str, progress: bool) -> bool:
+    """Encode the chunks the store lacks; returns whether anything was encoded."""
+    missing = store.missing()
+    if not missing:
+        return False
+    todo = sum(len(store.rows_of(i)) for i in missing)
+    with tqdm(total=todo, desc=f"encode {label}", unit="doc", disable=not progress, leave=False) as bar:
+        for index in missing:
+            rows = store.rows_of(index)
+            texts = dataset.doc_texts[rows.start:rows.stop]
+            profiling.synchronize(encoder.device)
+            started = time.perf_counter()
+            result = encoder.encode_documents(texts, progress=bar.update)
+            profiling.synchronize(encoder.device)
+            store.write(index, result.embeddings, seconds=time.perf_counter() - started, tokens=result.n_tokens)
+    return True
+
+
+def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int,
+             ) -> dict[str, list[tuple[str, float]]]:
+    run = {}
+    for row, qid in enumerate(dataset.query_ids):
+        hits = [(dataset.doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])]
+        if dataset.drop_self_hits:
+            hits = [(d, s) for d, s in hits if d != qid]
+        run[qid] = hits[:top_k]
+    return run

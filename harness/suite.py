@@ -1,0 +1,166 @@
+"""Suite files: the typed, validated description of what to evaluate (DESIGN.md, "Suite file")."""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.errors import HarnessError
+from harness.metrics import parse_measure
+
+DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Expectation(_Strict):
+    value: float
+    tolerance: float = Field(default=0.0, ge=0)
+
+
+class DatasetSpec(_Strict):
+    """One dataset: exactly one of a BEIR folder, an ir_datasets id, or MS MARCO TSV files."""
+
+    name: str = Field(min_length=1)
+    path: Path | None = None
+    ir_datasets: str | None = None
+    collection: Path | None = None
+    queries: Path | None = None
+    qrels: Path | None = None
+    split: str = "test"
+    relevance_level: int = Field(default=1, ge=0)
+    drop_self_hits: bool = False
+    expected_counts: dict[Literal["documents", "queries", "qrels"], int] | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DatasetSpec:
+        tsv = (self.collection, self.queries, self.qrels)
+        given = [self.path is not None, self.ir_datasets is not None, any(p is not None for p in tsv)]
+        if sum(given) != 1:
+            raise ValueError(
+                "give exactly one source: 'path' (BEIR folder), 'ir_datasets' (an ir_datasets id), "
+                "or 'collection' + 'queries' + 'qrels' (MS MARCO TSV files)"
+            )
+        if given[2] and not all(p is not None for p in tsv):
+            raise ValueError("MS MARCO TSV sources need all three of 'collection', 'queries' and 'qrels'")
+        return self
+
+    @property
+    def kind(self) -> str:
+        if self.path is not None:
+            return "beir"
+        if self.ir_datasets is not None:
+            return "ir_datasets"
+        return "msmarco_tsv"
+
+
+class EncoderSpec(_Strict):
+    name: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    similarity: Literal["dot", "cosine"] = "dot"
+    max_seq_length: int | None = Field(default=None, gt=0)
+    batch_size: int = Field(default=32, gt=0)
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    engine: Literal["fast", "sentence-transformers"] = "fast"
+    query_prefix: str = ""
+    document_prefix: str = ""
+    expect: dict[str, dict[str, Expectation]] | None = None
+
+
+class Suite(_Strict):
+    name: str = Field(min_length=1)
+    description: str = ""
+    datasets: list[DatasetSpec] = Field(min_length=1)
+    encoders: list[EncoderSpec] = Field(min_length=1)
+    metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
+    top_k: int = Field(default=1000, gt=0)
+    source: Path | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Suite:
+        for metric in self.metrics:
+            parse_measure(metric)
+        for kind, items in (("datasets", self.datasets), ("encoders", self.encoders)):
+            names = [item.name for item in items]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        return self
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file; relative paths inside it resolve against its folder."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: suite file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except yaml.YAMLError as exc:
+        raise HarnessError(f"{path}: malformed YAML: {exc}") from None
+    if not isinstance(raw, dict):
+        raise HarnessError(f"{path}: a suite must be a YAML mapping with 'name', 'datasets', 'encoders'")
+    return parse_suite(raw, source=path)
+
+
+def parse_suite(raw: dict[str, Any], *, source: Path) -> Suite:
+    try:
+        suite = Suite.model_validate({**raw, "source": source})
+    except ValidationError as exc:
+        raise HarnessError(f"{source}: invalid suite:\n{_explain(exc)}") from None
+    except HarnessError as exc:  # a metric name rejected by parse_measure
+        raise HarnessError(f"{source}: field 'metrics': {exc}") from None
+    return _resolve_paths(suite, source.parent)
+
+
+def _resolve_paths(suite: Suite, base: Path) -> Suite:
+    def resolve(p: Path | None) -> Path | None:
+        return None if p is None else (base / p).resolve()
+
+    datasets = [
+        d.model_copy(update={k: resolve(getattr(d, k)) for k in ("path", "collection", "queries", "qrels")})
+        for d in suite.datasets
+    ]
+    return suite.model_copy(update={"datasets": datasets})
+
+
+_MODELS: dict[str, type[BaseModel]] = {
+    "": Suite,
+    "datasets": DatasetSpec,
+    "encoders": EncoderSpec,
+    "expect": Expectation,
+}
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        if err["type"] == "extra_forbidden":
+            key = str(err["loc"][-1])
+            allowed = _allowed_keys(err["loc"])
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
+            lines.append(f"  {loc}: unknown key '{key}'{suggestion} Allowed: {', '.join(allowed)}")
+        else:
+            message = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {loc or '(top level)'}: {message}")
+    return "\n".join(lines)
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    parents = [part for part in loc[:-1] if isinstance(part, str)]
+    model = _MODELS[""]
+    if parents and parents[0] in ("datasets", "encoders"):
+        model = _MODELS[parents[0]]
+    if "expect" in parents:
+        model = Expectation
+    return [name for name in model.model_fields if name != "source"]

@@ -1,0 +1,81 @@
+"""Shared fixtures. Real models and data only: the bundled all-MiniLM-L6-v2, small random-weight
+BERTs written to disk (real transformers checkpoints), and the data sets under data/."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "data"
+# One cache per checkout: each real set is encoded once and reused by every test (and by later local runs).
+os.environ.setdefault("HARNESS_CACHE", str(REPO / ".cache" / "harness-tests"))
+
+
+def write_tiny_model(folder: Path, *, poison: bool = False) -> Path:
+    """A real (random-weight) 2-layer BERT with the bundled uncased tokenizer, mean pooling.
+
+    `poison=True` sets one LayerNorm weight to NaN, a real checkpoint that yields NaN embeddings.
+    """
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from harness.encoders import bundled_minilm_path
+
+    torch.manual_seed(0)
+    config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+    model = BertModel(config)
+    if poison:
+        with torch.no_grad():
+            model.encoder.layer[0].output.LayerNorm.weight[0] = float("nan")
+    model.save_pretrained(folder)
+    source = bundled_minilm_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / name, folder / name)
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(
+        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def nan_model(tmp_path_factory) -> Path:
+    return write_tiny_model(tmp_path_factory.mktemp("models") / "nan-bert", poison=True)
+
+
+def write_beir(folder: Path, *, docs, queries, qrels, split: str = "test") -> Path:
+    """Write a small BEIR folder: docs [(id, text)], queries [(id, text)], qrels [(qid, docid, grade)]."""
+    (folder / "qrels").mkdir(parents=True)
+    with open(folder / "corpus.jsonl", "w", encoding="utf-8") as f:
+        for doc_id, text in docs:
+            f.write(json.dumps({"_id": doc_id, "title": "", "text": text}) + "\n")
+    with open(folder / "queries.jsonl", "w", encoding="utf-8") as f:
+        for qid, text in queries:
+            f.write(json.dumps({"_id": qid, "text": text}) + "\n")
+    with open(folder / "qrels" / f"{split}.tsv", "w", encoding="utf-8") as f:
+        f.write("query-id\tcorpus-id\tscore\n")
+        for qid, doc_id, grade in qrels:
+            f.write(f"{qid}\t{doc_id}\t{grade}\n")
+    return folder
+
+
+def write_suite(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
