@@ -151,15 +151,16 @@ def _check_expected_counts(spec: DatasetSpec, dataset: Dataset) -> None:
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
     """Yield (line number, line) of a text file (optionally gzipped), strictly UTF-8."""
     opener = gzip.open if path.suffix == ".gz" else open
-    number = 0
     try:
-        with opener(path, "rt", encoding="utf-8", newline="") as handle:
-            for number, line in enumerate(handle, start=1):
-                yield number, line
-    except UnicodeDecodeError as exc:
-        raise HarnessError(
-            f"{path}: not valid UTF-8 after line {number} ({exc.reason}); re-encode the file as UTF-8"
-        ) from None
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    yield number, raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise HarnessError(
+                        f"{path}:{number}: not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
+                        "re-encode the file as UTF-8"
+                    ) from None
     except (OSError, EOFError) as exc:
         raise HarnessError(f"{path}: cannot read: {exc}") from None
 

@@ -1,0 +1,281 @@
+"""Known-value tests for harness.stats (paired significance tests on per-query vectors)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from scipy.stats import t as t_dist
+
+from harness.stats import (
+    PairedComparison,
+    bootstrap_ci,
+    compare_paired,
+    holm,
+    paired_t_test,
+    randomization_test,
+    win_tie_loss,
+)
+
+# The degenerate cases must be handled, not papered over by scipy warnings.
+pytestmark = pytest.mark.filterwarnings("error")
+
+# Student's sleep data (Cushny & Peebles 1905), R's `t.test(extra ~ group, sleep, paired=TRUE)`:
+# t = -4.0621, df = 9, p-value = 0.002833, mean difference -1.58.
+SLEEP_DRUG_1 = [0.7, -1.6, -0.2, -1.2, -0.1, 3.4, 3.7, 0.8, 0.0, 2.0]
+SLEEP_DRUG_2 = [1.9, 0.8, 1.1, 0.1, -0.1, 4.4, 5.5, 1.6, 4.6, 3.4]
+
+
+def exact_sign_flip_p(control: list[float], treatment: list[float]) -> float:
+    """Two-sided p of the paired randomization test by enumerating all 2^n sign flips."""
+    d = [t - c for c, t in zip(control, treatment)]
+    observed = abs(sum(d))
+    extreme = sum(
+        abs(sum(s * x for s, x in zip(signs, d))) >= observed - 1e-12
+        for signs in itertools.product((1, -1), repeat=len(d))
+    )
+    return extreme / 2 ** len(d)
+
+
+def shifted(n: int, shift: float, noise: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    control = rng.uniform(0.0, 1.0, n)
+    return control, control + shift + rng.normal(0.0, noise, n)
+
+
+# --- paired t-test -------------------------------------------------------------------
+
+
+def test_t_test_matches_formula_by_hand():
+    control = [0.2, 0.4, 0.5, 0.1, 0.6]
+    treatment = [0.3, 0.7, 0.5, 0.4, 0.5]
+    d = [0.1, 0.3, 0.0, 0.3, -0.1]  # treatment - control
+    n = len(d)
+    t = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(n))  # 0.12 / (0.17889/sqrt 5)
+    expected = 2 * t_dist.sf(abs(t), df=n - 1)
+    assert t == pytest.approx(1.5, rel=1e-9)
+    assert paired_t_test(control, treatment) == pytest.approx(expected, rel=1e-9)
+    assert paired_t_test(treatment, control) == pytest.approx(expected, rel=1e-9)  # two-sided
+
+
+def test_t_test_textbook_sleep_data():
+    assert paired_t_test(SLEEP_DRUG_1, SLEEP_DRUG_2) == pytest.approx(0.002833, abs=5e-7)
+
+
+def test_t_test_degenerate_cases():
+    assert paired_t_test([0.3, 0.5, 0.9], [0.3, 0.5, 0.9]) == 1.0  # identical
+    assert paired_t_test([0.0, 0.5, 1.0], [0.25, 0.75, 1.25]) == 0.0  # constant shift
+    assert paired_t_test([0.1, 0.2], [0.2, 0.3]) == 0.0  # shift with float noise, no warning
+    assert paired_t_test([0.4], [0.4]) == 1.0  # one query
+    assert paired_t_test([0.4], [0.6]) == 0.0
+
+
+# --- randomization test --------------------------------------------------------------
+
+RAND_CONTROL = [0.30, 0.50, 0.20, 0.60, 0.40]
+RAND_TREATMENT = [0.45, 0.55, 0.10, 0.90, 0.60]  # d = 0.15, 0.05, -0.10, 0.30, 0.20
+
+
+def test_randomization_exact_for_tiny_n():
+    # |sum d| >= 0.6 only when the flipped |d| sum to <= 0.1 ({}, {.05}, {.10}) or their
+    # mirror images: 6 of 32 sign patterns.
+    exact = exact_sign_flip_p(RAND_CONTROL, RAND_TREATMENT)
+    assert exact == pytest.approx(6 / 32)
+    # 2^5 <= n_resamples, so all flips are enumerated and the p-value is exact.
+    assert randomization_test(RAND_CONTROL, RAND_TREATMENT) == pytest.approx(exact)
+    # Sleep data: 9 non-zero differences -> 4 of 1024 patterns at least as extreme.
+    assert randomization_test(SLEEP_DRUG_1, SLEEP_DRUG_2) == pytest.approx(4 / 1024)
+
+
+def test_randomization_monte_carlo_close_to_exact():
+    control, treatment = shifted(14, 0.03, 0.1, seed=3)
+    control, treatment = control.tolist(), treatment.tolist()
+    exact = exact_sign_flip_p(control, treatment)  # 16,384 patterns
+    assert 0.02 < exact < 0.5  # an informative, non-boundary case
+    p = randomization_test(control, treatment, n_resamples=10_000, seed=1)  # 10,000 < 2^14
+    assert p != pytest.approx(exact, abs=1e-12)  # really Monte Carlo ...
+    assert p == pytest.approx(exact, abs=0.015)  # ... within ~4 standard errors
+
+
+def test_randomization_identical_vectors():
+    values = [0.1, 0.7, 0.0, 1.0, 0.5]
+    assert randomization_test(values, values) == 1.0
+    assert randomization_test([0.4], [0.9]) == 1.0  # one query: both flips equally extreme
+
+
+def test_randomization_strong_improvement():
+    control, treatment = shifted(50, 0.1, 0.05, seed=0)
+    assert randomization_test(control, treatment) < 0.001
+    assert randomization_test(treatment, control) < 0.001
+
+
+def test_randomization_seed_determinism():
+    control, treatment = shifted(30, 0.02, 0.1, seed=7)
+    p0 = randomization_test(control, treatment, n_resamples=2_000, seed=0)
+    assert randomization_test(control, treatment, n_resamples=2_000, seed=0) == p0
+    p1 = randomization_test(control, treatment, n_resamples=2_000, seed=1)
+    assert p1 != p0
+    assert p1 == pytest.approx(p0, abs=0.05)
+
+
+def test_randomization_agrees_with_t_test_for_moderate_n():
+    control, treatment = shifted(200, 0.01, 0.1, seed=11)
+    p_t = paired_t_test(control, treatment)
+    assert 0.01 < p_t < 0.5  # neither trivially significant nor null
+    assert randomization_test(control, treatment) == pytest.approx(p_t, abs=0.03)
+
+
+# --- bootstrap CI --------------------------------------------------------------------
+
+
+def test_bootstrap_contains_true_difference_and_excludes_zero():
+    control, treatment = shifted(400, 0.1, 0.05, seed=0)
+    low, high = bootstrap_ci(control, treatment)
+    assert low < float(np.mean(treatment - control)) < high
+    assert low < 0.1 < high  # the population shift
+    assert 0.0 < low  # a consistent improvement
+    low_r, high_r = bootstrap_ci(treatment, control)  # sign convention: treatment - control
+    assert high_r < 0.0
+    assert (low_r, high_r) == pytest.approx((-high, -low), abs=0.002)
+
+
+def test_bootstrap_width_matches_normal_theory_and_shrinks_with_n():
+    def width(n: int, confidence: float = 0.95) -> float:
+        low, high = bootstrap_ci(*shifted(n, 0.0, 0.1, seed=n), confidence=confidence)
+        return high - low
+
+    # sd of d is ~0.1, so the 95% width is ~2 * 1.96 * 0.1 / sqrt(n).
+    assert width(800) == pytest.approx(2 * 1.96 * 0.1 / math.sqrt(800), rel=0.1)
+    assert width(50) > 2.5 * width(800)  # ~4x narrower with 16x the queries
+    assert width(200, 0.99) > width(200, 0.95) > width(200, 0.80)
+
+
+def test_bootstrap_percentile_interval_follows_skew():
+    # Right-skewed differences: 38 queries +0.01, 2 big wins of +0.8. A resample holds
+    # ~Binomial(40, 0.05) big wins (0 at the 2.5% end, ~5 at the 97.5% end), so the
+    # percentile CI reaches further above the mean than below it; a "basic" interval
+    # (2 * mean - percentiles) would be skewed the other way.
+    d = [0.8] * 2 + [0.01] * 38
+    low, high = bootstrap_ci([0.0] * 40, d)
+    mean = statistics.mean(d)
+    assert low == pytest.approx(0.01)  # resamples without a big win
+    assert high - mean > 1.3 * (mean - low)
+
+
+def test_bootstrap_zero_variance():
+    assert bootstrap_ci([0.2, 0.5, 0.7], [0.3, 0.6, 0.8]) == pytest.approx((0.1, 0.1))
+    assert bootstrap_ci([0.2, 0.5], [0.2, 0.5]) == (0.0, 0.0)
+    assert bootstrap_ci([0.2], [0.7]) == pytest.approx((0.5, 0.5))
+
+
+def test_bootstrap_seed_determinism():
+    control, treatment = shifted(60, 0.02, 0.1, seed=5)
+    assert bootstrap_ci(control, treatment, seed=3) == bootstrap_ci(control, treatment, seed=3)
+    assert bootstrap_ci(control, treatment, seed=3) != bootstrap_ci(control, treatment, seed=4)
+
+
+# --- win / tie / loss ----------------------------------------------------------------
+
+
+def test_win_tie_loss():
+    control = [0.5, 0.2, 0.3, 0.9, 0.0, 0.4]
+    treatment = [0.6, 0.2, 0.1, 0.9 + 1e-12, 0.0, 0.3]
+    assert win_tie_loss(control, treatment) == (1, 3, 2)
+    assert win_tie_loss(treatment, control) == (2, 3, 1)
+    # 0.1 and -0.1 (within eps) become ties, -0.2 stays a loss
+    assert win_tie_loss(control, treatment, eps=0.15) == (0, 5, 1)
+    # a difference of exactly eps is a tie (0.75 - 0.5 and 0.25 - 0.5 are exact in binary)
+    assert win_tie_loss([0.5, 0.5], [0.75, 0.25], eps=0.25) == (0, 2, 0)
+
+
+# --- Holm-Bonferroni -----------------------------------------------------------------
+
+
+def test_holm_hand_computed():
+    # sorted: 0.005*4 = 0.02, 0.01*3 = 0.03, 0.03*2 = 0.06, 0.04*1 = 0.04 -> running max 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02])
+    assert holm([0.02, 0.02, 0.5]) == pytest.approx([0.06, 0.06, 0.5])  # ties
+    assert holm([0.5, 0.6]) == [1.0, 1.0]  # capped
+    assert holm([0.2]) == [0.2]
+    assert holm([]) == []
+    with pytest.raises(ValueError):
+        holm([0.1, 1.5])
+
+
+@given(st.lists(st.floats(min_value=0.0, max_value=1.0), min_size=1, max_size=30))
+def test_holm_properties(p_values):
+    adjusted = holm(p_values)
+    m = len(p_values)
+    assert len(adjusted) == m
+    for p, a in zip(p_values, adjusted):
+        assert p <= a <= min(1.0, m * p) + 1e-12  # between raw and Bonferroni
+    for i, j in itertools.product(range(m), repeat=2):
+        if p_values[i] <= p_values[j]:
+            assert adjusted[i] <= adjusted[j]  # monotone in the raw p-values
+    assert holm(list(reversed(p_values))) == list(reversed(adjusted))  # input order kept
+
+
+# --- compare_paired and shared contract ----------------------------------------------
+
+
+def test_compare_paired_consistent():
+    control, treatment = shifted(40, 0.05, 0.1, seed=2)
+    result = compare_paired(control, treatment, seed=0, n_resamples=2_000)
+    assert result.n == 40
+    assert result.delta == pytest.approx(result.treatment_mean - result.control_mean)
+    assert result.control_mean == pytest.approx(float(np.mean(control)))
+    assert result.wins + result.ties + result.losses == result.n
+    assert result.delta_ci[0] < result.delta < result.delta_ci[1]
+    assert result.p_t_test == pytest.approx(paired_t_test(control, treatment))
+    assert result.p_randomization == randomization_test(
+        control, treatment, n_resamples=2_000, seed=0
+    )
+    assert result.delta_ci == bootstrap_ci(control, treatment, n_resamples=2_000, seed=0)
+
+
+def test_compare_paired_json_round_trip():
+    result = compare_paired(SLEEP_DRUG_1, SLEEP_DRUG_2, n_resamples=1_000)
+    data = json.loads(json.dumps(result.to_dict()))
+    assert data["delta"] == pytest.approx(1.58)
+    assert (data["wins"], data["ties"], data["losses"]) == (9, 1, 0)
+    assert PairedComparison.from_dict(data) == result
+
+
+def test_compare_paired_single_query():
+    result = compare_paired([0.2], [0.5])
+    assert (result.n, result.wins, result.p_t_test, result.p_randomization) == (1, 1, 0.0, 1.0)
+    assert result.delta_ci == pytest.approx((0.3, 0.3))
+
+
+@pytest.mark.parametrize(
+    "fn", [paired_t_test, randomization_test, bootstrap_ci, win_tie_loss, compare_paired]
+)
+def test_mismatched_or_empty_inputs_raise(fn):
+    with pytest.raises(ValueError, match=r"3.*2"):
+        fn([0.1, 0.2, 0.3], [0.1, 0.2])
+    with pytest.raises(ValueError):
+        fn([], [])
+    with pytest.raises(ValueError):
+        fn([0.1, float("nan")], [0.1, 0.2])
+
+
+def test_plain_return_types_and_no_mutation():
+    control = np.array([0.1, 0.4, 0.35, 0.8])
+    treatment = np.array([0.2, 0.3, 0.5, 0.9])
+    before = (control.copy(), treatment.copy())
+    assert type(paired_t_test(control, treatment)) is float
+    assert type(randomization_test(control, treatment)) is float
+    ci = bootstrap_ci(control, treatment, n_resamples=500)
+    assert type(ci) is tuple and all(type(x) is float for x in ci)
+    assert all(type(x) is int for x in win_tie_loss(control, treatment))
+    assert all(type(x) is float for x in holm(np.array([0.01, 0.2])))
+    result = compare_paired(control, treatment, n_resamples=500)
+    assert type(result.n) is int and type(result.delta) is float
+    np.testing.assert_array_equal(control, before[0])
+    np.testing.assert_array_equal(treatment, before[1])
