@@ -37,6 +37,7 @@ class ChunkInfo:
     sha256: str
     seconds: float
     tokens: int
+    truncated: int = 0
 
 
 class EmbeddingStore:
@@ -87,7 +88,7 @@ class EmbeddingStore:
     def missing(self) -> list[int]:
         return [i for i in range(self.n_chunks) if self.info(i) is None]
 
-    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int) -> None:
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0) -> None:
         expected = len(self.rows_of(index))
         if embeddings.shape[0] != expected:
             raise ValueError(f"chunk {index} needs {expected} rows, got {embeddings.shape[0]}")
@@ -100,7 +101,8 @@ class EmbeddingStore:
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, array_file)
-            info = {"rows": expected, "sha256": _sha256(array_file), "seconds": seconds, "tokens": tokens}
+            info = {"rows": expected, "sha256": _sha256(array_file), "seconds": seconds, "tokens": tokens,
+                    "truncated": truncated}
             _atomic_write(info_file, json.dumps(info).encode())
         except OSError as exc:
             for path in (array_file, info_file, tmp):
@@ -118,10 +120,12 @@ class EmbeddingStore:
         for index in range(self.n_chunks):
             yield self.read(index)
 
-    def totals(self) -> tuple[float, int]:
-        """Encoding seconds and tokens summed over all chunks (as measured when each was written)."""
-        infos = [self.info(i) for i in range(self.n_chunks)]
-        return sum(i.seconds for i in infos if i), sum(i.tokens for i in infos if i)
+    def totals(self) -> ChunkInfo:
+        """Rows, encoding seconds, tokens and truncations summed over the complete chunks
+        (seconds as measured when each chunk was written)."""
+        infos = [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
+        return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
+                         tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
 
 
 def _sha256(path: Path) -> str:

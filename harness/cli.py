@@ -35,7 +35,20 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dtype of cached corpus embeddings (fp16 halves disk and RAM at scale)")
     run.add_argument("--chunk-rows", type=int, default=16384, help="corpus rows per cached chunk")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--executor", choices=("local", "ray"), default="local",
+                     help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
+    run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     run.set_defaults(func=cmd_run)
+
+    cache = sub.add_parser("cache", help="list or clear cached corpus embeddings")
+    cache_sub = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
+    for name, helptext in (("ls", "list stores with sizes"), ("clear", "remove stores")):
+        p = cache_sub.add_parser(name, help=helptext)
+        p.add_argument("--cache", type=Path, default=None)
+        if name == "clear":
+            p.add_argument("--older-than", type=_duration, default=None, metavar="AGE",
+                           help="only stores not modified for AGE (e.g. 30m, 12h, 7d)")
+    cache.set_defaults(func=cmd_cache)
 
     lister = sub.add_parser("list", help="list shipped suites and data sets")
     lister.set_defaults(func=cmd_list)
@@ -50,7 +63,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         raise HarnessError("--chunk-rows must be a positive integer")
     suite = load_suite(args.suite)
     options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
-                         store_dtype=args.store_dtype, progress=not args.no_progress)
+                         store_dtype=args.store_dtype, progress=not args.no_progress,
+                         executor=args.executor, ray_address=args.address)
     outcomes = run_suite(suite, options, on_record=lambda o: print(f"wrote {o.path}", file=sys.stderr))
     print(results_table(suite.metrics, [o.record for o in outcomes]))
     return 0
@@ -69,6 +83,33 @@ def results_table(metrics: Sequence[str], records: Sequence) -> str:
     widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
     line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def _duration(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text[-1] in units else float(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m, 12h or 7d") from None
+
+
+def cmd_cache(args: argparse.Namespace) -> int:
+    from harness.cache import clear_stores, list_stores
+    from harness.encoders import cache_root
+
+    root = args.cache or cache_root()
+    if args.cache_command == "clear":
+        removed = clear_stores(root, older_than_s=args.older_than)
+        print(f"removed {len(removed)} store(s) from {root}")
+        return 0
+    stores = list_stores(root)
+    total = sum(int(s["bytes"]) for s in stores)
+    for store in stores:
+        parts = store.get("parts") or {}
+        print(f"{store['key']}  {int(store['bytes']) / 2**20:9.1f} MiB  rows={store.get('n_rows', '?')}  "
+              f"dtype={store.get('dtype', '?')}  model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
+    print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {root}")
+    return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -135,6 +135,7 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 class EncodeResult:
     embeddings: np.ndarray  # float32 [n, dim]
     n_tokens: int  # tokens actually fed to the model (after truncation, incl. special tokens)
+    n_truncated: int = 0  # texts longer than max_seq_length tokens, cut to it
 
 
 class Encoder:
@@ -184,9 +185,10 @@ def _prefixed(prefix: str, texts: Sequence[str]) -> list[str]:
     return [prefix + t for t in texts] if prefix else list(texts)
 
 
-def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> int:
-    encoded = tokenizer(list(texts), truncation=True, max_length=max_length, add_special_tokens=True)
-    return sum(len(ids) for ids in encoded["input_ids"])
+def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, int]:
+    """(tokens fed to the model after truncation, number of texts that were truncated)."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True)["input_ids"]]
+    return sum(min(n, max_length) for n in lengths), sum(n > max_length for n in lengths)
 
 
 class SentenceTransformersEngine:
@@ -209,7 +211,7 @@ class SentenceTransformersEngine:
             if progress:
                 progress(len(block))
         embeddings = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 0), np.float32)
-        return EncodeResult(embeddings, count_tokens(self.model.tokenizer, texts, self.model.max_seq_length))
+        return EncodeResult(embeddings, *count_tokens(self.model.tokenizer, texts, self.model.max_seq_length))
 
 
 def make_engine(model, spec: EncoderSpec, device: str):

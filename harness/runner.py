@@ -31,6 +31,8 @@ class RunOptions:
     store_dtype: str = "fp32"
     latency_min_calls: int = 100
     progress: bool = True
+    executor: str = "local"  # "local" | "ray"
+    ray_address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,14 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
         n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows, dtype=options.store_dtype,
     )
-    encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
-    encode_seconds, encode_tokens = store.totals()
+    if options.executor == "ray":
+        from harness.distributed import encode_on_ray
+
+        encoded_now = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
+    else:
+        encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
+    totals = store.totals()
+    encode_seconds, encode_tokens = totals.seconds, totals.tokens
 
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = profiling.measure_latency(
@@ -90,6 +98,7 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         "passages_per_s": len(dataset.doc_ids) / encode_seconds if encode_seconds else None,
         "tokens_per_s": encode_tokens / encode_seconds if encode_seconds else None,
         "corpus_tokens": encode_tokens,
+        "truncated_documents": totals.truncated,
         "corpus_from_cache": not encoded_now,
         "query_latency_ms": latency.summary(),
         "query_latency_values_ms": list(latency.values_ms),
@@ -131,7 +140,8 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, la
             started = time.perf_counter()
             result = encoder.encode_documents(texts, progress=bar.update)
             profiling.synchronize(encoder.device)
-            store.write(index, result.embeddings, seconds=time.perf_counter() - started, tokens=result.n_tokens)
+            store.write(index, result.embeddings, seconds=time.perf_counter() - started, tokens=result.n_tokens,
+                        truncated=result.n_truncated)
     return True
 
 
