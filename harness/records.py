@@ -47,6 +47,21 @@ class RunRecord(BaseModel):
     files: dict[str, str] = {"run": RUN_FILE, "per_query": PER_QUERY_FILE}
 
 
+class ProfileRecord(BaseModel):
+    """The result of `harness profile` for one model: one point per swept configuration."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    kind: str = "profile"
+    name: str
+    model: dict[str, Any]
+    texts: dict[str, Any]
+    points: list[dict[str, Any]]
+    environment: dict[str, Any]
+    created_at: str
+
+
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -63,9 +78,26 @@ def write_run_record(
     per_query: dict[str, dict[str, float]],
     tag: str,
 ) -> Path:
-    """Write a record directory atomically under `output`; returns its final path."""
-    stamp = record.created_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-    base = "--".join(_slug(s) for s in (record.suite["name"], record.dataset["name"], record.encoder["name"], stamp))
+    """Write a run record directory atomically under `output`; returns its final path."""
+    names = (record.suite["name"], record.dataset["name"], record.encoder["name"])
+
+    def fill(tmp: Path) -> None:
+        write_trec_run(tmp / RUN_FILE, run, tag=tag)
+        _write_json(tmp / PER_QUERY_FILE, per_query)
+        _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))
+
+    return _write_record_dir(output, names, record.created_at, fill)
+
+
+def write_profile_record(output: Path, record: ProfileRecord) -> Path:
+    names = ("profile", record.name, Path(str(record.model["model"])).name)
+    return _write_record_dir(output, names, record.created_at,
+                             lambda tmp: _write_json(tmp / RECORD_FILE, record.model_dump(mode="json")))
+
+
+def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fill) -> Path:
+    stamp = created_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
+    base = "--".join(_slug(s) for s in (*names, stamp))
     try:
         output.mkdir(parents=True, exist_ok=True)
         tmp = output / f".tmp-{base}-{uuid.uuid4().hex[:8]}"
@@ -74,9 +106,7 @@ def write_run_record(
         raise HarnessError(f"{output}: cannot create the results folder ({exc.strerror}); "
                            "choose a writable --output") from None
     try:
-        write_trec_run(tmp / RUN_FILE, run, tag=tag)
-        _write_json(tmp / PER_QUERY_FILE, per_query)
-        _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))
+        fill(tmp)
         return _rename_unique(tmp, output / base)
     except OSError as exc:
         raise HarnessError(f"{output}: writing the record failed ({exc.strerror}); nothing was kept") from None
@@ -128,6 +158,14 @@ def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
 
 
 def load_record(directory: Path) -> RunRecord:
+    """Load a run record (use `load_any_record` where profile records may appear too)."""
+    record = load_any_record(directory)
+    if not isinstance(record, RunRecord):
+        raise HarnessError(f"{Path(directory) / RECORD_FILE}: a profile record, not a run record")
+    return record
+
+
+def load_any_record(directory: Path) -> RunRecord | ProfileRecord:
     path = Path(directory) / RECORD_FILE
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -138,7 +176,7 @@ def load_record(directory: Path) -> RunRecord:
     if data.get("schema_version") != SCHEMA_VERSION:
         raise HarnessError(f"{path}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
     try:
-        return RunRecord.model_validate(data)
+        return (ProfileRecord if data.get("kind") == "profile" else RunRecord).model_validate(data)
     except ValidationError as exc:
         raise HarnessError(f"{path}: not a valid run record: {exc}") from None
 

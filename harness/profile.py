@@ -1,0 +1,189 @@
+"""`harness profile`: sweep engine x precision x batch size x max_seq_length x device for an encoder.
+
+Every point times calls that each encode one batch of `batch_size` texts (warm-up first, then until
+both a minimum number of calls and a minimum duration are reached) and keeps the raw latencies;
+throughput follows from them. Texts are real passages of a data set or length-controlled synthetic
+text. On CUDA each point also reports achieved TFLOP/s and MFU against the card's datasheet dense
+bf16 peak.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from harness import profiling
+from harness.encoders import EncoderSpec, load_sentence_transformer, make_engine, resolve_device, weights_fingerprint
+from harness.errors import HarnessError
+
+# Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
+DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4,
+                         "A100": 312.0, "L40S": 362.1, "L4": 121.0, "A10G": 70.0, "A10": 125.0, "T4": 65.0}
+
+# Common English words that are one WordPiece each, for length-controlled synthetic text.
+_WORDS = ("the of and to in is was for on that with as by at from his an were are which this be has had it "
+          "not or have their one first also new after who its but two been other when time there all during "
+          "into school year city more over can most some may these would such only used than up them he she "
+          "world state where later both between under while well made part since many national team about "
+          "through being people known three could group until before each film high called area season "
+          "water south north east west music game river public early life home house series war").split()
+
+
+@dataclass(frozen=True)
+class ProfilePoint:
+    engine: str
+    precision: str
+    batch_size: int
+    max_seq_length: int
+    device: str
+    calls: int
+    passages_per_s: float
+    tokens_per_s: float
+    mean_tokens: float
+    latency_ms: dict[str, float]
+    latency_values_ms: list[float]
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+    tflops: float | None
+    mfu: float | None
+    mfu_peak: str | None
+
+
+def synthetic_texts(n: int, tokens: int, *, seed: int = 0) -> list[str]:
+    """n texts of exactly `tokens` WordPiece tokens each with [CLS]/[SEP] (uncased BERT vocabulary)."""
+    if tokens < 3:
+        raise HarnessError("synthetic text needs at least 3 tokens ([CLS] word [SEP])")
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(_WORDS) for _ in range(tokens - 2)) for _ in range(n)]
+
+
+def dataset_texts(path: Path, n: int, *, seed: int = 0) -> list[str]:
+    from harness.datasets import load_dataset
+    from harness.suite import DatasetSpec
+
+    dataset = load_dataset(DatasetSpec(name=path.name, path=path))
+    texts = list(dataset.doc_texts)
+    random.Random(seed).shuffle(texts)
+    return texts[:n]
+
+
+def datasheet_peak(device: str) -> tuple[float, str] | None:
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(0)
+    for key, peak in DATASHEET_BF16_TFLOPS.items():
+        if key in name:
+            return peak, f"{name}: datasheet dense bf16 {peak} TFLOP/s"
+    return None
+
+
+def forward_flops(model, lengths: Sequence[int]) -> float:
+    """Forward FLOPs of a transformer encoder: 2 x non-embedding parameters per token, plus attention
+    (QK^T and AV: 4 x layers x hidden per token pair)."""
+    net = model[0].auto_model
+    config = net.config
+    embedding = sum(p.numel() for name, p in net.named_parameters() if "embeddings" in name)
+    params = sum(p.numel() for p in net.parameters()) - embedding
+    hidden = getattr(config, "hidden_size", None) or config.dim
+    layers = getattr(config, "num_hidden_layers", None) or config.n_layers
+    return float(sum(2 * params * n + 4 * layers * hidden * n * n for n in lengths))
+
+
+def profile_model(
+    model_name: str,
+    texts: Sequence[str],
+    *,
+    engines: Sequence[str] = ("sentence-transformers", "fast"),
+    precisions: Sequence[str] = ("fp32",),
+    batch_sizes: Sequence[int] = (1, 32),
+    max_seq_lengths: Sequence[int | None] = (None,),
+    devices: Sequence[str] = ("auto",),
+    warmup: int = 2,
+    min_calls: int = 5,
+    min_seconds: float = 2.0,
+    max_seconds: float = 60.0,
+    on_point=None,
+) -> tuple[dict[str, object], list[ProfilePoint]]:
+    """Profile one model over the sweep; returns (model info, points)."""
+    if not texts:
+        raise HarnessError("profile needs at least one text")
+    points = []
+    info: dict[str, object] = {"model": model_name}
+    for device in dict.fromkeys(resolve_device(d) for d in devices):
+        model = load_sentence_transformer(model_name, device=device)
+        info.setdefault("fingerprint", weights_fingerprint(model))
+        default_length = int(model.max_seq_length)
+        peak = datasheet_peak(device)
+        for max_len, engine, precision, batch_size in itertools.product(
+                max_seq_lengths, engines, precisions, batch_sizes):
+            length = max_len or default_length
+            model.max_seq_length = length
+            if precision == "int8" and (device != "cpu" or engine != "fast"):
+                continue  # dynamic int8 exists only in the fast engine on CPU
+            spec = EncoderSpec(name="profile", model=model_name, engine=engine, precision=precision,
+                               batch_size=batch_size, device="cpu" if device == "cpu" else "cuda")
+            encoder = make_engine(model, spec, device)
+            point = _measure(encoder, model, texts, engine=engine, precision=precision, batch_size=batch_size,
+                             length=length, device=device, peak=peak, warmup=warmup, min_calls=min_calls,
+                             min_seconds=min_seconds, max_seconds=max_seconds)
+            points.append(point)
+            if on_point:
+                on_point(point)
+            if engine == "sentence-transformers" and precision != "fp32":
+                model.to(torch.float32)  # the baseline engine converts the shared model in place
+        del model
+    return info, points
+
+
+def _measure(encoder, model, texts, *, engine, precision, batch_size, length, device, peak, warmup, min_calls,
+             min_seconds, max_seconds) -> ProfilePoint:
+    batches = [list(itertools.islice(itertools.cycle(texts), i * batch_size, (i + 1) * batch_size))
+               for i in range(max(1, len(texts) // batch_size))]
+    tokens: list[int] = []
+
+    def call(i: int) -> None:
+        result = encoder.encode(batches[i % len(batches)])
+        tokens.append(result.n_tokens)
+
+    profiling.reset_gpu_peak(device)
+    latency = profiling.measure_latency(call, device=device, warmup=warmup, min_calls=min_calls,
+                                        min_seconds=min_seconds, max_seconds=max_seconds)
+    timed_tokens = tokens[warmup:]
+    seconds = sum(latency.values_ms) / 1000.0
+    calls = len(latency.values_ms)
+    tflops = mfu = None
+    if device.startswith("cuda"):
+        per_batch = [forward_flops(model, [len(ids) for ids in model.tokenizer(
+            batch, truncation=True, max_length=length)["input_ids"]]) for batch in batches[:calls]]
+        flops = sum(per_batch[i % len(per_batch)] for i in range(calls))
+        tflops = flops / seconds / 1e12
+        mfu = tflops / peak[0] if peak else None
+    return ProfilePoint(
+        engine=engine, precision=precision, batch_size=batch_size, max_seq_length=length, device=device,
+        calls=calls, passages_per_s=calls * batch_size / seconds, tokens_per_s=sum(timed_tokens) / seconds,
+        mean_tokens=sum(timed_tokens) / (calls * batch_size), latency_ms=latency.summary(),
+        latency_values_ms=list(latency.values_ms), peak_rss_mb=profiling.peak_rss_mb(),
+        peak_gpu_mb=profiling.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
+    )
+
+
+def profile_record(name: str, info: dict[str, object], texts: dict[str, object], points: Sequence[ProfilePoint]):
+    from harness.records import ProfileRecord, utc_now
+
+    return ProfileRecord(name=name, model=info, texts=texts, points=[asdict(p) for p in points],
+                         environment=profiling.environment(), created_at=utc_now())
+
+
+def points_table(points: Sequence[ProfilePoint]) -> str:
+    headers = ["engine", "precision", "batch", "max_len", "device", "passages/s", "tokens/s", "p50 ms", "p99 ms",
+               "peak RSS MB", "MFU"]
+    rows = [[p.engine, p.precision, p.batch_size, p.max_seq_length, p.device, f"{p.passages_per_s:,.1f}",
+             f"{p.tokens_per_s:,.0f}", f"{p.latency_ms['p50']:.1f}", f"{p.latency_ms['p99']:.1f}",
+             f"{p.peak_rss_mb:,.0f}", f"{p.mfu:.1%}" if p.mfu is not None else "-"] for p in points]
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+    return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in [headers, *rows])

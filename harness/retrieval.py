@@ -1,0 +1,157 @@
+"""Exact top-k retrieval by dot or cosine score, one corpus chunk at a time (bounded memory).
+
+Ties are pinned (DESIGN.md, "Metric semantics"): among equal scores the LOWER corpus row ranks first,
+at the k boundary and across chunk boundaries alike. Each chunk yields its own top-k in ascending row
+order, and the running top-k (sorted by score, then row) is merged with it by a stable sort: rows of
+the running state all precede the chunk's rows, so equal scores meet in ascending row order.
+
+Scores are fp32 on every device. fp16 chunks are widened to fp32 on the host for CPU scoring (fp16
+matmul on CPU is ~5x slower); for CUDA they are copied in fp16 (half the transfer) and widened on the
+GPU, and the matmul follows torch's global TF32 setting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from numbers import Integral
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from harness.errors import HarnessError
+
+SIMILARITIES = ("dot", "cosine")
+
+Chunk = np.ndarray | torch.Tensor
+
+
+@dataclass(frozen=True)
+class TopK:
+    scores: np.ndarray   # float32 [n_queries, k'], descending per row, k' = min(k, n_docs)
+    indices: np.ndarray  # int64 [n_queries, k'], row indices into the corpus
+
+
+def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, similarity: str = "dot",
+                chunk_size: int = 65536, query_batch: int = 4096, device: str = "cpu",
+                progress: Callable[[int], None] | None = None) -> TopK:
+    """The k best corpus rows for every query, scored in fp32 without building the full score matrix.
+
+    `corpus` is a 2-D array (np.ndarray, np.memmap, torch.Tensor) read `chunk_size` rows at a time,
+    or an iterable of 2-D chunks in corpus order (a streaming store); chunks larger than `chunk_size`
+    are split. `progress(rows)` is called after each chunk. On CUDA, chunks given as pinned torch CPU
+    tensors are copied asynchronously.
+    """
+    if similarity not in SIMILARITIES:
+        raise HarnessError(f"similarity {similarity!r} unknown; allowed: {', '.join(SIMILARITIES)}")
+    for name, value in (("k", k), ("chunk_size", chunk_size), ("query_batch", query_batch)):
+        if not isinstance(value, Integral) or isinstance(value, bool) or value < 1:
+            raise HarnessError(f"{name} must be a positive integer, got {value!r}")
+    dev = _device(device)
+    cosine = similarity == "cosine"
+
+    with torch.inference_mode():
+        if getattr(queries, "ndim", None) != 2:
+            raise HarnessError(f"query embeddings must be a 2-D array, got shape {tuple(np.shape(queries))}")
+        q = _to_fp32(queries, dev, "query embeddings", first_row=0)
+        if cosine:
+            q = F.normalize(q, dim=1)  # a zero vector stays zero, so its cosine scores are 0
+        batches = list(q.split(query_batch))
+        states = [(q.new_empty((len(b), 0)), torch.empty((len(b), 0), dtype=torch.int64, device=dev))
+                  for b in batches]
+
+        n_docs = 0
+        for chunk in _chunks(corpus, chunk_size, q.shape[1]):
+            c = _to_fp32(chunk, dev, "corpus embeddings", first_row=n_docs)
+            if cosine:
+                c = F.normalize(c, dim=1)
+            for i, batch in enumerate(batches):
+                states[i] = _merge(states[i], _chunk_top_k(batch @ c.T, k), n_docs, k)
+            n_docs += len(c)
+            if progress is not None:
+                progress(len(c))
+
+    if n_docs == 0:
+        raise HarnessError("the corpus is empty: there is nothing to retrieve")
+    return TopK(torch.cat([s for s, _ in states]).cpu().numpy(), torch.cat([i for _, i in states]).cpu().numpy())
+
+
+def _device(device: str) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise HarnessError(f"device {device!r} is not a torch device; use 'cpu' or 'cuda'") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise HarnessError(f"device {device!r} requested but CUDA is not available; use device 'cpu'")
+    return dev
+
+
+def _chunks(corpus: Chunk | Iterable[Chunk], chunk_size: int, dim: int) -> Iterator[Chunk]:
+    """2-D slices of at most `chunk_size` rows, in corpus order, each checked for the query dimension."""
+    if hasattr(corpus, "ndim"):
+        if corpus.ndim != 2:
+            raise HarnessError(f"corpus embeddings must be a 2-D array, got shape {tuple(corpus.shape)}")
+        blocks: Iterable[Chunk] = [corpus]
+    else:
+        blocks = corpus
+    for block in blocks:
+        if not isinstance(block, torch.Tensor):
+            block = np.asarray(block)
+        if block.ndim != 2:
+            raise HarnessError(f"corpus chunks must be 2-D arrays, got shape {tuple(block.shape)}")
+        if block.shape[1] != dim:
+            raise HarnessError(f"query embeddings have dimension {dim} but corpus embeddings have dimension "
+                               f"{block.shape[1]}; encode queries and corpus with the same model")
+        for start in range(0, block.shape[0], chunk_size):
+            yield block[start:start + chunk_size]
+
+
+def _to_fp32(array: Chunk, dev: torch.device, what: str, *, first_row: int) -> torch.Tensor:
+    """A 2-D block as an fp32 tensor on `dev`, rejecting NaN/inf (`first_row` numbers rows in messages)."""
+    if isinstance(array, torch.Tensor):
+        t = array.detach()
+    else:
+        arr = np.asarray(array)
+        host_dtype = np.float16 if dev.type == "cuda" and arr.dtype == np.float16 else np.float32
+        if arr.dtype != host_dtype or not arr.flags.writeable or not arr.flags.c_contiguous:
+            arr = np.array(arr, dtype=host_dtype, order="C")  # also reads a read-only memmap's pages
+        t = torch.from_numpy(arr)
+    t = t.to(dev, non_blocking=t.is_pinned()).float()
+    # One reduction is the cheap test: a finite sum proves every value finite (an overflow is re-checked by row).
+    if not torch.isfinite(t.sum()):
+        bad = (~torch.isfinite(t).all(dim=1)).nonzero().flatten()
+        if len(bad):
+            raise HarnessError(f"{what} contain NaN or inf in {len(bad)} of rows {first_row}..{first_row + len(t) - 1} "
+                               f"(first: row {first_row + int(bad[0])}); the encoder produced invalid vectors -- "
+                               "check the model weights and precision")
+    return t
+
+
+def _chunk_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top-k (ties to the lower column) as (scores, columns), columns ascending per row."""
+    n = scores.shape[1]
+    if k >= n:
+        return scores, torch.arange(n, device=scores.device).expand(len(scores), n)
+    # One extra value reveals a tie at the cut (k-th == (k+1)-th), among which torch.topk picks
+    # arbitrarily; only those rows are redone.
+    vals, idx = torch.topk(scores, k + 1, dim=1)
+    tied = vals[:, k - 1] == vals[:, k]
+    idx = idx[:, :k]
+    if tied.any():
+        rows = tied.nonzero().flatten()
+        sub, sub_cut = scores[rows], vals[rows, k - 1:k]
+        above, at = sub > sub_cut, sub == sub_cut
+        room = k - above.sum(dim=1, keepdim=True)
+        keep = above | (at & (at.cumsum(dim=1, dtype=torch.int32) <= room))
+        idx[rows] = keep.nonzero()[:, 1].view(len(rows), k)
+    idx = idx.sort(dim=1).values
+    return scores.gather(1, idx), idx
+
+
+def _merge(state: tuple[torch.Tensor, torch.Tensor], chunk: tuple[torch.Tensor, torch.Tensor],
+           offset: int, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    scores = torch.cat([state[0], chunk[0]], dim=1)
+    rows = torch.cat([state[1], chunk[1] + offset], dim=1)
+    scores, order = torch.sort(scores, dim=1, descending=True, stable=True)
+    return scores[:, :k], rows.gather(1, order[:, :k])
