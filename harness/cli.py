@@ -52,7 +52,50 @@ def build_parser() -> argparse.ArgumentParser:
 
     lister = sub.add_parser("list", help="list shipped suites and data sets")
     lister.set_defaults(func=cmd_list)
+
+    compare = sub.add_parser("compare", help="paired significance tests between records (first = control)")
+    compare.add_argument("records", type=Path, nargs="+", help="record directories or results folders")
+    _stats_options(compare)
+    compare.add_argument("--control", help="encoder name of the control (default: the first record of a dataset)")
+    compare.add_argument("--metric", action="append", dest="metrics", help="compare only this metric (repeatable)")
+    compare.add_argument("--json", type=Path, help="also write the comparison as JSON here")
+    compare.add_argument("--fail-on-regression", action="store_true",
+                         help="exit 1 when a treatment is significantly worse on any metric")
+    compare.set_defaults(func=cmd_compare)
+
+    check = sub.add_parser("check", help="check a suite's expected scores and baselines (exit 1 on FAIL)")
+    check.add_argument("suite", type=Path)
+    check.add_argument("--results", type=Path, action="append",
+                       help="use existing records from this folder instead of running the suite (repeatable)")
+    check.add_argument("--output", "-o", type=Path, default=Path("out/check"),
+                       help="where a fresh run writes its records (default: out/check)")
+    check.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
+    check.add_argument("--seed", type=int, default=0)
+    check.add_argument("--resamples", type=int, default=10_000)
+    check.add_argument("--json", type=Path, help="write the summary as JSON here")
+    check.add_argument("--junit", type=Path, help="write JUnit XML here (CI systems show it natively)")
+    check.add_argument("--no-progress", action="store_true")
+    check.set_defaults(func=cmd_check)
+
+    report = sub.add_parser("report", help="HTML/Markdown report with plots and exports from records")
+    report.add_argument("records", type=Path, nargs="+", help="record directories or results folders")
+    report.add_argument("--format", action="append", choices=("html", "md"), dest="formats",
+                        help="html and/or md (repeatable; default both)")
+    report.add_argument("--output", "-o", type=Path, required=True, help="report folder")
+    report.add_argument("--control", help="encoder name of the control (default: the first record of a dataset)")
+    report.add_argument("--metric", help="metric of the per-query delta plots (default nDCG@10 or the first)")
+    _stats_options(report)
+    report.add_argument("--no-recall-curve", action="store_true", help="skip Recall@k curves (they reread qrels)")
+    report.set_defaults(func=cmd_report)
     return parser
+
+
+def _stats_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
+    parser.add_argument("--test", choices=("randomization", "t-test"), default="randomization",
+                        help="test behind verdicts and markers (both are always reported)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the randomization test and bootstrap")
+    parser.add_argument("--resamples", type=int, default=10_000, help="randomization/bootstrap resamples")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -128,6 +171,69 @@ def cmd_list(args: argparse.Namespace) -> int:
         splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
         print(f"  {folder.relative_to(REPO)}  splits: {', '.join(splits) or '-'}")
     return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.compare import compare_records
+
+    comparison = compare_records(args.records, control=args.control, metrics=args.metrics, alpha=args.alpha,
+                                 test=args.test, seed=args.seed, n_resamples=args.resamples)
+    print(comparison.to_table())
+    if args.json:
+        _write(args.json, json.dumps(comparison.to_dict(), indent=1) + "\n")
+    regressions = comparison.regressions()
+    if regressions and args.fail_on_regression:
+        print(f"{len(regressions)} significant regression(s)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from harness.check import check_suite, select_records, write_outputs
+    from harness.compare import load_runs
+    from harness.suite import load_suite
+
+    suite = load_suite(args.suite)
+    if args.results:
+        runs = load_runs(args.results)
+        where = ", ".join(map(str, args.results))
+    else:
+        from harness.runner import RunOptions, run_suite
+
+        options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress)
+        outcomes = run_suite(suite, options, on_record=lambda o: print(f"wrote {o.path}", file=sys.stderr))
+        runs = load_runs([o.path for o in outcomes])
+        where = str(args.output)
+    report = check_suite(suite, select_records(suite, runs, where), seed=args.seed, n_resamples=args.resamples)
+    print(report.to_table())
+    write_outputs(report, json_path=args.json, junit_path=args.junit)
+    return 1 if report.failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from harness.report import build_report, load_report_data
+
+    data = load_report_data(args.records, control=args.control, metric=args.metric, alpha=args.alpha,
+                            test=args.test, seed=args.seed, n_resamples=args.resamples,
+                            recall_curve=not args.no_recall_curve)
+    written = build_report(data, args.output, formats=args.formats or ("html", "md"))
+    for note in data.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for path in written:
+        if path.suffix in (".html", ".md"):
+            print(path)
+    print(f"{len(written)} files under {args.output}", file=sys.stderr)
+    return 0
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot write ({exc.strerror})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -24,6 +24,24 @@ class Expectation(_Strict):
     tolerance: float = Field(default=0.0, ge=0)
 
 
+class Baseline(_Strict):
+    """A baseline to hold an encoder to (``harness check``): records of an earlier run of the same suite.
+
+    A metric FAILs when it dropped by more than ``max_drop`` *and* the drop is significant at
+    ``alpha`` (paired test on the per-query values, Holm-adjusted over every baseline comparison of
+    the check). ``min_passages_per_s`` is a floor on encoding throughput as a fraction of the
+    baseline's, checked only when both ran on the same hardware (``profiling.hardware_key``).
+    """
+
+    records: Path  # a record directory or a results folder, relative to the suite file
+    encoder: str | None = None  # the encoder name in the baseline records (default: this encoder's name)
+    metrics: list[str] | None = None  # default: every metric both records have
+    max_drop: float = Field(default=0.0, ge=0)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+    test: Literal["randomization", "t-test"] = "randomization"
+    min_passages_per_s: float | None = Field(default=None, gt=0)
+
+
 class DatasetSpec(_Strict):
     """One dataset: exactly one of a BEIR folder, an ir_datasets id, or MS MARCO TSV files."""
 
@@ -71,7 +89,8 @@ class EncoderSpec(_Strict):
     engine: Literal["fast", "sentence-transformers"] = "fast"
     query_prefix: str = ""
     document_prefix: str = ""
-    expect: dict[str, dict[str, Expectation]] | None = None
+    expect: dict[str, dict[str, Expectation]] | None = None  # dataset name -> metric -> expectation
+    baseline: Baseline | None = None
 
 
 class Suite(_Strict):
@@ -92,7 +111,24 @@ class Suite(_Strict):
             duplicates = sorted({n for n in names if names.count(n) > 1})
             if duplicates:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
+        self._check_expectations()
         return self
+
+    def _check_expectations(self) -> None:
+        datasets = [d.name for d in self.datasets]
+        for encoder in self.encoders:
+            for dataset, metrics in (encoder.expect or {}).items():
+                if dataset not in datasets:
+                    raise ValueError(f"encoder {encoder.name!r}: expect names dataset {dataset!r}, "
+                                     f"which is not in the suite (datasets: {', '.join(datasets)})")
+                unknown = [m for m in metrics if m not in self.metrics]
+                if unknown:
+                    raise ValueError(f"encoder {encoder.name!r}: expect for {dataset!r} names metrics the suite "
+                                     f"does not compute: {', '.join(unknown)} (metrics: {', '.join(self.metrics)})")
+            unknown = [m for m in (encoder.baseline.metrics or []) if m not in self.metrics] if encoder.baseline else []
+            if unknown:
+                raise ValueError(f"encoder {encoder.name!r}: baseline metrics not in the suite's metrics: "
+                                 f"{', '.join(unknown)}")
 
 
 def load_suite(path: str | Path) -> Suite:
@@ -129,7 +165,12 @@ def _resolve_paths(suite: Suite, base: Path) -> Suite:
         d.model_copy(update={k: resolve(getattr(d, k)) for k in ("path", "collection", "queries", "qrels")})
         for d in suite.datasets
     ]
-    return suite.model_copy(update={"datasets": datasets})
+    encoders = [
+        e.model_copy(update={"baseline": e.baseline.model_copy(update={"records": resolve(e.baseline.records)})})
+        if e.baseline else e
+        for e in suite.encoders
+    ]
+    return suite.model_copy(update={"datasets": datasets, "encoders": encoders})
 
 
 _MODELS: dict[str, type[BaseModel]] = {
@@ -137,6 +178,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "datasets": DatasetSpec,
     "encoders": EncoderSpec,
     "expect": Expectation,
+    "baseline": Baseline,
 }
 
 
@@ -163,4 +205,6 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
         model = _MODELS[parents[0]]
     if "expect" in parents:
         model = Expectation
+    if "baseline" in parents:
+        model = Baseline
     return [name for name in model.model_fields if name != "source"]

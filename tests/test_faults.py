@@ -191,20 +191,6 @@ def test_two_cpu_runs_are_bitwise_identical(tmp_path, tiny_model):
     assert runs[0].record.metrics == runs[1].record.metrics
 
 
-def test_long_documents_are_truncated_and_counted(tmp_path, tiny_model):
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
-    from tests.conftest import write_beir
-
-    long_text = "retrieval " * 2000
-    data = write_beir(tmp_path / "long", docs=[("a", long_text), ("b", "short text"), ("c", long_text + "x")],
-                      queries=[("q", "retrieval")], qrels=[("q", "a", 1)])
-    suite = load_suite(write_suite(tmp_path / "s.yaml", SUITE.format(data=data, model=tiny_model)))
-    [outcome] = run_suite(suite, RunOptions(output=tmp_path / "out", cache=tmp_path / "c", progress=False))
-    assert outcome.record.performance["truncated_documents"] == 2
-    assert outcome.record.performance["corpus_tokens"] == 128 * 2 + len("short text".split()) + 2
-
-
 # ---------------------------------------------------------------- fuzzing the suite loader
 
 yaml_values = st.recursive(

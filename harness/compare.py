@@ -1,0 +1,313 @@
+"""Compare run records: paired per-query statistics, Holm correction, speed side by side.
+
+Records are grouped by dataset name (in the order given); in each group the first record, or the
+one whose encoder is named ``control``, is the control and every other record is a treatment.
+Records of different data (dataset fingerprints differ) are refused; differing metric settings
+only warn. Statistics come from ``harness.stats``; this module only matches and composes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+from harness.errors import HarnessError
+from harness.profiling import hardware_key
+from harness.records import RECORD_FILE, RunRecord, find_records, load_per_query, load_record
+from harness.stats import PairedComparison, compare_paired, holm
+
+log = logging.getLogger(__name__)
+
+Test = Literal["randomization", "t-test"]
+TESTS: tuple[Test, ...] = ("randomization", "t-test")
+SPEED_FIGURES = ("passages_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "peak_gpu_mb")
+
+
+@dataclass(frozen=True)
+class LoadedRun:
+    """A run record with its per-query values; ``label`` names it in tables and plots."""
+
+    path: Path
+    record: RunRecord
+    per_query: dict[str, dict[str, float]]
+    label: str = ""
+
+    @property
+    def dataset(self) -> str:
+        return self.record.dataset["name"]
+
+    @property
+    def encoder(self) -> str:
+        return self.record.encoder["name"]
+
+
+def record_kind(directory: Path) -> str:
+    """``run`` or ``profile`` (or whatever ``kind`` a record.json declares)."""
+    try:
+        return str(json.loads((Path(directory) / RECORD_FILE).read_text(encoding="utf-8")).get("kind", "run"))
+    except (OSError, json.JSONDecodeError, AttributeError) as exc:
+        raise HarnessError(f"{directory}: cannot read {RECORD_FILE} ({exc})") from None
+
+
+def load_runs(paths: Sequence[Path]) -> list[LoadedRun]:
+    """Run records named directly or found under result folders (profile records are skipped)."""
+    runs = [LoadedRun(d, load_record(d), load_per_query(d))
+            for d in find_records([Path(p) for p in paths]) if record_kind(d) == "run"]
+    return label_runs(runs)
+
+
+def label_runs(runs: list[LoadedRun]) -> list[LoadedRun]:
+    """Label each run by its encoder name; a name that repeats within a dataset gets its folder added."""
+    taken: set[tuple[str, str]] = set()
+    labelled = []
+    for run in runs:
+        label = run.encoder
+        for n in range(1, len(runs) + 2):
+            if (run.dataset, label) not in taken:
+                break
+            label = f"{run.encoder} [{run.path.parent.name}]" + (f" ({n})" if n > 1 else "")
+        taken.add((run.dataset, label))
+        labelled.append(replace(run, label=label))
+    return labelled
+
+
+@dataclass(frozen=True)
+class MetricComparison:
+    dataset: str
+    metric: str
+    control: str
+    treatment: str
+    stats: PairedComparison
+    p_holm: dict[str, float]  # test -> Holm-adjusted p over every comparison of the same Comparison
+
+    def p(self, test: Test) -> float:
+        return self.stats.p_randomization if test == "randomization" else self.stats.p_t_test
+
+    def verdict(self, alpha: float, test: Test) -> str:
+        """'better' / 'worse' when the Holm-adjusted p is below alpha, else 'n.s.'."""
+        if self.p_holm[test] >= alpha or self.stats.delta == 0:
+            return "n.s."
+        return "better" if self.stats.delta > 0 else "worse"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "metric": self.metric, "control": self.control,
+                "treatment": self.treatment, **self.stats.to_dict(),
+                "p_t_test_holm": self.p_holm["t-test"], "p_randomization_holm": self.p_holm["randomization"]}
+
+
+@dataclass(frozen=True)
+class SpeedComparison:
+    dataset: str
+    control: str
+    treatment: str
+    comparable: bool
+    reason: str  # why not comparable (empty when comparable)
+    control_figures: dict[str, float | None]
+    treatment_figures: dict[str, float | None]
+
+    def ratio(self, figure: str) -> float | None:
+        c, t = self.control_figures.get(figure), self.treatment_figures.get(figure)
+        return t / c if self.comparable and c and t is not None else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"dataset": self.dataset, "control": self.control, "treatment": self.treatment,
+                "comparable": self.comparable, "reason": self.reason, "control_figures": self.control_figures,
+                "treatment_figures": self.treatment_figures,
+                "ratios": {f: self.ratio(f) for f in SPEED_FIGURES}}
+
+
+@dataclass(frozen=True)
+class Comparison:
+    metrics: list[MetricComparison]
+    speed: list[SpeedComparison]
+    alpha: float
+    test: Test
+    seed: int
+    n_resamples: int
+    warnings: list[str] = field(default_factory=list)
+
+    def regressions(self) -> list[MetricComparison]:
+        return [m for m in self.metrics if m.verdict(self.alpha, self.test) == "worse"]
+
+    def find(self, dataset: str, metric: str, treatment: str) -> MetricComparison | None:
+        return next((m for m in self.metrics
+                     if (m.dataset, m.metric, m.treatment) == (dataset, metric, treatment)), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"alpha": self.alpha, "test": self.test, "seed": self.seed, "n_resamples": self.n_resamples,
+                "correction": "holm", "confidence": 0.95, "warnings": self.warnings,
+                "metrics": [{**m.to_dict(), "verdict": m.verdict(self.alpha, self.test)} for m in self.metrics],
+                "speed": [s.to_dict() for s in self.speed]}
+
+    def to_table(self) -> str:
+        headers = ["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "p t-test", "p rand.",
+                   f"p Holm ({self.test})", "W/T/L", "verdict"]
+        rows = [[m.dataset, m.metric, f"{m.control} {m.stats.control_mean:.4f}",
+                 f"{m.treatment} {m.stats.treatment_mean:.4f}", f"{m.stats.delta:+.4f}",
+                 f"[{m.stats.delta_ci[0]:+.4f}, {m.stats.delta_ci[1]:+.4f}]", fmt_p(m.stats.p_t_test),
+                 fmt_p(m.stats.p_randomization), fmt_p(m.p_holm[self.test]),
+                 f"{m.stats.wins}/{m.stats.ties}/{m.stats.losses}", m.verdict(self.alpha, self.test)]
+                for m in self.metrics]
+        parts = [text_table(headers, rows)]
+        if self.speed:
+            speed_headers = ["dataset", "system", "passages/s", "query p50 ms", "query p99 ms", "peak RSS MB",
+                             "peak GPU MB", "speed"]
+            speed_rows = []
+            for s in self.speed:
+                note = "comparable" if s.comparable else f"not comparable: {s.reason}"
+                for name, figures in ((s.control, s.control_figures), (s.treatment, s.treatment_figures)):
+                    speed_rows.append([s.dataset, name, *(fmt_num(figures.get(f)) for f in SPEED_FIGURES), note])
+                if s.comparable:
+                    speed_rows.append([s.dataset, "ratio", *(fmt_ratio(s.ratio(f)) for f in SPEED_FIGURES), ""])
+            parts.append(text_table(speed_headers, speed_rows))
+        parts.append(f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over "
+                     f"{len(self.metrics)} comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses")
+        return "\n\n".join(parts)
+
+
+def fmt_p(p: float) -> str:
+    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+
+
+def fmt_num(value: float | None) -> str:
+    return "-" if value is None else f"{value:,.1f}"
+
+
+def fmt_ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
+
+
+def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
+
+    def line(cells: Sequence[object]) -> str:
+        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+
+
+def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,
+                    ) -> tuple[list[tuple[LoadedRun, LoadedRun]], list[str]]:
+    """(control, treatment) pairs per dataset, and warnings for datasets with nothing to compare."""
+    groups: dict[str, list[LoadedRun]] = {}
+    for run in runs:
+        groups.setdefault(run.dataset, []).append(run)
+    pairs, warnings = [], []
+    for dataset, group in groups.items():
+        chosen = group[0]
+        if control is not None:
+            named = [r for r in group if control in (r.label, r.encoder)]
+            if not named:
+                warnings.append(f"{dataset}: no record of control {control!r}; skipped")
+                continue
+            chosen = named[0]
+        others = [r for r in group if r is not chosen]
+        if not others:
+            warnings.append(f"{dataset}: only one record ({chosen.label}); nothing to compare it with")
+        pairs.extend((chosen, other) for other in others)
+    return pairs, warnings
+
+
+def compare_records(paths: Sequence[Path], *, control: str | None = None, **options: Any) -> Comparison:
+    """`harness compare`: load, pair by dataset, compare."""
+    runs = load_runs(paths)
+    if len(runs) < 2:
+        raise HarnessError(f"need at least two run records to compare, found {len(runs)} in: "
+                           + ", ".join(str(p) for p in paths))
+    pairs, warnings = pair_by_dataset(runs, control=control)
+    if not pairs:
+        raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
+    comparison = compare_pairs(pairs, **options)
+    return replace(comparison, warnings=warnings + comparison.warnings)
+
+
+def compare_pairs(
+    pairs: Sequence[tuple[LoadedRun, LoadedRun]],
+    *,
+    metrics: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    test: Test = "randomization",
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> Comparison:
+    """Paired statistics for every (control, treatment) pair x shared metric; Holm over all of them."""
+    if test not in TESTS:
+        raise HarnessError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
+    if not 0 < alpha < 1:
+        raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
+    raw: list[tuple[str, str, str, str, PairedComparison]] = []
+    warnings: list[str] = []
+    for control, treatment in pairs:
+        warnings += check_comparable(control, treatment)
+        for metric in shared_metrics(control, treatment, metrics, warnings):
+            c, t = aligned(control, treatment, metric)
+            raw.append((control.dataset, metric, control.label, treatment.label,
+                        compare_paired(c, t, seed=seed, n_resamples=n_resamples)))
+    adjusted = {"t-test": holm([r[4].p_t_test for r in raw]),
+                "randomization": holm([r[4].p_randomization for r in raw])}
+    results = [MetricComparison(*r, p_holm={k: v[i] for k, v in adjusted.items()}) for i, r in enumerate(raw)]
+    speed = [compare_speed(c, t) for c, t in pairs]
+    for w in warnings:
+        log.warning(w)
+    return Comparison(results, speed, alpha, test, seed, n_resamples, warnings)
+
+
+def check_comparable(control: LoadedRun, treatment: LoadedRun) -> list[str]:
+    """Refuse different data; return warnings for different metric settings."""
+    a, b = control.record, treatment.record
+    if a.dataset.get("fingerprint") != b.dataset.get("fingerprint"):
+        raise HarnessError(
+            f"dataset {control.dataset!r}: {control.path} and {treatment.path} were run on different data "
+            f"(fingerprints {a.dataset.get('fingerprint')} vs {b.dataset.get('fingerprint')}); per-query "
+            "comparisons need the same queries, documents and qrels")
+    warnings = []
+    where = f"{control.dataset}: {control.label} vs {treatment.label}"
+    for metric in set(a.metric_definitions) & set(b.metric_definitions):
+        if a.metric_definitions[metric] != b.metric_definitions[metric]:
+            warnings.append(f"{where}: {metric} is defined differently "
+                            f"({a.metric_definitions[metric]!r} vs {b.metric_definitions[metric]!r})")
+    if a.top_k != b.top_k:
+        warnings.append(f"{where}: top_k differs ({a.top_k} vs {b.top_k})")
+    return warnings
+
+
+def shared_metrics(control: LoadedRun, treatment: LoadedRun, wanted: Sequence[str] | None,
+                   warnings: list[str]) -> list[str]:
+    names = list(wanted) if wanted else list(control.record.metrics)
+    missing = [m for m in names if m not in control.per_query or m not in treatment.per_query]
+    if missing:
+        if wanted:
+            raise HarnessError(f"{control.dataset}: metric(s) {', '.join(missing)} missing from "
+                               f"{control.label} or {treatment.label}")
+        warnings.append(f"{control.dataset}: {', '.join(missing)} only in {control.label}; not compared")
+    return [m for m in names if m not in missing]
+
+
+def aligned(control: LoadedRun, treatment: LoadedRun, metric: str) -> tuple[list[float], list[float]]:
+    """Per-query vectors of both runs in the same query order."""
+    c, t = control.per_query[metric], treatment.per_query[metric]
+    if set(c) != set(t):
+        only = sorted(set(c) ^ set(t))
+        raise HarnessError(f"{control.dataset} {metric}: {control.label} and {treatment.label} scored different "
+                           f"queries ({len(only)} differ, e.g. {only[:3]})")
+    qids = sorted(c)
+    return [c[q] for q in qids], [t[q] for q in qids]
+
+
+def speed_figures(record: RunRecord) -> dict[str, float | None]:
+    perf = record.performance
+    latency = perf.get("query_latency_ms") or {}
+    return {"passages_per_s": perf.get("passages_per_s"), "query_p50_ms": latency.get("p50"),
+            "query_p99_ms": latency.get("p99"), "peak_rss_mb": perf.get("peak_rss_mb"),
+            "peak_gpu_mb": perf.get("peak_gpu_mb")}
+
+
+def compare_speed(control: LoadedRun, treatment: LoadedRun) -> SpeedComparison:
+    a, b = hardware_key(control.record.environment), hardware_key(treatment.record.environment)
+    reason = "" if a == b else f"different hardware ({a} vs {b})"
+    return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,
+                           speed_figures(control.record), speed_figures(treatment.record))

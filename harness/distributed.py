@@ -1,0 +1,238 @@
+"""Encode a corpus on a Ray cluster with Ray Data (the `--executor ray` path of `harness run`).
+
+The embedding store's missing chunks become the rows of a Ray Dataset (one chunk = one row = one
+block); `map_batches` runs them through a pool of actors, each of which loads the encoder once
+(`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks -- the same unit,
+the same text order and the same batches as the single-process path, so the embeddings are the same.
+The driver writes each finished chunk into the same `EmbeddingStore` as results stream back, so a
+run killed at any point resumes from the chunks already written; the rest of the pipeline (query
+encoding, search, metrics, record) runs on the driver, unchanged.
+
+    address=None        start a local Ray instance for this run and shut it down afterwards
+    address="host:port" connect to a running cluster (`ray start --head` on the head node); "auto"
+                        finds one started on this machine
+    Ray already initialised by the caller: use it as it is, leave it running
+
+Ray is an optional extra (`pip install '.[ray]'`). See docs/scale.md for running on a real cluster.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from harness.cache import STORE_DTYPES, EmbeddingStore
+from harness.datasets import Dataset
+from harness.encoders import Encoder
+from harness.errors import HarnessError
+from harness.profiling import synchronize
+from harness.suite import EncoderSpec
+
+log = logging.getLogger(__name__)
+
+# Environment a worker needs to behave like the driver (offline Hub, quiet tokenizers).
+_FORWARDED_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "TOKENIZERS_PARALLELISM", "HF_HUB_DISABLE_TELEMETRY")
+# Paths that only make sense on the driver's machine: forwarded to a local instance only.
+_FORWARDED_LOCAL_ENV = ("HARNESS_CACHE", "HF_HOME", "HF_HUB_CACHE", "SENTENCE_TRANSFORMERS_HOME")
+
+
+def import_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
+    try:
+        import ray
+        import ray.data  # noqa: F401  (ray without the [data] extra lacks pandas/pyarrow)
+    except ImportError as exc:
+        raise HarnessError(f"executor 'ray' needs Ray Data, which is not installed ({exc}); "
+                           "install it with: pip install '.[ray]'  (or pip install 'ray[data]>=2.9')") from None
+    return ray
+
+
+class ChunkEncoder:
+    """A Ray Data actor: loads the encoder once, then turns one chunk of texts into embeddings per call.
+
+    Ray forwards a worker's exception only as text, so an input error (HarnessError: a model that does
+    not load, NaN embeddings, ...) travels back as data in the `error` column and the driver raises it.
+    """
+
+    def __init__(self, spec: EncoderSpec, *, device: str, fingerprint: str, max_seq_length: int, dtype: str):
+        self.worker = f"{_hostname()}:{os.getpid()}"
+        self.dtype = STORE_DTYPES[dtype]
+        self.error = ""
+        try:
+            self.encoder = Encoder(spec.model_copy(update={"device": device}))
+        except HarnessError as exc:
+            self.error = f"Ray worker {self.worker}: {exc}"
+            return
+        if self.encoder.fingerprint != fingerprint or self.encoder.max_seq_length != max_seq_length:
+            self.error = (
+                f"encoder {spec.name!r}: the Ray worker {self.worker} loaded {spec.model!r} with weights fingerprint "
+                f"{self.encoder.fingerprint} and max_seq_length {self.encoder.max_seq_length}, but the driver has "
+                f"{fingerprint} and {max_seq_length}; install the same model (and revision) on every node")
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        rows = [self._encode(int(chunk), [str(t) for t in texts])
+                for chunk, texts in zip(batch["chunk"], batch["texts"])]
+        arrays = {key: np.asarray([r[key] for r in rows]) for key in ("chunk", "rows", "dim", "seconds", "tokens")}
+        for key in ("data", "worker", "error"):
+            arrays[key] = np.array([r[key] for r in rows], dtype=object)
+        return arrays
+
+    def _encode(self, chunk: int, texts: list[str]) -> dict[str, Any]:
+        row = {"chunk": chunk, "rows": 0, "dim": 0, "data": b"", "seconds": 0.0, "tokens": 0,
+               "worker": self.worker, "error": self.error}
+        if self.error:
+            return row
+        try:
+            synchronize(self.encoder.device)
+            started = time.perf_counter()
+            result = self.encoder.encode_documents(texts)
+            synchronize(self.encoder.device)
+        except HarnessError as exc:
+            return {**row, "error": f"Ray worker {self.worker}, chunk {chunk}: {exc}"}
+        data = np.ascontiguousarray(result.embeddings, dtype=self.dtype)
+        return {**row, "rows": data.shape[0], "dim": data.shape[1], "data": data.tobytes(),
+                "seconds": time.perf_counter() - started, "tokens": int(result.n_tokens)}
+
+
+def encode_on_ray(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, *, address: str | None,
+                  progress: bool, num_workers: int | None = None, cpus_per_worker: float | None = None) -> bool:
+    """Encode the chunks `store` lacks on Ray actors; returns whether anything was encoded.
+
+    Workers: one GPU actor per cluster GPU when the cluster has GPUs (and the encoder's device is not
+    'cpu'); otherwise CPU actors of `cpus_per_worker` CPUs each (default: one actor per node, with all
+    of the smallest node's CPUs); never more than there are missing chunks. `num_workers` (or
+    $HARNESS_RAY_WORKERS) and $HARNESS_RAY_CPUS_PER_WORKER override the defaults.
+    """
+    missing = store.missing()
+    if not missing:
+        return False
+    ray = import_ray()
+    started_here = not ray.is_initialized()
+    if started_here:
+        _init(ray, address)
+    try:
+        _run(ray, dataset, encoder, store, missing, progress=progress, num_workers=num_workers,
+             cpus_per_worker=cpus_per_worker)
+    finally:
+        if started_here:
+            ray.shutdown()
+    return True
+
+
+def _init(ray, address: str | None) -> None:
+    env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
+    env["RAY_USAGE_STATS_ENABLED"] = "0"
+    if address is None:
+        env.update({k: os.environ[k] for k in _FORWARDED_LOCAL_ENV if k in os.environ})
+        # Workers must import this very package, installed or not (e.g. a source checkout on sys.path).
+        source = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+        cpus = int(os.environ.get("HARNESS_RAY_CPUS") or os.cpu_count() or 1)
+        ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+        return
+    fix = ("start one with `ray start --head` and pass the address it prints (HOST:6379), or leave --address "
+           "out to run on a local Ray instance")
+    problem = _unreachable(address)  # ray.init itself retries an unreachable GCS for minutes
+    if problem:
+        raise HarnessError(f"cannot connect to the Ray cluster at {address!r} ({problem}); {fix}")
+    try:
+        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise HarnessError(f"cannot connect to the Ray cluster at {address!r} ({exc}); {fix}") from None
+
+
+def _unreachable(address: str, timeout_s: float = 10.0) -> str | None:
+    """Why HOST:PORT (optionally ray://HOST:PORT) takes no TCP connection, or None ("auto" is not checked)."""
+    import socket
+
+    target = address.split("://", 1)[-1]
+    host, sep, port = target.rpartition(":")
+    if address == "auto" or not sep or not port.isdigit():
+        return None
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        return exc.strerror or type(exc).__name__
+    return None
+
+
+def _worker_plan(ray, encoder: Encoder, n_missing: int, num_workers: int | None,
+                 cpus_per_worker: float | None) -> tuple[int, dict[str, float], str]:
+    """(actors, resources per actor, device). GPU cluster: one actor per GPU. CPU cluster: one actor per
+    node, holding all of the smallest node's CPUs (torch threads within the actor), so the model is
+    loaded once per node rather than once per core."""
+    num_workers = num_workers or int(os.environ.get("HARNESS_RAY_WORKERS") or 0) or None
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    if gpus and encoder.spec.device != "cpu":
+        return max(1, min(num_workers or gpus, n_missing)), {"num_gpus": 1}, "cuda"
+    if encoder.spec.device == "cuda":
+        raise HarnessError(f"encoder {encoder.spec.name!r} asks for device 'cuda' but the Ray cluster has no GPUs; "
+                           "use device: auto or cpu, or add GPU nodes")
+    node_cpus = [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")]
+    node_cpus = [c for c in node_cpus if c >= 1] or [1.0]
+    if cpus_per_worker is None:
+        cpus_per_worker = float(os.environ.get("HARNESS_RAY_CPUS_PER_WORKER") or min(node_cpus))
+    workers = num_workers or max(1, int(sum(c // cpus_per_worker for c in node_cpus)))
+    return max(1, min(workers, n_missing)), {"num_cpus": cpus_per_worker}, "cpu"
+
+
+def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing: list[int], *,
+         progress: bool, num_workers: int | None, cpus_per_worker: float | None) -> None:
+    import ray.data
+
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False  # our own bar below counts documents written to the store
+    if not progress:
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run "Starting execution" chatter
+    workers, per_worker, device = _worker_plan(ray, encoder, len(missing), num_workers, cpus_per_worker)
+    items = []
+    for index in missing:
+        rows = store.rows_of(index)
+        items.append({"chunk": index, "texts": list(dataset.doc_texts[rows.start:rows.stop])})
+    try:  # one chunk per block, so chunks spread over the workers
+        chunks = ray.data.from_items(items, override_num_blocks=len(items))
+    except TypeError:  # Ray < 2.10
+        chunks = ray.data.from_items(items, parallelism=len(items))
+    del items
+    encoded = chunks.map_batches(
+        ChunkEncoder,
+        fn_constructor_kwargs={"spec": encoder.spec, "device": device, "fingerprint": encoder.fingerprint,
+                               "max_seq_length": encoder.max_seq_length, "dtype": store.dtype},
+        compute=ray.data.ActorPoolStrategy(size=workers),
+        batch_size=1,
+        batch_format="numpy",
+        **per_worker,
+    )
+    todo = sum(len(store.rows_of(i)) for i in missing)
+    label = f"encode {dataset.name} × {encoder.spec.name} on Ray ({workers} {device} workers)"
+    written: set[int] = set()
+    used: set[str] = set()
+    with tqdm(total=todo, desc=label, unit="doc", disable=not progress, leave=False) as bar:
+        for row in encoded.iter_rows():
+            if row["error"]:
+                raise HarnessError(str(row["error"]))
+            index = int(row["chunk"])
+            embeddings = np.frombuffer(row["data"], dtype=STORE_DTYPES[store.dtype])
+            embeddings = embeddings.reshape(int(row["rows"]), int(row["dim"]))
+            store.write(index, embeddings, seconds=float(row["seconds"]), tokens=int(row["tokens"]))
+            written.add(index)
+            used.add(str(row["worker"]))
+            bar.update(len(embeddings))
+    log.info("%s: encoded %d chunks on %d Ray workers (%s)", dataset.name, len(written), len(used),
+             ", ".join(sorted(used)))
+    if written != set(missing):
+        lost = sorted(set(missing) - written)
+        raise HarnessError(f"Ray returned no embeddings for {len(lost)} chunks (first: {lost[0]}) of "
+                           f"{store.path}; rerun to encode them")
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()

@@ -1,0 +1,518 @@
+"""The fast encoding engine: the same embeddings as `SentenceTransformer.encode`, computed with less waste.
+
+What it does differently from `SentenceTransformer.encode` (docs/engine.md has the measurements):
+
+* Tokenises once per block of texts with the Rust tokenizer (`encode_batch_fast`, no padding, no offsets),
+  instead of once per batch through the Python tokenizer call.
+* Sorts by *token* length and builds **token-budget batches**: a batch holds as many texts as fit in
+  `max_tokens` padded tokens, so short texts run in large batches and long ones in small batches, and each
+  batch is padded only to its own longest text. The input order is restored at the end.
+* Calls the Hugging Face model directly under `torch.inference_mode()` and then runs the model's own
+  remaining sentence-transformers modules (Pooling, Dense, Normalize, ...) on the output, so pooling and
+  normalisation are exactly the model's. Models whose first module is not a plain text Transformer
+  (custom processors, chat templates, flash-attention unpadding, ...) run through the model's own
+  `preprocess` + `forward` on our batches instead, which is slower but always faithful.
+* Precision: fp32 uses the caller's model as is; fp16/bf16 run a half-precision *copy* of the transformer
+  (pooling and later modules stay fp32); int8 (CPU only) runs a dynamically quantised copy
+  (`torch.ao.quantization.quantize_dynamic` on every `nn.Linear`). The caller's model is never modified.
+* On CUDA: a background thread tokenises and pads the next batches into pinned memory while the GPU
+  computes; copies are asynchronous, results come back through pinned buffers with CUDA events, and
+  `compile=True` wraps the transformer in `torch.compile(dynamic=True)`.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import itertools
+import queue
+import threading
+import warnings
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.encoders import EncodeResult
+from harness.errors import HarnessError
+
+Progress = Callable[[int], None]
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
+# Padded tokens per batch. CPU: small batches stay in cache (docs/engine.md: 2-4k tokens measured best on
+# the 2-core host); GPU: large batches keep the tensor cores busy (≈3,400 MS MARCO passages per batch).
+DEFAULT_MAX_TOKENS = {"cpu": 2048, "cuda": 262_144}
+# Texts tokenised per call; on CUDA the next block is tokenised while the GPU encodes this one.
+DEFAULT_BLOCK = 65_536
+# Below this many texts everything runs in the calling thread (no prefetch thread, no pinned memory):
+# single-query latency is dominated by fixed overheads.
+SMALL_INPUT = 64
+_NO_TRUNCATION = 10**9  # tokenizers use a huge model_max_length (1e30) to mean "no limit"
+
+
+@dataclass(frozen=True)
+class TokenBlock:
+    """Token ids of a block of texts, without padding: row i is `ids[offsets[i]:offsets[i + 1]]`."""
+
+    ids: np.ndarray  # int64, all rows concatenated
+    offsets: np.ndarray  # int64 [n + 1]
+    n_truncated: int = 0  # rows that were longer than the limit and cut to it
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+
+@dataclass
+class Batch:
+    rows: np.ndarray  # positions in the encode() input
+    input_ids: torch.Tensor | None  # [b, L] padded (direct path)
+    attention_mask: torch.Tensor | None
+    texts: list[str] | None  # raw texts (module path: the model's own preprocess tokenises them)
+    n_tokens: int  # tokens fed to the model, padding excluded (-1: count from the attention mask)
+    n_truncated: int = 0  # texts of this batch's block cut to max_seq_length (carried by its first batch)
+
+
+def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
+    """Split positions into batches, longest first, each costing at most `max_tokens` padded tokens
+    (rows × longest row; a single text longer than the budget gets a batch of its own) and at most
+    `max_rows` rows. Every position appears in exactly one batch."""
+    lengths = np.asarray(lengths)
+    order = np.argsort(-lengths, kind="stable")
+    batches = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)
+        rows = max(1, max_tokens // longest)
+        if max_rows is not None:
+            rows = min(rows, max_rows)
+        batches.append(order[start:start + rows])
+        start += rows
+    return batches
+
+
+def pad_batch(block: TokenBlock, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded [len(rows), longest] id and mask arrays for some rows of a token block."""
+    lengths = block.lengths[rows]
+    width = int(lengths.max()) if len(rows) else 0
+    mask = np.arange(width) < lengths[:, None]
+    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    # the mask fills row by row, so gather the rows' tokens back to back: position p of row r's run
+    # reads block.ids[offsets[rows[r]] + p]
+    before = np.cumsum(lengths) - lengths
+    gather = np.arange(int(lengths.sum())) + np.repeat(block.offsets[rows] - before, lengths)
+    ids[mask] = block.ids[gather]
+    return ids, mask.astype(np.int64)
+
+
+class TextTokenizer:
+    """Tokenises like the sentence-transformers Transformer module (truncation 'longest_first' at the
+    tokenizer's `model_max_length`, special tokens added), without padding.
+
+    Uses the Rust backend's `encode_batch_fast` when its output is verified identical to the tokenizer call
+    on the first texts it sees; otherwise calls the tokenizer itself.
+    """
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self._backend = None
+        self._checked = False
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if getattr(tokenizer, "is_fast", False) and backend is not None:
+            self._backend = copy.deepcopy(backend)
+            self._backend.no_padding()
+        self._truncation: int | None = -1  # forces configuration on first use
+
+    @property
+    def max_length(self) -> int | None:
+        limit = self.tokenizer.model_max_length
+        return None if limit is None or limit >= _NO_TRUNCATION else int(limit)
+
+    def _configure_backend(self) -> None:
+        limit = self.max_length
+        if limit == self._truncation:
+            return
+        if limit is None:
+            self._backend.no_truncation()
+        else:
+            self._backend.enable_truncation(limit, strategy="longest_first",
+                                            direction=getattr(self.tokenizer, "truncation_side", "right"))
+        self._truncation = limit
+
+    def _reference(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        limit = self.max_length
+        rows = [list(ids) for ids in self.tokenizer(texts, truncation="longest_first", padding=False,
+                                                     max_length=limit)["input_ids"]]
+        at_limit = [text for text, ids in zip(texts, rows) if limit is not None and len(ids) == limit]
+        full = (self.tokenizer(at_limit, truncation=False, padding=False, verbose=False)["input_ids"]
+                if at_limit else [])
+        return rows, sum(len(ids) > limit for ids in full)
+
+    def _fast(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        self._configure_backend()
+        encode = getattr(self._backend, "encode_batch_fast", None) or self._backend.encode_batch
+        encodings = encode(texts, add_special_tokens=True)
+        return [e.ids for e in encodings], sum(1 for e in encodings if e.overflowing)
+
+    def token_ids(self, texts: list[str]) -> tuple[list[list[int]], int]:
+        """Token ids per text and the number of texts truncated."""
+        if self._backend is not None and not self._checked:
+            probe = texts[:16]
+            self._checked = True
+            if probe and self._fast(probe)[0] != self._reference(probe)[0]:
+                self._backend = None
+        if self._backend is None:
+            return self._reference(texts)
+        return self._fast(texts)
+
+    def __call__(self, texts: list[str]) -> TokenBlock:
+        rows, n_truncated = self.token_ids(texts)
+        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=offsets[1:])
+        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1]))
+        return TokenBlock(ids, offsets, n_truncated)
+
+
+def direct_path_problem(model) -> str | None:
+    """Why the transformer cannot be called directly (None: it can). The direct path must produce exactly
+    what the first module's own preprocess + forward would."""
+    first = model[0]
+    if not hasattr(first, "auto_model") or getattr(first, "tokenizer", None) is None:
+        return f"first module {type(first).__name__} is not a Hugging Face transformer with a tokenizer"
+    if getattr(first, "backend", "torch") != "torch":
+        return f"backend {first.backend!r}"
+    if getattr(first, "transformer_task", "feature-extraction") != "feature-extraction":
+        return f"transformer task {first.transformer_task!r}"
+    modality = getattr(first, "modality_config", None)
+    if modality is not None and (set(modality) != {"text"} or modality["text"].get("method") != "forward"
+                                 or modality["text"].get("method_output_name") not in ("last_hidden_state", None)):
+        return f"modality config {modality!r}"
+    if getattr(first, "module_output_name", "token_embeddings") != "token_embeddings":
+        return f"module output {first.module_output_name!r}"
+    if getattr(first, "processing_kwargs", None):
+        return "custom processing_kwargs"
+    if getattr(first, "query_expansion", None) is not None:
+        return "query expansion"
+    if getattr(first, "processor", first.tokenizer) is not first.tokenizer:
+        return "a processor that is not the tokenizer"
+    if "flash" in str(getattr(first.auto_model.config, "_attn_implementation", "") or ""):
+        return "flash-attention unpadding"
+    if getattr(first.tokenizer, "padding_side", "right") != "right":
+        return "left padding"
+    if getattr(first.auto_model.config, "output_hidden_states", False):
+        return "hidden states requested by a later module"
+    names = set(inspect.signature(first.auto_model.forward).parameters)
+    if not {"input_ids", "attention_mask"} <= names:
+        return "the model's forward takes no input_ids/attention_mask"
+    for module in list(model)[1:]:
+        if type(module).__name__ == "Router":
+            return "a Router module"
+    return None
+
+
+class FastEngine:
+    """Encode texts with a loaded `SentenceTransformer`, equal to its `encode` (fp32) but faster.
+
+    `batch_size` caps the rows of a batch (None: no cap); `max_tokens` is the padded-token budget of a
+    batch (default by device). `threads` sets torch's intra-op threads during `encode` only (restored
+    after). `compile=True` (CUDA) wraps the transformer in `torch.compile(dynamic=True)`.
+    """
+
+    def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", batch_size: int | None = None,
+                 max_tokens: int | None = None, threads: int | None = None, compile: bool = False,
+                 cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3):
+        if precision not in PRECISIONS:
+            raise HarnessError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
+        self.model = model
+        self.device = torch.device(device)
+        self.precision = precision
+        self.max_rows = batch_size
+        self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS["cuda" if self.device.type == "cuda" else "cpu"])
+        self.threads = threads
+        if cpu_kernels not in ("onednn", "aten"):
+            raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
+        self.cpu_kernels = cpu_kernels
+        self.block = block
+        self.prefetch = prefetch
+        self.problem = direct_path_problem(model)
+        self.path = "direct" if self.problem is None else "modules"
+        tokenizer = getattr(model, "tokenizer", None)
+        self.tokenizer = TextTokenizer(tokenizer) if tokenizer is not None else None
+        self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
+        model.eval()
+        self.net = self._precision_copy(model[0].auto_model if self.path == "direct" else model)
+        self.tail = list(model)[1:] if self.path == "direct" else []
+        if compile:
+            self.net = torch.compile(self.net, dynamic=True)
+
+    def _precision_copy(self, net: torch.nn.Module) -> torch.nn.Module:
+        """The network to run: the caller's for fp32 on GPU, otherwise a converted copy."""
+        cpu = self.device.type == "cpu"
+        if self.precision == "int8":
+            if not cpu:
+                raise HarnessError("precision int8 (dynamic quantization) runs on CPU only; use fp16/bf16 on GPU")
+            return convert_linears(copy.deepcopy(net), Int8Linear)
+        if self.precision in HALF_DTYPES:
+            net = copy.deepcopy(net).to(HALF_DTYPES[self.precision])
+        if not cpu or self.cpu_kernels != "onednn" or self.precision == "fp16" or not packed_linear_works():
+            return net  # fp16 has no fast oneDNN path on CPUs without AVX512-FP16: leave it to aten
+        return convert_linears(net if self.precision == "bf16" else copy.deepcopy(net), PackedLinear)
+
+    # -- batches ------------------------------------------------------------------------------------
+    def _blocks(self, texts: Sequence[str]) -> Iterator[tuple[int, list[str], TokenBlock | None]]:
+        """Texts in blocks, tokenised. Blocks grow from 2,048 texts to `block`: the first batch is ready
+        soon, and later blocks are large enough for length sorting to leave little padding."""
+        start, size = 0, min(2048, self.block)
+        while start < len(texts):
+            chunk = list(texts[start:start + size])
+            yield start, chunk, self.tokenizer(chunk) if self.tokenizer is not None else None
+            start += len(chunk)
+            size = min(size * 2, self.block)
+
+    def _batches(self, blocks, pin: bool) -> Iterator[Batch]:
+        for start, chunk, tokens in blocks:
+            if tokens is None:  # nothing to count tokens with: sort by characters, fixed batches
+                lengths = np.array([len(t) for t in chunk], dtype=np.int64)
+                for rows in plan_batches(lengths, 2**62, self.max_rows or 32):
+                    yield Batch(rows + start, None, None, [chunk[i] for i in rows], -1)
+                continue
+            lengths = tokens.lengths
+            for i, rows in enumerate(plan_batches(lengths, self.max_tokens, self.max_rows)):
+                n_tokens = int(lengths[rows].sum())
+                n_truncated = tokens.n_truncated if i == 0 else 0
+                if self.path != "direct":
+                    yield Batch(rows + start, None, None, [chunk[j] for j in rows], n_tokens, n_truncated)
+                    continue
+                ids, mask = pad_batch(tokens, rows, self.pad_id)
+                ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
+                if pin:
+                    ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
+                yield Batch(rows + start, ids_t, mask_t, None, n_tokens, n_truncated)
+
+    # -- forward ------------------------------------------------------------------------------------
+    def _forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        if self.path == "direct":
+            ids = batch.input_ids.to(self.device, non_blocking=True)
+            mask = batch.attention_mask.to(self.device, non_blocking=True)
+            hidden = self.net(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
+            features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": hidden.float()}
+            for module in self.tail:
+                features = module(features)
+            return features["sentence_embedding"], batch.n_tokens
+        features = self.model.preprocess(batch.texts)
+        n_tokens = batch.n_tokens
+        if n_tokens < 0:
+            mask = features.get("attention_mask")
+            n_tokens = int(mask.sum()) if isinstance(mask, torch.Tensor) else 0
+        features = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+                    for k, v in features.items()}
+        return self.net(features)["sentence_embedding"], n_tokens
+
+    # -- public -------------------------------------------------------------------------------------
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
+        """Embeddings (float32, input order) and the number of tokens fed to the model."""
+        n = len(texts)
+        if n == 0:
+            return EncodeResult(np.zeros((0, self.dimension), dtype=np.float32), 0)
+        cuda = self.device.type == "cuda"
+        small = n <= SMALL_INPUT
+        if small:  # latency: everything in this thread
+            batches = self._batches(self._blocks(texts), pin=False)
+        else:  # a pipeline: tokenise (up to 2 blocks ahead) -> pad and pin (a few batches ahead) -> model
+            batches = _prefetched(self._batches(_prefetched(self._blocks(texts), 2), pin=cuda), self.prefetch)
+        out: np.ndarray | None = None
+        n_tokens = n_truncated = 0
+        pending: deque = deque()
+
+        def land(rows: np.ndarray, host: torch.Tensor, event) -> None:
+            nonlocal out
+            if event is not None:
+                event.synchronize()
+            values = host.numpy()
+            if out is None:
+                out = np.empty((n, values.shape[1]), dtype=np.float32)
+            out[rows] = values
+            if progress:
+                progress(len(rows))
+
+        with torch.inference_mode(), _threads(self.threads):
+            for batch in batches:
+                emb, tokens = self._forward(batch)
+                n_tokens += tokens
+                n_truncated += batch.n_truncated
+                emb = emb.float()
+                if cuda:
+                    host = torch.empty(emb.shape, dtype=torch.float32, pin_memory=not small)
+                    host.copy_(emb, non_blocking=not small)
+                    event = torch.cuda.Event()
+                    event.record()
+                    pending.append((batch.rows, host, event))
+                    while len(pending) > 2:
+                        land(*pending.popleft())
+                else:
+                    land(batch.rows, emb, None)
+            while pending:
+                land(*pending.popleft())
+        return EncodeResult(out, n_tokens, n_truncated)
+
+    @property
+    def dimension(self) -> int:
+        get = (getattr(self.model, "get_embedding_dimension", None)
+               or getattr(self.model, "get_sentence_embedding_dimension", None))
+        return int(get() or 0) if get else 0
+
+
+# -- CPU kernels -------------------------------------------------------------------------------------------------
+# torch's CPU nn.Linear calls MKL's sgemm, which on AMD CPUs takes a slow generic path (docs/engine.md: 74 GFLOP/s
+# per core here); oneDNN's JIT kernels use AVX-512 on any vendor. Packing each weight once into oneDNN's
+# blocked layout and calling oneDNN directly gives the same fp32 results 2-3x faster per matmul.
+
+
+class PackedLinear(torch.nn.Module):
+    """`nn.Linear` through oneDNN with the weight pre-packed once (CPU; fp32 or bf16, same math)."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        weight = linear.weight.detach()
+        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS_HINT)
+        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, onednn"
+
+
+class Int8Linear(torch.nn.Module):
+    """Dynamic int8 `nn.Linear` (CPU): weights quantised per output channel once, activations per tensor
+    at run time (fbgemm). Full 8-bit activation range where the CPU has VNNI (no int16 saturation);
+    otherwise the 7-bit range torch uses by default."""
+
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        with warnings.catch_warnings():  # torch.ao dynamic quantization is deprecated in favour of torchao
+            warnings.simplefilter("ignore")
+            quantized = quantize_dynamic(torch.nn.Sequential(linear),
+                                         {torch.nn.Linear: per_channel_dynamic_qconfig})[0]
+        self.packed = quantized._packed_params._packed_params
+        self.reduce_range = not cpu_has_vnni()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+
+
+PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
+
+
+def convert_linears(net: torch.nn.Module, kind) -> torch.nn.Module:
+    """Replace every `nn.Linear` of `net` (in place; pass a copy) by `kind(linear)`."""
+    for parent in list(net.modules()):
+        for name, child in list(parent.named_children()):
+            if type(child) is torch.nn.Linear:
+                setattr(parent, name, kind(child))
+    return net
+
+
+_PACKED_OK: bool | None = None
+
+
+def packed_linear_works() -> bool:
+    """Whether this torch build has oneDNN's packed linear and it agrees with nn.Linear (checked once)."""
+    global _PACKED_OK
+    if _PACKED_OK is None:
+        try:
+            generator = torch.Generator().manual_seed(0)
+            linear = torch.nn.Linear(64, 48)
+            x = torch.randn(2, 5, 64, generator=generator)
+            with torch.inference_mode():
+                _PACKED_OK = bool(torch.allclose(PackedLinear(linear)(x), linear(x), rtol=1e-4, atol=1e-5))
+        except (RuntimeError, AttributeError):
+            _PACKED_OK = False
+    return _PACKED_OK
+
+
+def cpu_has_vnni() -> bool:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return "avx512_vnni" in line.split() or "avx_vnni" in line.split()
+    except OSError:
+        pass
+    return False
+
+
+@contextmanager
+def _threads(count: int | None):
+    if count is None or count == torch.get_num_threads():
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+_DONE = object()
+
+
+def _prefetched(items: Iterator[Batch], depth: int) -> Iterator[Batch]:
+    """Produce `items` in a background thread, up to `depth` ahead; re-raise its errors here.
+
+    The Rust tokenizer releases the GIL, so on CUDA tokenisation overlaps the GPU's work."""
+    slots: queue.Queue = queue.Queue(maxsize=max(1, depth))
+    stop = threading.Event()
+
+    def offer(item) -> bool:
+        while not stop.is_set():
+            try:
+                slots.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not offer(item):
+                    return
+            offer(_DONE)
+        except BaseException as exc:  # handed to the consumer
+            offer(exc)
+        finally:
+            close = getattr(items, "close", None)
+            if close is not None:  # stops an upstream pipeline stage too
+                close()
+
+    worker = threading.Thread(target=produce, name="harness-tokenize", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = slots.get()
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()

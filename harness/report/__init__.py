@@ -1,0 +1,42 @@
+"""Reports from records: Markdown, self-contained HTML, PNG/SVG plots, CSV/JSON/LaTeX/MTEB exports.
+
+    data = load_report_data([Path("results")])      # records -> comparison, CIs, Recall@k curves
+    build_report(data, Path("report"), formats=("html", "md"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.report.data import ReportData, load_report_data
+from harness.report.document import build_document
+from harness.report.exports import write_exports
+from harness.report.figures import draw_all, make_figures
+from harness.report.render import to_html, to_markdown
+
+__all__ = ["ReportData", "build_report", "load_report_data", "make_figures"]
+
+FORMATS = ("html", "md")
+
+
+def build_report(data: ReportData, output: Path, *, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write the report files under ``output``; returns every path written."""
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise HarnessError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise HarnessError(f"{output}: cannot create the report folder ({exc.strerror})") from None
+    figures = draw_all(data, output / "plots")
+    blocks = build_document(data, figures)
+    written = [p for f in figures for p in (f.png, f.svg)]
+    if "md" in formats:
+        written.append(output / "report.md")
+        written[-1].write_text(to_markdown(blocks, relative_to=output), encoding="utf-8")
+    if "html" in formats:
+        written.append(output / "report.html")
+        written[-1].write_text(to_html(blocks), encoding="utf-8")
+    return written + write_exports(data, output)

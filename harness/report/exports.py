@@ -1,0 +1,135 @@
+"""Exports: a flat table (CSV/JSON), a LaTeX table, and MTEB-format result JSON per task."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from harness.metrics import parse_measure
+from harness.report.data import ReportData
+
+# Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.
+MTEB_TASKS = {
+    "scifact": "SciFact", "nfcorpus": "NFCorpus", "arguana": "ArguAna", "fiqa": "FiQA2018",
+    "trec-covid": "TRECCOVID", "quora": "QuoraRetrieval", "msmarco": "MSMARCO", "scidocs": "SCIDOCS",
+    "nq": "NQ", "hotpotqa": "HotpotQA", "dbpedia-entity": "DBPedia", "fever": "FEVER",
+    "climate-fever": "ClimateFEVER", "webis-touche2020": "Touche2020", "touche2020": "Touche2020",
+}
+FLAT_FIELDS = ["dataset", "encoder", "model", "metric", "value", "ci_low", "ci_high", "n_queries", "control",
+               "delta", "delta_ci_low", "delta_ci_high", "p_t_test", "p_randomization", "p_holm", "verdict",
+               "record"]
+
+
+def flat_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per dataset x encoder x metric, with the comparison against the control where there is one."""
+    rows = []
+    c = data.comparison
+    for run in data.runs:
+        for metric, value in run.record.metrics.items():
+            low, high = data.cis[(run.dataset, run.label, metric)]
+            m = c.find(run.dataset, metric, run.label) if c else None
+            rows.append({
+                "dataset": run.dataset, "encoder": run.label, "model": run.record.encoder.get("model"),
+                "metric": metric, "value": value, "ci_low": low, "ci_high": high,
+                "n_queries": len(run.per_query.get(metric, {})),
+                "control": m.control if m else None, "delta": m.stats.delta if m else None,
+                "delta_ci_low": m.stats.delta_ci[0] if m else None, "delta_ci_high": m.stats.delta_ci[1] if m else None,
+                "p_t_test": m.stats.p_t_test if m else None, "p_randomization": m.stats.p_randomization if m else None,
+                "p_holm": m.p_holm[c.test] if m and c else None,
+                "verdict": m.verdict(c.alpha, c.test) if m and c else None, "record": str(run.path),
+            })
+    return rows
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=FLAT_FIELDS, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
+    return buffer.getvalue()
+
+
+def _tex(text: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("~", r"\textasciitilde{}").replace("^", r"\^{}")
+
+
+def to_latex(data: ReportData) -> str:
+    """A booktabs table: rows dataset x encoder, columns metrics; arrows mark significant differences."""
+    metrics = list(dict.fromkeys(m for r in data.runs for m in r.record.metrics))
+    c = data.comparison
+    lines = [r"% needs \usepackage{booktabs}",
+             r"\begin{table}[t]", r"\centering", r"\begin{tabular}{ll" + "r" * len(metrics) + "}", r"\toprule",
+             "Dataset & Encoder & " + " & ".join(_tex(m) for m in metrics) + r" \\", r"\midrule"]
+    previous = None
+    for run in data.runs:
+        if previous is not None and run.dataset != previous:
+            lines.append(r"\midrule")
+        cells = []
+        for metric in metrics:
+            value = run.record.metrics.get(metric)
+            m = c.find(run.dataset, metric, run.label) if c else None
+            verdict = m.verdict(c.alpha, c.test) if m and c else ""
+            mark = {"better": r"$^{\uparrow}$", "worse": r"$^{\downarrow}$"}.get(verdict, "")
+            cells.append("--" if value is None else f"{value:.4f}{mark}")
+        name = _tex(run.dataset) if run.dataset != previous else ""
+        lines.append(f"{name} & {_tex(run.label)} & " + " & ".join(cells) + r" \\")
+        previous = run.dataset
+    test = f"paired {c.test} test, Holm-adjusted, $\\alpha={c.alpha}$" if c else "no comparison"
+    lines += [r"\bottomrule", r"\end{tabular}",
+              r"\caption{Retrieval quality (mean over all judged queries). $\uparrow$/$\downarrow$: significantly "
+              rf"higher/lower than the first encoder of the dataset ({test}).}}",
+              r"\label{tab:retrieval}", r"\end{table}"]
+    return "\n".join(lines) + "\n"
+
+
+def mteb_key(metric: str, top_k: int) -> str:
+    """Our metric name -> MTEB's score key (MAP without a cut-off is MAP over the top_k retrieved)."""
+    measure = parse_measure(metric)
+    family = {"nDCG": "ndcg", "MRR": "mrr", "Recall": "recall", "P": "precision", "MAP": "map"}[measure.kind]
+    return f"{family}_at_{measure.cutoff or top_k}"
+
+
+def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
+    """'<encoder>/<Task>.json' -> an MTEB TaskResult-shaped dict (scores are fractions, as MTEB stores them)."""
+    out = {}
+    for run in data.runs:
+        source = run.record.dataset.get("source") or {}
+        folder = Path(source.get("path", "")).name.lower()
+        task = MTEB_TASKS.get(run.dataset.lower()) or MTEB_TASKS.get(folder) or run.dataset
+        scores = {mteb_key(m, run.record.top_k): v for m, v in run.record.metrics.items()}
+        main = scores.get("ndcg_at_10", next(iter(scores.values())))
+        seconds = (run.record.performance.get("corpus_encode_s") or 0) + (run.record.performance.get("search_s") or 0)
+        out[f"{_slug(run.label)}/{task}.json"] = {
+            "dataset_revision": run.record.dataset.get("fingerprint"),
+            "task_name": task,
+            "mteb_version": None,
+            "scores": {source.get("split", "test"): [
+                {**scores, "main_score": main, "hf_subset": "default", "languages": ["eng-Latn"]}]},
+            "evaluation_time": seconds,
+            "kg_co2_emissions": None,
+        }
+    return out
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def write_exports(data: ReportData, folder: Path) -> list[Path]:
+    rows = flat_rows(data)
+    files = {"results.csv": to_csv(rows), "results.json": json.dumps(rows, indent=1) + "\n",
+             "results.tex": to_latex(data)}
+    if data.comparison:
+        files["comparison.json"] = json.dumps(data.comparison.to_dict(), indent=1) + "\n"
+    files.update({f"mteb/{name}": json.dumps(result, indent=2) + "\n" for name, result in mteb_results(data).items()})
+    written = []
+    for name, text in files.items():
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

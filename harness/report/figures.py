@@ -1,0 +1,94 @@
+"""Draw every plot a report needs from ReportData (via harness.report.plots) and save PNG + SVG."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from harness.report import plots
+from harness.report.data import ReportData
+
+
+@dataclass(frozen=True)
+class FigureFile:
+    key: str  # "bars" | "deltas" | "recall" | "latency" | "throughput" | "profile-latency"
+    dataset: str  # "" for profile figures
+    title: str
+    png: Path
+    svg: Path
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+@dataclass(frozen=True)
+class ReportFigure:
+    key: str
+    dataset: str
+    title: str
+    name: str  # file stem
+    figure: Figure
+
+
+def draw_all(data: ReportData, folder: Path) -> list[FigureFile]:
+    """Draw every figure and save each as PNG + SVG under ``folder``."""
+    files = []
+    for f in make_figures(data):
+        png, svg = plots.save(f.figure, folder / f.name)
+        files.append(FigureFile(f.key, f.dataset, f.title, png, svg))
+    return files
+
+
+def make_figures(data: ReportData) -> list[ReportFigure]:
+    """The report's figures, in report order (the notebook displays these)."""
+    out: list[ReportFigure] = []
+
+    def keep(fig: Figure, key: str, dataset: str, title: str, *name: str) -> None:
+        out.append(ReportFigure(key, dataset, title, "--".join(_slug(n) for n in (key, *name)), fig))
+
+    for dataset in data.datasets:
+        runs = data.runs_of(dataset)
+        values = {r.label: {m: (r.record.metrics[m], *data.cis[(dataset, r.label, m)]) for m in r.record.metrics}
+                  for r in runs}
+        keep(plots.metric_bars(values, title=f"{dataset}: metrics with 95% bootstrap CIs"), "bars", dataset,
+             f"{dataset}: metric means with 95% CIs", dataset)
+        for m in data.comparison.metrics if data.comparison else []:
+            if m.dataset == dataset and m.metric == data.primary_metric:
+                control = next(r for r in runs if r.label == m.control).per_query[m.metric]
+                treatment = next(r for r in runs if r.label == m.treatment).per_query[m.metric]
+                deltas = {q: treatment[q] - control[q] for q in control}
+                keep(plots.per_query_deltas(deltas, metric=m.metric, control=m.control, treatment=m.treatment),
+                     "deltas", dataset, f"{dataset}: per-query Δ {m.metric}, {m.treatment} vs {m.control}",
+                     dataset, m.metric, m.treatment)
+        if data.recall.get(dataset):
+            keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
+                 f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
+        latency = {r.label: r.record.performance.get("query_latency_values_ms") or [] for r in runs}
+        if any(latency.values()):
+            keep(plots.latency_cdf({k: v for k, v in latency.items() if v},
+                                   title=f"{dataset}: single-query encoding latency"),
+                 "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
+    for profile in data.profiles:
+        points = [p for p in profile.points if p.get("passages_per_s") and p.get("batch_size")]
+        if points:
+            keep(plots.throughput_vs_batch(points, title=f"{profile.label}: throughput vs batch size"),
+                 "throughput", "", f"{profile.label}: throughput vs batch size per precision", profile.label)
+        timed = [p for p in profile.points if p.get("latency_values_ms")]
+        latency = {_point_label(p, timed): p["latency_values_ms"] for p in timed}
+        if latency:
+            single = {k: v for k, v in latency.items() if k.endswith(" b1")}
+            keep(plots.latency_cdf(dict(list((single or latency).items())[:8]),
+                                   title=f"{profile.label}: latency per call"),
+                 "profile-latency", "", f"{profile.label}: latency distribution", profile.label)
+    return out
+
+
+def _point_label(point: dict, points: list[dict]) -> str:
+    """Name a point by the settings that vary among ``points``, ending in its batch size (b1 = one query)."""
+    keys = [k for k in ("engine", "device", "precision", "max_seq_length") if len({p.get(k) for p in points}) > 1]
+    parts = [f"len {point.get(k)}" if k == "max_seq_length" else str(point.get(k)) for k in keys]
+    return " ".join(parts + [f"b{point.get('batch_size')}"])

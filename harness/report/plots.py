@@ -1,0 +1,179 @@
+"""Report plots: pure functions from plain data to matplotlib Figures (Agg, no pyplot state).
+
+Every function takes lists/dicts of numbers (so profile records, run records or a user's own data
+can feed it), returns a ``Figure``, and never touches global matplotlib settings. ``save`` writes
+a figure as PNG and SVG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter
+
+WIN, LOSS, TIE = "#1b7837", "#c2352b", "#9a9a9a"  # green / red / grey, distinct in greyscale print too
+PALETTE = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000"]  # Okabe-Ito
+MARKERS = "osD^vP*X"
+
+
+def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    return fig
+
+
+def _plain_log_ticks(axis) -> None:
+    """Label a log axis 1, 10, 100, 1,000 (and 0.5, 2, 20 ...) rather than 10^k."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+
+
+def save(fig: Figure, stem: Path) -> list[Path]:
+    """Write ``stem``.png (150 dpi) and ``stem``.svg; returns both paths."""
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    fig.savefig(paths[0], dpi=150)
+    fig.savefig(paths[1])
+    return paths
+
+
+def metric_bars(values: Mapping[str, Mapping[str, tuple[float, float, float]]], *, title: str) -> Figure:
+    """Grouped bars: one group per metric, one bar per system; error bars are the 95% CI of the mean.
+
+    ``values[system][metric] = (mean, ci_low, ci_high)``.
+    """
+    systems = list(values)
+    metrics = list(dict.fromkeys(m for by_metric in values.values() for m in by_metric))
+    fig = _figure(min(9.0, 3.0 + 1.2 * len(metrics)), 4.2)
+    ax = fig.add_subplot()
+    width = 0.8 / max(1, len(systems))
+    x = np.arange(len(metrics))
+    for i, system in enumerate(systems):
+        triples = [values[system].get(m, (np.nan, np.nan, np.nan)) for m in metrics]
+        means = np.array([t[0] for t in triples])
+        err = np.array([[t[0] - t[1] for t in triples], [t[2] - t[0] for t in triples]])
+        ax.bar(x + (i - (len(systems) - 1) / 2) * width, means, width, yerr=err, capsize=3,
+               color=PALETTE[i % len(PALETTE)], label=system, error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    ax.set_xticks(x, metrics)
+    ax.set_ylabel("score (mean over queries)")
+    ax.set_ylim(0, min(1.05, max(1e-3, np.nanmax([t[2] for s in values.values() for t in s.values()])) * 1.15))
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    fig.legend(loc="outside lower center", ncols=min(4, len(systems)), frameon=False)
+    return fig
+
+
+def per_query_deltas(deltas: Mapping[str, float], *, metric: str, control: str, treatment: str,
+                     eps: float = 1e-9) -> Figure:
+    """Sorted per-query bars of treatment - control: wins green, losses red, ties grey."""
+    items = sorted(deltas.items(), key=lambda kv: (-kv[1], kv[0]))
+    d = np.array([v for _, v in items], dtype=float)
+    colors = [WIN if v > eps else LOSS if v < -eps else TIE for v in d]
+    wins, losses = int((d > eps).sum()), int((d < -eps).sum())
+    fig = _figure(7.0, 3.8)
+    ax = fig.add_subplot()
+    ax.bar(np.arange(len(d)), d, width=1.0 if len(d) > 60 else 0.8, color=colors, linewidth=0)
+    ax.axhline(0, color="#333333", linewidth=0.8)
+    if len(d):
+        ax.axhline(float(d.mean()), color="#333333", linewidth=1, linestyle="--")
+    ax.set_xlim(-0.6, len(d) - 0.4)
+    low, high = min(0.0, float(d.min(initial=0))), max(0.0, float(d.max(initial=0)))
+    pad = 0.06 * ((high - low) or 1.0)
+    ax.set_ylim(low - pad, high + pad)
+    if len(d) <= 30:
+        ax.set_xticks(np.arange(len(d)), [q for q, _ in items], rotation=90, fontsize=7)
+        ax.set_xlabel("query id (sorted by Δ)")
+    else:
+        ax.set_xticks([])
+        ax.set_xlabel(f"{len(d)} queries, sorted by Δ")
+    ax.set_ylabel(f"Δ {metric} (treatment − control)")
+    ax.set_title(f"{metric}: {treatment} vs {control}")
+    handles = [Patch(color=WIN, label=f"wins ({wins})"), Patch(color=TIE, label=f"ties ({len(d) - wins - losses})"),
+               Patch(color=LOSS, label=f"losses ({losses})"),
+               ax.lines[-1] if len(d) else Patch(color="white")]
+    if len(d):
+        handles[-1].set_label(f"mean Δ {d.mean():+.4f}")
+    fig.legend(handles=handles, loc="outside lower center", ncols=4, fontsize=8, frameon=False)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_axisbelow(True)
+    return fig
+
+
+def recall_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], *, title: str) -> Figure:
+    """Recall@k against k (log scale), one line per system."""
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    for i, (label, (ks, values)) in enumerate(curves.items()):
+        ax.plot(ks, values, color=PALETTE[i % len(PALETTE)], linewidth=1.8, label=label)
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("k (cut-off, log scale)")
+    ax.set_ylabel("Recall@k (mean over queries)")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    return fig
+
+
+def throughput_vs_batch(points: Sequence[Mapping[str, object]], *, title: str) -> Figure:
+    """Passages/s against batch size, one line per precision (and engine/device when they vary).
+
+    Each point needs ``batch_size``, ``passages_per_s`` and ``precision``; ``engine``, ``device``,
+    ``max_seq_length`` are used in the line labels when present and not all equal.
+    """
+    keys = [k for k in ("engine", "device", "max_seq_length") if len({p.get(k) for p in points}) > 1]
+    series: dict[str, list[tuple[float, float]]] = {}
+    for p in points:
+        parts = [str(p.get("precision"))] + [f"{p.get(k)}" if k != "max_seq_length" else f"len {p.get(k)}"
+                                             for k in keys]
+        series.setdefault(" · ".join(parts), []).append((float(p["batch_size"]), float(p["passages_per_s"])))
+    fig = _figure(6.5, 4.2)
+    ax = fig.add_subplot()
+    for i, (label, xy) in enumerate(sorted(series.items())):
+        xy.sort()
+        ax.plot([a for a, _ in xy], [b for _, b in xy], marker=MARKERS[i % len(MARKERS)],
+                color=PALETTE[i % len(PALETTE)], label=label)
+    ax.set_xscale("log", base=2)
+    _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("batch size (passages, log₂ scale)")
+    ax.set_ylabel("throughput (passages/s)")
+    ax.set_ylim(bottom=0)
+    ax.set_title(title)
+    ax.grid(which="both", alpha=0.3)
+    ax.legend(title="precision" + (" · " + " · ".join(keys) if keys else ""), fontsize=8)
+    return fig
+
+
+def latency_cdf(series: Mapping[str, Sequence[float]], *, title: str) -> Figure:
+    """Empirical CDF of per-call latencies (ms), one line per series; p50 and p99 guides."""
+    fig = _figure(6.5, 4.0 + 0.2 * len(series))
+    ax = fig.add_subplot()
+    lows, highs = [], []
+    for i, (label, values) in enumerate(series.items()):
+        v = np.sort(np.asarray(values, dtype=float))
+        if not v.size:
+            continue
+        lows.append(v[0])
+        highs.append(v[-1])
+        p50, p99 = np.percentile(v, [50, 99])
+        ax.step(v, np.arange(1, v.size + 1) / v.size, where="post", color=PALETTE[i % len(PALETTE)],
+                linewidth=1.6, label=f"{label} (p50 {p50:.1f}, p99 {p99:.1f} ms)")
+    for q in (0.5, 0.99):
+        ax.axhline(q, color="#777777", linewidth=0.8, linestyle=":")
+        ax.annotate(f"p{int(q * 100)}", xy=(0.0, q), xycoords=("axes fraction", "data"), xytext=(3, -10),
+                    textcoords="offset points", fontsize=7, color="#555555")
+    if lows and max(highs) / max(min(lows), 1e-9) > 20:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("latency per call (ms)")
+    ax.set_ylabel("fraction of calls ≤ latency")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(title)
+    ax.grid(which="both", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1, fontsize=8,
+               frameon=False)
+    return fig

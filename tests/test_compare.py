@@ -1,0 +1,143 @@
+"""`harness compare`: matching, refusal, Holm, verdicts, speed comparability, exit codes, JSON.
+
+The statistics themselves are tested against known values in test_stats.py; here we test how
+compare composes them, on hand-made records and on real records (MiniLM vs a truncated MiniLM).
+"""
+
+import json
+
+import pytest
+
+from harness.cli import main
+from harness.compare import compare_records, load_runs
+from harness.errors import HarnessError
+from harness.stats import compare_paired, holm
+from tests.record_fixtures import ENV, real_records, synthetic_record
+
+QIDS = [f"q{i}" for i in range(12)]
+GOOD = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}
+# nDCG@10 much worse on every query; MAP the same.
+BAD = {"nDCG@10": {q: 0.3 + 0.01 * (i % 3) for i, q in enumerate(QIDS)}, "MAP": dict(GOOD["MAP"])}
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory):
+    return real_records(tmp_path_factory)
+
+
+def test_real_truncation_is_a_significant_regression(real, capsys, tmp_path):
+    out = tmp_path / "comparison.json"
+    assert main(["compare", str(real.control), str(real.degraded), "--json", str(out)]) == 0  # informational
+    table = capsys.readouterr().out
+    assert "noveleval" in table and "truncated-16" in table and "worse" in table
+    data = json.loads(out.read_text())
+    by_metric = {m["metric"]: m for m in data["metrics"]}
+    assert set(by_metric) == {"MRR@10", "nDCG@10", "Recall@10", "MAP"}
+    ndcg = by_metric["nDCG@10"]
+    assert ndcg["control"] == "all-MiniLM-L6-v2" and ndcg["treatment"] == "truncated-16"
+    assert ndcg["delta"] < -0.1 and ndcg["delta_ci"][1] < 0 and ndcg["verdict"] == "worse"
+    assert ndcg["p_randomization_holm"] < 0.05 and ndcg["p_t_test_holm"] < 0.05
+    assert ndcg["losses"] > ndcg["wins"] and ndcg["n"] == 21
+    # Holm over the 4 comparisons: adjusted p >= raw p, and exactly holm() of the raw p-values.
+    raw = [m["p_randomization"] for m in data["metrics"]]
+    assert [m["p_randomization_holm"] for m in data["metrics"]] == pytest.approx(holm(raw))
+    assert data["speed"][0]["comparable"] is True  # same machine, same process
+    # --fail-on-regression turns the same comparison into a failing gate.
+    assert main(["compare", str(real.control), str(real.degraded), "--fail-on-regression"]) == 1
+
+
+def test_real_order_decides_the_control(real):
+    """Treatment first: the good model is now the treatment and shows as better."""
+    comparison = compare_records([real.degraded, real.control])
+    ndcg = comparison.find("noveleval", "nDCG@10", "all-MiniLM-L6-v2")
+    assert ndcg is not None and ndcg.verdict(0.05, "randomization") == "better"
+    assert not comparison.regressions()
+
+
+def test_results_folder_and_control_option(real):
+    """A results folder holds both records; --control picks which is the control."""
+    comparison = compare_records([real.folder], control="truncated-16")
+    assert {m.control for m in comparison.metrics} == {"truncated-16"}
+    assert main(["compare", str(real.folder), "--control", "truncated-16", "--fail-on-regression"]) == 0
+
+
+def test_statistics_are_the_stats_module_on_aligned_vectors(tmp_path):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD)
+    comparison = compare_records([a, b], seed=3, n_resamples=2000)
+    ndcg = comparison.find("toy", "nDCG@10", "new")
+    expected = compare_paired([GOOD["nDCG@10"][q] for q in sorted(QIDS)], [BAD["nDCG@10"][q] for q in sorted(QIDS)],
+                              seed=3, n_resamples=2000)
+    assert ndcg.stats == expected
+    same = comparison.find("toy", "MAP", "new")
+    assert same.stats.delta == 0 and same.stats.ties == 12 and same.verdict(0.05, "randomization") == "n.s."
+    assert ndcg.p_holm["t-test"] == pytest.approx(min(1.0, 2 * ndcg.stats.p_t_test))  # smallest of 2: x2
+    assert comparison.regressions() == [ndcg]
+
+
+def test_different_dataset_fingerprints_are_refused(tmp_path, capsys):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, fingerprint="fp-other")
+    with pytest.raises(HarnessError, match="different data"):
+        compare_records([a, b])
+    assert main(["compare", str(a), str(b)]) == 2
+    assert "fingerprints fp-toy vs fp-other" in capsys.readouterr().err
+
+
+def test_different_metric_definitions_warn(tmp_path):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD,
+                         definitions={"nDCG@10": "something else", "MAP": "definition of MAP"})
+    comparison = compare_records([a, b])
+    assert any("nDCG@10 is defined differently" in w for w in comparison.warnings)
+
+
+def test_different_query_sets_are_refused(tmp_path):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
+    fewer = {m: {q: v for q, v in values.items() if q != "q0"} for m, values in BAD.items()}
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=fewer)
+    with pytest.raises(HarnessError, match="scored different queries"):
+        compare_records([a, b])
+
+
+def test_records_are_matched_by_dataset(tmp_path):
+    """Two datasets in each folder: each dataset's pair is compared; Holm spans all of them."""
+    for folder, values in (("a", GOOD), ("b", BAD)):
+        synthetic_record(tmp_path / folder, encoder=f"enc-{folder}", per_query=values, dataset="toy")
+        synthetic_record(tmp_path / folder, encoder=f"enc-{folder}", per_query=values, dataset="other",
+                         fingerprint="fp-other")
+    synthetic_record(tmp_path / "b", encoder="enc-b", per_query=BAD, dataset="lonely", fingerprint="fp-l")
+    comparison = compare_records([tmp_path / "a", tmp_path / "b"])
+    assert sorted({(m.dataset, m.control, m.treatment) for m in comparison.metrics}) == [
+        ("other", "enc-a", "enc-b"), ("toy", "enc-a", "enc-b")]
+    assert len(comparison.metrics) == 4
+    assert [m.p_holm["randomization"] for m in comparison.metrics] == pytest.approx(
+        holm([m.stats.p_randomization for m in comparison.metrics]))
+    assert any("lonely" in w and "nothing to compare" in w for w in comparison.warnings)
+
+
+def test_same_encoder_name_in_two_folders_gets_distinct_labels(tmp_path):
+    a = synthetic_record(tmp_path / "old", encoder="minilm", per_query=GOOD)
+    b = synthetic_record(tmp_path / "new", encoder="minilm", per_query=BAD)
+    labels = [r.label for r in load_runs([a, b])]
+    assert labels == ["minilm", "minilm [new]"]
+
+
+def test_speed_is_compared_only_on_the_same_hardware(tmp_path):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD, passages_per_s=100)
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, passages_per_s=150)
+    gpu_env = {**ENV, "gpu": {"name": "NVIDIA H100 80GB HBM3"}}
+    c = synthetic_record(tmp_path / "c", encoder="gpu", per_query=BAD, passages_per_s=9000, environment=gpu_env)
+    [same] = compare_records([a, b]).speed
+    assert same.comparable and same.ratio("passages_per_s") == pytest.approx(1.5)
+    [other] = compare_records([a, c]).speed
+    assert not other.comparable and other.ratio("passages_per_s") is None
+    assert "different hardware" in other.reason and "H100" in other.reason
+    assert "not comparable" in compare_records([a, c]).to_table()
+
+
+def test_fewer_than_two_records_is_bad_input(tmp_path, capsys):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
+    assert main(["compare", str(a)]) == 2
+    assert "need at least two run records" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "missing"), str(a)]) == 2

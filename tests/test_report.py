@@ -1,0 +1,190 @@
+"""`harness report`: files, self-contained HTML (checked in headless Chromium), plots, exports."""
+
+import csv
+import json
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from xml.etree import ElementTree as ET
+
+import numpy as np
+import pytest
+
+from harness.cli import main
+from harness.report import load_report_data, plots
+from harness.report.data import curve_ks
+from harness.report.exports import mteb_key
+from tests.record_fixtures import real_records
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+PROFILE_POINTS = [
+    {"engine": engine, "precision": precision, "batch_size": b, "max_seq_length": 256, "device": "cpu",
+     "passages_per_s": rate * (1 - 0.5 / b ** 0.5), "tokens_per_s": rate * 80,
+     "latency_values_ms": list(np.random.default_rng(b).gamma(4.0, 120.0 * b / rate, 40))}
+    for engine, precision, rate in (("fast", "fp32", 60.0), ("fast", "int8", 140.0),
+                                    ("sentence-transformers", "fp32", 40.0))
+    for b in (1, 4, 16, 64)
+]
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return struct.unpack(">II", data[16:24])
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    """A report over the real records plus a hand-made profile record (as `harness profile` writes)."""
+    real = real_records(tmp_path_factory)
+    profile = real.folder / "profile--minilm"
+    profile.mkdir()
+    (profile / "record.json").write_text(json.dumps({
+        "schema_version": 1, "kind": "profile", "encoder": {"name": "all-MiniLM-L6-v2"},
+        "environment": {"cpu_model": "Test CPU", "torch_threads": 2, "gpu": None}, "points": PROFILE_POINTS}))
+    out = tmp_path_factory.mktemp("report")
+    assert main(["report", str(real.folder), "--output", str(out)]) == 0
+    return real, out
+
+
+def test_report_files(report):
+    real, out = report
+    plots_dir = out / "plots"
+    keys = sorted(p.stem.split("--")[0] for p in plots_dir.glob("*.png"))
+    assert keys == ["bars", "deltas", "latency", "profile-latency", "recall", "throughput"]
+    for png in plots_dir.glob("*.png"):
+        width, height = png_size(png)
+        assert width >= 600 and height >= 300
+        ET.parse(png.with_suffix(".svg"))  # every plot also as valid SVG
+    md = (out / "report.md").read_text()
+    for link in re.findall(r"\]\(([^)]+)\)", md):
+        assert (out / link).is_file(), link
+    assert "| noveleval | truncated-16 |" in md and "▼" in md
+
+
+def test_html_is_self_contained(report):
+    _, out = report
+    text = (out / "report.html").read_text()
+    sources = re.findall(r'<img[^>]+src="([^"]+)"', text)
+    assert len(sources) == len(list((out / "plots").glob("*.png")))
+    assert all(s.startswith("data:image/png;base64,") for s in sources)
+    assert not re.search(r'(src|href)="(https?:)?//', text) and "<link" not in text and "@import" not in text
+    assert "truncated-16" in text and 'class="worse"' in text
+
+
+def test_exports(report):
+    real, out = report
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    assert len(rows) == 2 * 4  # 2 encoders x 4 metrics
+    ndcg = next(r for r in rows if r["encoder"] == "truncated-16" and r["metric"] == "nDCG@10")
+    assert ndcg["verdict"] == "worse" and float(ndcg["delta"]) < 0 and ndcg["control"] == "all-MiniLM-L6-v2"
+    record = json.loads((real.control / "record.json").read_text())
+    control = next(r for r in rows if r["encoder"] == "all-MiniLM-L6-v2" and r["metric"] == "nDCG@10")
+    assert float(control["value"]) == pytest.approx(record["metrics"]["nDCG@10"])
+    assert float(control["ci_low"]) < float(control["value"]) < float(control["ci_high"])
+    assert json.loads((out / "results.json").read_text())[0].keys() == rows[0].keys()
+    tex = (out / "results.tex").read_text()
+    assert r"\begin{tabular}{llrrrr}" in tex and r"$^{\downarrow}$" in tex and "truncated-16" in tex
+    mteb = json.loads((out / "mteb" / "all-MiniLM-L6-v2" / "noveleval.json").read_text())
+    scores = mteb["scores"]["test"][0]
+    assert scores["ndcg_at_10"] == pytest.approx(record["metrics"]["nDCG@10"])
+    assert scores["main_score"] == scores["ndcg_at_10"] and scores["map_at_100"] == record["metrics"]["MAP"]
+    assert mteb["dataset_revision"] == record["dataset"]["fingerprint"]
+
+
+def test_recall_curve_matches_the_record(tmp_path_factory):
+    real = real_records(tmp_path_factory)
+    data = load_report_data([real.folder], n_resamples=200)
+    record = json.loads((real.control / "record.json").read_text())
+    ks, values = data.recall["noveleval"]["all-MiniLM-L6-v2"]
+    assert ks[0] == 1 and ks[-1] == 100 and ks == sorted(set(ks))
+    assert values[ks.index(10)] == pytest.approx(record["metrics"]["Recall@10"])
+    assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))  # Recall@k never decreases in k
+    degraded = data.recall["noveleval"]["truncated-16"][1]
+    assert degraded[ks.index(10)] < values[ks.index(10)]
+
+
+def test_recall_curve_skipped_with_a_note_when_the_data_moved(tmp_path_factory):
+    real = real_records(tmp_path_factory)
+    path = real.control / "record.json"
+    record = json.loads(path.read_text())
+    record["dataset"]["source"]["path"] = "/nowhere/noveleval"
+    path.write_text(json.dumps(record))
+    data = load_report_data([real.control], n_resamples=100)
+    assert not data.recall and "not found" in " ".join(data.notes)
+
+
+def test_curve_ks():
+    assert curve_ks(5) == [1, 2, 3, 4, 5]
+    ks = curve_ks(1000)
+    assert ks[:10] == list(range(1, 11)) and ks[-1] == 1000 and len(ks) < 60
+    assert curve_ks(5000)[-1] == 1000
+
+
+def test_mteb_keys():
+    assert [mteb_key(m, 1000) for m in ("nDCG@10", "MRR@10", "Recall@100", "MAP", "P@5", "MAP@100")] == [
+        "ndcg_at_10", "mrr_at_10", "recall_at_100", "map_at_1000", "precision_at_5", "map_at_100"]
+
+
+def test_plot_functions_take_plain_data(tmp_path):
+    """Each plot draws what it was given: bar heights, sorted deltas and their colours, one line per series."""
+    fig = plots.metric_bars({"a": {"nDCG@10": (0.5, 0.4, 0.6), "MAP": (0.3, 0.2, 0.4)},
+                             "b": {"nDCG@10": (0.7, 0.6, 0.8), "MAP": (0.2, 0.1, 0.3)}}, title="t")
+    heights = [round(p.get_height(), 3) for p in fig.axes[0].patches]
+    assert heights == [0.5, 0.3, 0.7, 0.2]
+
+    fig = plots.per_query_deltas({"q1": -0.2, "q2": 0.3, "q3": 0.0}, metric="nDCG@10", control="a", treatment="b")
+    bars = fig.axes[0].patches
+    assert [round(p.get_height(), 3) for p in bars] == [0.3, 0.0, -0.2]
+    assert [p.get_facecolor()[:3] for p in bars] == [
+        tuple(int(c[i:i + 2], 16) / 255 for i in (1, 3, 5)) for c in (plots.WIN, plots.TIE, plots.LOSS)]
+
+    fig = plots.throughput_vs_batch(PROFILE_POINTS, title="t")
+    lines = fig.axes[0].get_lines()
+    assert len(lines) == 3 and all(list(line.get_xdata()) == [1, 4, 16, 64] for line in lines)
+    assert "engine" in fig.axes[0].get_legend().get_title().get_text()
+
+    fig = plots.latency_cdf({"x": [1.0, 2.0, 3.0, 4.0]}, title="t")
+    ys = fig.axes[0].get_lines()[0].get_ydata()
+    assert list(ys) == [0.25, 0.5, 0.75, 1.0]
+
+    fig = plots.recall_curves({"a": ([1, 10, 100], [0.1, 0.5, 0.9])}, title="t")
+    assert fig.axes[0].get_xscale() == "log"
+    assert [p.suffix for p in plots.save(fig, tmp_path / "recall")] == [".png", ".svg"]
+
+
+def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (Debian: apt-get install -y chromium); "
+                                             "the HTML report cannot be checked in a real browser")
+def test_html_renders_in_headless_chromium(report, tmp_path):
+    _, out = report
+    html = (out / "report.html").read_text()
+    # A probe that records, once the page has loaded, how many images decoded to real pixels.
+    probe = ('<script>addEventListener("load", () => { const i = [...document.images]; '
+             'document.body.dataset.images = i.length + "/" + '
+             'i.filter(x => x.complete && x.naturalWidth > 0).length; });</script></body>')
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe))
+    dom = _chromium("--virtual-time-budget=10000", "--dump-dom", page.as_uri(), tmp=tmp_path).stdout
+    n = len(list((out / "plots").glob("*.png")))
+    assert f'data-images="{n}/{n}"' in dom, dom[:500]
+
+    shot = tmp_path / "shot.png"
+    _chromium(f"--screenshot={shot}", "--window-size=1280,2000", (out / "report.html").as_uri(), tmp=tmp_path)
+    assert shot.is_file() and shot.stat().st_size > 10_000
+    from matplotlib.image import imread
+
+    pixels = imread(shot)
+    assert pixels.shape[:2] == (2000, 1280)
+    assert pixels[..., :3].std() > 0.05  # not a blank page
+    # The top of the page is the white report background with dark text and coloured plots below.
+    assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
