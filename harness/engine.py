@@ -12,12 +12,14 @@ What it does differently from `SentenceTransformer.encode` (docs/engine.md has t
   normalisation are exactly the model's. Models whose first module is not a plain text Transformer
   (custom processors, chat templates, flash-attention unpadding, ...) run through the model's own
   `preprocess` + `forward` on our batches instead, which is slower but always faithful.
-* Precision: fp32 uses the caller's model as is; fp16/bf16 run a half-precision *copy* of the transformer
-  (pooling and later modules stay fp32); int8 (CPU only) runs a dynamically quantised copy
-  (`torch.ao.quantization.quantize_dynamic` on every `nn.Linear`). The caller's model is never modified.
-* On CUDA: a background thread tokenises and pads the next batches into pinned memory while the GPU
-  computes; copies are asynchronous, results come back through pinned buffers with CUDA events, and
-  `compile=True` wraps the transformer in `torch.compile(dynamic=True)`.
+* CPU kernels: every `nn.Linear` runs through oneDNN with its weight packed once (same fp32 math; torch's default
+  MKL sgemm is 2-3x slower on the AMD host measured). `cpu_kernels="aten"` turns this off.
+* Precision: fp32 keeps fp32 weights (on CPU a packed copy); fp16/bf16 run a cast *copy* of the transformer
+  (pooling and later modules stay fp32); int8 (CPU only) runs a dynamically quantised copy (per-channel int8
+  weights, fbgemm). The caller's model is never modified.
+* A pipeline: one thread tokenises blocks ahead, another pads (on CUDA: into pinned memory) batches ahead, while
+  the model runs; on CUDA copies are asynchronous, results come back through pinned buffers with CUDA events,
+  and `compile=True` wraps the transformer in `torch.compile(dynamic=True)`.
 """
 
 from __future__ import annotations
@@ -254,7 +256,7 @@ class FastEngine:
             self.net = torch.compile(self.net, dynamic=True)
 
     def _precision_copy(self, net: torch.nn.Module) -> torch.nn.Module:
-        """The network to run: the caller's for fp32 on GPU, otherwise a converted copy."""
+        """The network to run: the caller's own for fp32 on GPU (or with aten kernels), else a converted copy."""
         cpu = self.device.type == "cpu"
         if self.precision == "int8":
             if not cpu:
@@ -263,7 +265,7 @@ class FastEngine:
         if self.precision in HALF_DTYPES:
             net = copy.deepcopy(net).to(HALF_DTYPES[self.precision])
         if not cpu or self.cpu_kernels != "onednn" or self.precision == "fp16" or not packed_linear_works():
-            return net  # fp16 has no fast oneDNN path on CPUs without AVX512-FP16: leave it to aten
+            return net  # CPU fp16 (slow everywhere here; for checks only) stays on aten
         return convert_linears(net if self.precision == "bf16" else copy.deepcopy(net), PackedLinear)
 
     # -- batches ------------------------------------------------------------------------------------
