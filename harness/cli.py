@@ -50,6 +50,34 @@ def build_parser() -> argparse.ArgumentParser:
                            help="only stores not modified for AGE (e.g. 30m, 12h, 7d)")
     cache.set_defaults(func=cmd_cache)
 
+    profile = sub.add_parser("profile", help="time encoders over engine x precision x batch size x length x device")
+    profile.add_argument("--model", "-m", action="append", dest="models", required=True,
+                         help="HF id, local path, bundled:all-MiniLM-L6-v2 or random:distilbert-base (repeatable)")
+    profile.add_argument("--engine", type=_choices("engine", ENGINES), default=list(ENGINES),
+                         help="comma list of fast, sentence-transformers (default: both)")
+    profile.add_argument("--precision", type=_choices("precision", PRECISIONS), default=["fp32"],
+                         help="comma list of fp32, fp16, bf16, int8 (int8: fast engine on CPU; default fp32)")
+    profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default=[1, 32],
+                         help="comma list (default 1,32; batch 1 is the single-query latency scenario)")
+    profile.add_argument("--max-seq-length", type=_positive_ints("max sequence lengths"), default=[None],
+                         help="comma list of token limits (default: the model's)")
+    profile.add_argument("--device", type=_choices("device", ("auto", "cpu", "cuda")), default=["auto"],
+                         help="comma list of auto, cpu, cuda (default auto)")
+    texts = profile.add_mutually_exclusive_group()
+    texts.add_argument("--data", type=Path, help="real passages from a BEIR folder or a collection.tsv")
+    texts.add_argument("--synthetic-tokens", type=_positive_ints("synthetic token counts"), default=[77],
+                       metavar="N", help="length-controlled text of exactly N tokens (default 77, MS MARCO's mean)")
+    profile.add_argument("--n", type=_positive_ints("text counts"), default=[256], help="texts to cycle (default 256)")
+    profile.add_argument("--warmup", type=int, default=2, help="untimed calls per point (default 2)")
+    profile.add_argument("--min-calls", type=_positive_ints("--min-calls"), default=[20],
+                         help="timed calls per point, at least (default 20)")
+    profile.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per point, at least (default 2)")
+    profile.add_argument("--max-seconds", type=float, default=60.0,
+                         help="stop a point after this long once --min-calls are done (default 60)")
+    profile.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
+    profile.add_argument("--name", default=None, help="record name (default: synthetic-N or the data folder's name)")
+    profile.set_defaults(func=cmd_profile)
+
     lister = sub.add_parser("list", help="list shipped suites and data sets")
     lister.set_defaults(func=cmd_list)
 
@@ -128,6 +156,34 @@ def results_table(metrics: Sequence[str], records: Sequence) -> str:
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+ENGINES = ("fast", "sentence-transformers")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+def _choices(what: str, allowed: Sequence[str]):
+    def parse(text: str) -> list[str]:
+        values = [v.strip() for v in text.split(",") if v.strip()]
+        for value in values:
+            if value not in allowed:
+                raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
+        if not values:
+            raise argparse.ArgumentTypeError(f"give at least one {what}: {', '.join(allowed)}")
+        return list(dict.fromkeys(values))
+    return parse
+
+
+def _positive_ints(what: str):
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be positive integers, comma-separated (got {text!r})")
+        return list(dict.fromkeys(values))
+    return parse
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
@@ -152,6 +208,40 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{store['key']}  {int(store['bytes']) / 2**20:9.1f} MiB  rows={store.get('n_rows', '?')}  "
               f"dtype={store.get('dtype', '?')}  model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
     print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {root}")
+    return 0
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from harness.profile import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
+    from harness.records import write_profile_record
+
+    if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
+        raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0")
+    n = args.n[0]
+    if args.data:
+        texts = dataset_texts(args.data, n)
+        source = {"kind": "data", "path": str(args.data.resolve()), "n": len(texts)}
+        name = args.name or args.data.resolve().name
+    else:
+        tokens = args.synthetic_tokens[0]
+        texts = synthetic_texts(n, tokens)
+        source = {"kind": "synthetic", "tokens": tokens, "n": n}
+        name = args.name or f"synthetic-{tokens}"
+    if "int8" in args.precision and ("fast" not in args.engine or args.device == ["cuda"]):
+        print("note: int8 runs only in the fast engine on CPU; those points are skipped", file=sys.stderr)
+    for model in args.models:
+        info, points = profile_model(
+            model, texts, engines=args.engine, precisions=args.precision, batch_sizes=args.batch_size,
+            max_seq_lengths=args.max_seq_length, devices=args.device, warmup=args.warmup,
+            min_calls=args.min_calls[0], min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+            on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
+                                     f"{p.passages_per_s:,.1f} passages/s, p50 {p.latency_ms['p50']:.1f} ms",
+                                     file=sys.stderr))
+        if not points:
+            raise HarnessError(f"{model}: nothing to profile: int8 runs only with --engine fast on --device cpu")
+        path = write_profile_record(args.output, profile_record(name, info, source, points))
+        print(f"{model}\n{points_table(points)}")
+        print(f"wrote {path}", file=sys.stderr)
     return 0
 
 

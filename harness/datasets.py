@@ -165,7 +165,7 @@ def _open_text(path: Path) -> Iterator[tuple[int, str]]:
         raise HarnessError(f"{path}: cannot read: {exc}") from None
 
 
-def _read_jsonl(path: Path, *, what: str) -> Iterator[tuple[str, str]]:
+def read_jsonl(path: Path, *, what: str) -> Iterator[tuple[str, str]]:
     for number, line in _open_text(path):
         if not line.strip():
             continue
@@ -180,7 +180,7 @@ def _read_jsonl(path: Path, *, what: str) -> Iterator[tuple[str, str]]:
         yield key, text
 
 
-def _read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
+def read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
     for number, line in _open_text(path):
         line = line.rstrip("\r\n")
         if not line:
@@ -191,7 +191,7 @@ def _read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
         yield key, text.strip()
 
 
-def _read_beir_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
+def read_beir_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
     rows = ((n, line.rstrip("\r\n").split("\t")) for n, line in _open_text(path) if line.strip())
     for number, cells in rows:
         if number == 1 and cells[:2] == ["query-id", "corpus-id"]:
@@ -199,7 +199,7 @@ def _read_beir_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
         yield _qrel(path, number, cells, columns=(0, 1, 2), expected="query-id<TAB>corpus-id<TAB>score")
 
 
-def _read_trec_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
+def read_trec_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
     for number, line in _open_text(path):
         cells = line.split()
         if cells:
@@ -242,9 +242,9 @@ def _load_beir(spec: DatasetSpec) -> Dataset:
     return build_dataset(
         name=spec.name,
         source={"kind": "beir", "path": str(folder), "split": spec.split},
-        docs=_read_jsonl(corpus, what="document"),
-        queries=_read_jsonl(queries, what="query"),
-        qrels=_read_beir_qrels(qrels),
+        docs=read_jsonl(corpus, what="document"),
+        queries=read_jsonl(queries, what="query"),
+        qrels=read_beir_qrels(qrels),
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
         where=str(folder),
@@ -256,6 +256,15 @@ def _first_existing(folder: Path, name: str) -> Path:
         if candidate.exists():
             return candidate
     raise HarnessError(f"{folder / name}: not found (nor {name}.gz); {BEIR_LAYOUT}")
+
+
+def corpus_texts(path: Path) -> list[str]:
+    """The passage texts of a BEIR folder or an MS MARCO collection.tsv, without queries or qrels."""
+    if path.is_dir():
+        return [text for _, text in read_jsonl(_first_existing(path, "corpus.jsonl"), what="document")]
+    if path.is_file():
+        return [text for _, text in read_tsv_pairs(path)]
+    raise HarnessError(f"{path}: not found; give a BEIR folder (with corpus.jsonl) or a collection.tsv")
 
 
 # ---------------------------------------------------------------- MS MARCO TSV files
@@ -270,9 +279,9 @@ def _load_msmarco_tsv(spec: DatasetSpec) -> Dataset:
         name=spec.name,
         source={"kind": "msmarco_tsv", "collection": str(spec.collection), "queries": str(spec.queries),
                 "qrels": str(spec.qrels)},
-        docs=_read_tsv_pairs(spec.collection),
-        queries=_read_tsv_pairs(spec.queries),
-        qrels=_read_trec_qrels(spec.qrels),
+        docs=read_tsv_pairs(spec.collection),
+        queries=read_tsv_pairs(spec.queries),
+        qrels=read_trec_qrels(spec.qrels),
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
         where=str(spec.collection.parent),

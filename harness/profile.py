@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 
 from harness import profiling
-from harness.encoders import EncoderSpec, load_sentence_transformer, make_engine, resolve_device, weights_fingerprint
+from harness.encoders import (EncoderSpec, SentenceTransformersEngine, count_tokens, load_sentence_transformer,
+                              make_engine, resolve_device, weights_fingerprint)
 from harness.errors import HarnessError
 
 # Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
@@ -63,11 +64,12 @@ def synthetic_texts(n: int, tokens: int, *, seed: int = 0) -> list[str]:
 
 
 def dataset_texts(path: Path, n: int, *, seed: int = 0) -> list[str]:
-    from harness.datasets import load_dataset
-    from harness.suite import DatasetSpec
+    """n passages drawn (seeded) from a BEIR folder or a collection.tsv."""
+    from harness.datasets import corpus_texts
 
-    dataset = load_dataset(DatasetSpec(name=path.name, path=path))
-    texts = list(dataset.doc_texts)
+    texts = corpus_texts(path)
+    if not texts:
+        raise HarnessError(f"{path}: the corpus is empty")
     random.Random(seed).shuffle(texts)
     return texts[:n]
 
@@ -144,16 +146,18 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
              min_seconds, max_seconds) -> ProfilePoint:
     batches = [list(itertools.islice(itertools.cycle(texts), i * batch_size, (i + 1) * batch_size))
                for i in range(max(1, len(texts) // batch_size))]
-    tokens: list[int] = []
+    # Token counts come from one tokenizer pass outside the timed calls, the same for both engines.
+    batch_tokens = [count_tokens(model.tokenizer, batch, length)[0] for batch in batches]
+    if isinstance(encoder, SentenceTransformersEngine):
+        encoder.count = False
 
     def call(i: int) -> None:
-        result = encoder.encode(batches[i % len(batches)])
-        tokens.append(result.n_tokens)
+        encoder.encode(batches[i % len(batches)])
 
     profiling.reset_gpu_peak(device)
     latency = profiling.measure_latency(call, device=device, warmup=warmup, min_calls=min_calls,
                                         min_seconds=min_seconds, max_seconds=max_seconds)
-    timed_tokens = tokens[warmup:]
+    timed_tokens = [batch_tokens[i % len(batches)] for i in range(len(latency.values_ms))]  # timed calls restart at 0
     seconds = sum(latency.values_ms) / 1000.0
     calls = len(latency.values_ms)
     tflops = mfu = None

@@ -1,5 +1,7 @@
 """`harness profile` on CPU with both engines and the real bundled MiniLM."""
 
+from pathlib import Path
+
 import pytest
 
 from harness.errors import HarnessError
@@ -44,3 +46,69 @@ def test_profile_sweep_points(tiny_model):
         mean_ms = sum(p.latency_values_ms) / p.calls
         assert p.passages_per_s == pytest.approx(p.batch_size / mean_ms * 1000, rel=1e-9)
         assert p.latency_ms["p50"] <= p.latency_ms["p99"] and p.mfu is None  # no MFU on CPU
+
+
+def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
+    """`harness profile` on real passages (NovelEval) with both engines: one record, every point timed."""
+    from harness.cli import main
+    from harness.records import ProfileRecord, find_records, load_any_record
+
+    data = Path(__file__).resolve().parents[1] / "data" / "noveleval"
+    code = main(["profile", "--model", str(tiny_model), "--data", str(data), "--n", "24", "--batch-size", "1,8",
+                 "--precision", "fp32,int8", "--engine", "fast,sentence-transformers", "--device", "cpu",
+                 "--warmup", "1", "--min-calls", "3", "--min-seconds", "0.05", "--output", str(tmp_path)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    [path] = find_records([tmp_path])
+    record = load_any_record(path)
+    assert isinstance(record, ProfileRecord) and record.name == "noveleval"
+    assert record.texts == {"kind": "data", "path": str(data), "n": 24}
+    combos = {(p["engine"], p["precision"], p["batch_size"]) for p in record.points}
+    assert combos == {(e, pr, b) for e, pr in [("fast", "fp32"), ("fast", "int8"), ("sentence-transformers", "fp32")]
+                      for b in (1, 8)}
+    assert record.environment["cpu_model"] and record.environment["libraries"]["torch"]
+    for point in record.points:
+        assert point["calls"] >= 3 and len(point["latency_values_ms"]) == point["calls"]
+        assert point["max_seq_length"] == 128 and point["mean_tokens"] > 3
+    assert "passages/s" in out.out and str(path) in out.err
+
+
+def test_cli_profile_synthetic_length_sweep(tiny_model, tmp_path):
+    from harness.cli import main
+    from harness.records import find_records, load_any_record
+
+    assert main(["profile", "-m", str(tiny_model), "--synthetic-tokens", "40", "--max-seq-length", "16,64",
+                 "--engine", "fast", "--batch-size", "4", "--n", "8", "--warmup", "0", "--min-calls", "2",
+                 "--min-seconds", "0", "--output", str(tmp_path)]) == 0
+    record = load_any_record(find_records([tmp_path])[0])
+    assert record.name == "synthetic-40" and record.texts == {"kind": "synthetic", "tokens": 40, "n": 8}
+    by_length = {p["max_seq_length"]: p["mean_tokens"] for p in record.points}
+    assert by_length == {16: 16, 64: 40}  # truncated to the limit, else the exact synthetic length
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--batch-size", "0,8"], "batch sizes must be positive integers"),
+    (["--batch-size", "x"], "batch sizes must be positive integers"),
+    (["--precision", "fp8"], "unknown precision 'fp8'; choose from fp32, fp16, bf16, int8"),
+    (["--engine", "onnx"], "unknown engine 'onnx'"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--data", "/nonexistent/corpus"], "/nonexistent/corpus: not found"),
+    (["--precision", "int8", "--engine", "sentence-transformers"], "nothing to profile"),
+    (["--max-seconds", "0"], "--max-seconds > 0"),
+])
+def test_cli_profile_bad_values(tiny_model, tmp_path, capsys, args, message):
+    from harness.cli import main
+
+    code = main(["profile", "-m", str(tiny_model), "--min-calls", "1", "--min-seconds", "0", "--n", "2",
+                 "--output", str(tmp_path / "out"), *args])
+    assert code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()  # nothing written
+
+
+def test_cli_profile_unloadable_model(tmp_path, capsys):
+    from harness.cli import main
+
+    not_a_model = tmp_path / "empty"
+    not_a_model.mkdir()
+    assert main(["profile", "-m", str(not_a_model), "--output", str(tmp_path / "out")]) == 2
+    assert str(not_a_model) in capsys.readouterr().err and not (tmp_path / "out").exists()

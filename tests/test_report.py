@@ -39,14 +39,12 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory):
-    """A report over the real records plus a hand-made profile record (as `harness profile` writes)."""
+def report(tmp_path_factory, tiny_model):
+    """A report over the real records plus a profile record that `harness profile` wrote."""
     real = real_records(tmp_path_factory)
-    profile = real.folder / "profile--minilm"
-    profile.mkdir()
-    (profile / "record.json").write_text(json.dumps({
-        "schema_version": 1, "kind": "profile", "encoder": {"name": "all-MiniLM-L6-v2"},
-        "environment": {"cpu_model": "Test CPU", "torch_threads": 2, "gpu": None}, "points": PROFILE_POINTS}))
+    assert main(["profile", "-m", str(tiny_model), "--engine", "fast,sentence-transformers", "--precision",
+                 "fp32,int8", "--batch-size", "1,4,16", "--n", "32", "--warmup", "1", "--min-calls", "5",
+                 "--min-seconds", "0", "--output", str(real.folder)]) == 0
     out = tmp_path_factory.mktemp("report")
     assert main(["report", str(real.folder), "--output", str(out)]) == 0
     return real, out
@@ -65,6 +63,7 @@ def test_report_files(report):
     for link in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / link).is_file(), link
     assert "| noveleval | truncated-16 |" in md and "▼" in md
+    assert "synthetic-77" in md and "(profile)" in md
 
 
 def test_html_is_self_contained(report):

@@ -140,14 +140,14 @@ def recall_curve(run: LoadedRun, qrels: dict[str, dict[str, int]]) -> tuple[list
 
 def load_qrels(source: dict[str, Any]) -> dict[str, dict[str, int]]:
     """The judgments of a record's dataset source, without loading its corpus."""
-    from harness import datasets  # the readers are shared with the dataset loaders
+    from harness import datasets
 
     kind = source.get("kind")
     if kind == "beir":
         folder = _existing(Path(source["path"]))
-        rows = datasets._read_beir_qrels(folder / "qrels" / f"{source.get('split', 'test')}.tsv")
+        rows = datasets.read_beir_qrels(folder / "qrels" / f"{source.get('split', 'test')}.tsv")
     elif kind == "msmarco_tsv":
-        rows = datasets._read_trec_qrels(_existing(Path(source["qrels"])))
+        rows = datasets.read_trec_qrels(_existing(Path(source["qrels"])))
     elif kind == "ir_datasets":
         try:
             import ir_datasets
