@@ -43,6 +43,8 @@ from harness.encoders import load_sentence_transformer  # noqa: E402
 from harness.engine import Batch, FastEngine, TextTokenizer, pad_batch  # noqa: E402
 from harness.profiling import Latency, environment, synchronize  # noqa: E402
 
+from encode import cosines, queries  # noqa: E402  (benchmarks/encode.py, next to this file)
+
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
 MINILM, DISTILBERT = "bundled:all-MiniLM-L6-v2", "random:distilbert-base"
 H100_SXM_BF16_DENSE = 989e12  # datasheet, dense (no sparsity)
@@ -60,17 +62,6 @@ def replicated(texts: list[str], n: int, seed: int = 0) -> list[str]:
     out = (texts * (n // len(texts) + 1))[:n]
     random.Random(seed).shuffle(out)
     return out
-
-
-def dl19_queries() -> list[str]:
-    with open(DL19 / "queries.jsonl", encoding="utf-8") as handle:
-        return [json.loads(line)["text"] for line in handle]
-
-
-def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    a = a / np.linalg.norm(a, axis=1, keepdims=True)
-    b = b / np.linalg.norm(b, axis=1, keepdims=True)
-    return (a * b).sum(axis=1)
 
 
 def load(name: str, device: str):
@@ -201,7 +192,7 @@ def stage_tokenization(s: Session) -> dict:
 
 
 def stage_latency(s: Session) -> dict:
-    queries = dl19_queries()
+    texts = queries()
     n = 20 if s.args.small else 300
     out = {"n_calls": n}
     for name in (DISTILBERT, MINILM):
@@ -212,14 +203,14 @@ def stage_latency(s: Session) -> dict:
             calls[f"ours_{precision}"] = FastEngine(model, precision=precision, device=s.device).encode
         for i in range(10):
             for call in calls.values():
-                call([queries[i % len(queries)]])
+                call([texts[i % len(texts)]])
         values = {k: [] for k in calls}
         for i in range(n):
             names = list(calls) if i % 2 == 0 else list(reversed(calls))
             for key in names:
                 synchronize(s.device)
                 start = time.perf_counter()
-                calls[key]([queries[i % len(queries)]])
+                calls[key]([texts[i % len(texts)]])
                 synchronize(s.device)
                 values[key].append((time.perf_counter() - start) * 1000)
         out[name] = {k: Latency.from_values(v).summary() for k, v in values.items()}

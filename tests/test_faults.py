@@ -178,6 +178,35 @@ def test_two_runs_into_the_same_folder_at_once(tmp_path, tiny_model):
     assert a.metrics == b.metrics
 
 
+@pytest.mark.parametrize("engine", ["fast", "sentence-transformers"])
+def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model, engine):
+    """NovelEval plus three 40,000-word documents: they are cut at max_seq_length (128) and counted."""
+    import shutil
+
+    data = tmp_path / "long"
+    shutil.copytree(DATA / "noveleval", data)
+    corpus = data / "corpus.jsonl"
+    lines = corpus.read_text(encoding="utf-8").splitlines()
+    long_docs = [json.dumps({"_id": f"long-{i}", "title": "", "text": " ".join(["retrieval"] * 40_000)})
+                 for i in range(3)]
+    corpus.write_text("\n".join(lines + long_docs) + "\n", encoding="utf-8")
+    suite = write_suite(tmp_path / "suite.yaml", SUITE.format(data=data, model=tiny_model).replace(
+        "device: cpu", f"device: cpu\n    engine: {engine}"))
+    code, _, err = finish(harness("run", suite, "-o", tmp_path / "out", "--cache", tmp_path / "cache",
+                                  "--no-progress"))
+    assert code == 0, err
+    [record] = only_complete_records(tmp_path / "out")
+    perf = load_record(record).performance
+    from harness.encoders import count_tokens, load_sentence_transformer
+
+    model = load_sentence_transformer(str(tiny_model), device="cpu")
+    rows = [json.loads(line) for line in lines]
+    texts = [f"{row.get('title') or ''} {row.get('text') or ''}".strip() for row in rows]
+    tokens, truncated = count_tokens(model.tokenizer, texts, 128)
+    assert perf["truncated_documents"] == truncated + 3  # the three long ones and any long original
+    assert perf["corpus_tokens"] == tokens + 3 * 128
+
+
 def test_two_cpu_runs_are_bitwise_identical(tmp_path, tiny_model):
     """Determinism: separate caches, so both runs encode, search and evaluate from scratch."""
     from harness.runner import RunOptions, run_suite

@@ -93,8 +93,8 @@ def load_profile(directory: Path) -> Profile:
     points = data.get("points")
     if not isinstance(points, list):
         raise HarnessError(f"{directory / RECORD_FILE}: a profile record needs a 'points' list")
-    encoder = data.get("encoder") or {}
-    label = encoder.get("name") or data.get("name") or directory.name
+    model = (data.get("model") or {}).get("model") or (data.get("encoder") or {}).get("name")
+    label = " · ".join(str(x) for x in (model, data.get("name")) if x) or directory.name
     return Profile(directory, label, data.get("environment") or {}, points)
 
 
