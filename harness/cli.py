@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
     run.add_argument("--cache", type=Path, default=None, help="embedding cache (default: $HARNESS_CACHE or "
                                                                "~/.cache/harness)")
-    run.add_argument("--store-dtype", choices=("fp32", "fp16"), default="fp32",
-                     help="dtype of cached corpus embeddings (fp16 halves disk and RAM at scale)")
+    run.add_argument("--store-dtype", choices=("auto", "fp32", "fp16"), default="auto",
+                     help="dtype of cached corpus embeddings (default auto: fp16 from 1M passages, else fp32)")
     run.add_argument("--chunk-rows", type=int, default=16384, help="corpus rows per cached chunk")
     run.add_argument("--no-progress", action="store_true")
     run.add_argument("--executor", choices=("local", "ray"), default="local",

@@ -28,11 +28,22 @@ class RunOptions:
     output: Path
     cache: Path | None = None
     chunk_rows: int = 16384
-    store_dtype: str = "fp32"
+    store_dtype: str = "auto"  # "auto" | "fp32" | "fp16"
     latency_min_calls: int = 100
     progress: bool = True
     executor: str = "local"  # "local" | "ray"
     ray_address: str | None = None
+
+
+# From this corpus size on, "auto" stores fp16: half the disk and I/O (13.6 GB instead of 27 GB for MS MARCO),
+# where smaller sets keep fp32 so they reproduce a direct sentence-transformers computation to 1e-4.
+FP16_STORE_FROM_ROWS = 1_000_000
+
+
+def store_dtype_for(n_rows: int, requested: str) -> str:
+    if requested != "auto":
+        return requested
+    return "fp16" if n_rows >= FP16_STORE_FROM_ROWS else "fp32"
 
 
 @dataclass(frozen=True)
@@ -65,7 +76,8 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
     store = EmbeddingStore(
         options.cache or cache_root(),
         {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
-        n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows, dtype=options.store_dtype,
+        n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
+        dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype),
     )
     if options.executor == "ray":
         from harness.distributed import encode_on_ray

@@ -54,6 +54,7 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     assert perf["passages_per_s"] > 0 and perf["tokens_per_s"] > perf["passages_per_s"]
     assert perf["query_latency_ms"]["n"] >= 100 and perf["query_latency_ms"]["p50"] > 0
     assert perf["peak_rss_mb"] > 100 and perf["search_s"] > 0
+    assert perf["embedding_store"]["dtype"] == "fp32"  # auto: fp32 below 1M passages
     assert record.environment["cpu_model"] and record.environment["libraries"]["torch"]
 
     # The TREC run on disk re-evaluates to the record's numbers; per-query values average to them.
@@ -134,3 +135,11 @@ def test_console_script_exit_code_for_bad_suite(tmp_path):
     assert proc.returncode == 2
     assert "unknown key 'top_kk'; did you mean 'top_k'?" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_store_dtype_auto_is_fp16_from_a_million_passages():
+    from harness.runner import store_dtype_for
+
+    assert [store_dtype_for(n, "auto") for n in (420, 999_999, 1_000_000, 8_841_823)] == [
+        "fp32", "fp32", "fp16", "fp16"]
+    assert store_dtype_for(8_841_823, "fp32") == "fp32" and store_dtype_for(10, "fp16") == "fp16"
