@@ -146,7 +146,8 @@ def test_plot_functions_take_plain_data(tmp_path):
     fig = plots.throughput_vs_batch(PROFILE_POINTS, title="t")
     lines = fig.axes[0].get_lines()
     assert len(lines) == 3 and all(list(line.get_xdata()) == [1, 4, 16, 64] for line in lines)
-    assert "engine" in fig.axes[0].get_legend().get_title().get_text()
+    assert fig.legends[0].get_title().get_text() == "engine · precision"
+    assert [line.get_label() for line in lines] == ["fast · fp32", "fast · int8", "sentence-transformers · fp32"]
 
     fig = plots.latency_cdf({"x": [1.0, 2.0, 3.0, 4.0]}, title="t")
     ys = fig.axes[0].get_lines()[0].get_ydata()

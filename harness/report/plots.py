@@ -7,6 +7,7 @@ a figure as PNG and SVG.
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def _figure(width: float = 7.0, height: float = 4.0) -> Figure:
 def _plain_log_ticks(axis) -> None:
     """Label a log axis 1, 10, 100, 1,000 (and 0.5, 2, 20 ...) rather than 10^k."""
     axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+
+
+def _title(ax, title: str, width: int = 60) -> None:
+    """A title that wraps instead of running off the figure."""
+    ax.set_title("\n".join(textwrap.wrap(title, width)) if len(title) > width else title)
 
 
 def save(fig: Figure, stem: Path) -> list[Path]:
@@ -59,7 +65,7 @@ def metric_bars(values: Mapping[str, Mapping[str, tuple[float, float, float]]], 
     ax.set_xticks(x, metrics)
     ax.set_ylabel("score (mean over queries)")
     ax.set_ylim(0, min(1.05, max(1e-3, np.nanmax([t[2] for s in values.values() for t in s.values()])) * 1.15))
-    ax.set_title(title)
+    _title(ax, title)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     fig.legend(loc="outside lower center", ncols=min(4, len(systems)), frameon=False)
@@ -90,7 +96,7 @@ def per_query_deltas(deltas: Mapping[str, float], *, metric: str, control: str, 
         ax.set_xticks([])
         ax.set_xlabel(f"{len(d)} queries, sorted by Δ")
     ax.set_ylabel(f"Δ {metric} (treatment − control)")
-    ax.set_title(f"{metric}: {treatment} vs {control}")
+    _title(ax, f"{metric}: {treatment} vs {control}")
     handles = [Patch(color=WIN, label=f"wins ({wins})"), Patch(color=TIE, label=f"ties ({len(d) - wins - losses})"),
                Patch(color=LOSS, label=f"losses ({losses})"),
                ax.lines[-1] if len(d) else Patch(color="white")]
@@ -113,27 +119,28 @@ def recall_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], *
     ax.set_xlabel("k (cut-off, log scale)")
     ax.set_ylabel("Recall@k (mean over queries)")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
+    _title(ax, title)
     ax.grid(which="both", alpha=0.3)
     ax.legend(loc="lower right")
     return fig
 
 
 def throughput_vs_batch(points: Sequence[Mapping[str, object]], *, title: str) -> Figure:
-    """Passages/s against batch size, one line per precision (and engine/device when they vary).
+    """Passages/s against batch size, one line per precision (and engine/device/length when they vary).
 
     Each point needs ``batch_size``, ``passages_per_s`` and ``precision``; ``engine``, ``device``,
-    ``max_seq_length`` are used in the line labels when present and not all equal.
+    ``max_seq_length`` are used in the line labels when present and not all equal. Lines keep the order
+    of first appearance, so a latency CDF of the same points (in the same order) uses the same colours.
     """
     keys = [k for k in ("engine", "device", "max_seq_length") if len({p.get(k) for p in points}) > 1]
+    order = [k for k in ("engine", "precision", "device", "max_seq_length") if k == "precision" or k in keys]
     series: dict[str, list[tuple[float, float]]] = {}
     for p in points:
-        parts = [str(p.get("precision"))] + [f"{p.get(k)}" if k != "max_seq_length" else f"len {p.get(k)}"
-                                             for k in keys]
-        series.setdefault(" · ".join(parts), []).append((float(p["batch_size"]), float(p["passages_per_s"])))
-    fig = _figure(6.5, 4.2)
+        label = " · ".join(f"len {p.get(k)}" if k == "max_seq_length" else str(p.get(k)) for k in order)
+        series.setdefault(label, []).append((float(p["batch_size"]), float(p["passages_per_s"])))
+    fig = _figure(6.5, 4.2 + 0.2 * len(series))
     ax = fig.add_subplot()
-    for i, (label, xy) in enumerate(sorted(series.items())):
+    for i, (label, xy) in enumerate(series.items()):
         xy.sort()
         ax.plot([a for a, _ in xy], [b for _, b in xy], marker=MARKERS[i % len(MARKERS)],
                 color=PALETTE[i % len(PALETTE)], label=label)
@@ -142,9 +149,10 @@ def throughput_vs_batch(points: Sequence[Mapping[str, object]], *, title: str) -
     ax.set_xlabel("batch size (passages, log₂ scale)")
     ax.set_ylabel("throughput (passages/s)")
     ax.set_ylim(bottom=0)
-    ax.set_title(title)
+    _title(ax, title)
     ax.grid(which="both", alpha=0.3)
-    ax.legend(title="precision" + (" · " + " · ".join(keys) if keys else ""), fontsize=8)
+    fig.legend(title=" · ".join("max length" if k == "max_seq_length" else k for k in order),
+               loc="outside lower center", ncols=2 if len(series) > 3 else 1, fontsize=8, frameon=False)
     return fig
 
 
@@ -172,7 +180,7 @@ def latency_cdf(series: Mapping[str, Sequence[float]], *, title: str) -> Figure:
     ax.set_xlabel("latency per call (ms)")
     ax.set_ylabel("fraction of calls ≤ latency")
     ax.set_ylim(0, 1.02)
-    ax.set_title(title)
+    _title(ax, title)
     ax.grid(which="both", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=1, fontsize=8,
                frameon=False)
