@@ -48,6 +48,10 @@ HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Padded tokens per batch. CPU: small batches stay in cache (docs/engine.md: 2-4k tokens measured best on
 # the 2-core host); GPU: large batches keep the tensor cores busy (≈3,400 MS MARCO passages per batch).
 DEFAULT_MAX_TOKENS = {"cpu": 2048, "cuda": 262_144}
+# Padding bound (plan_batches' min_fill): on CPU a batch never pads a text by more than 1/0.85 of its length
+# (measured: 1.3-1.6x on batches of 8-32 random MS MARCO passages, docs/engine.md). On CUDA, where more and
+# smaller batches cost launches, it stays off until measured there.
+DEFAULT_MIN_FILL = {"cpu": 0.85, "cuda": 0.0}
 # Texts tokenised per call; on CUDA the next block is tokenised while the GPU encodes this one.
 DEFAULT_BLOCK = 65_536
 # Below this many texts everything runs in the calling thread (no prefetch thread, no pinned memory):
@@ -82,19 +86,25 @@ class Batch:
     n_truncated: int = 0  # texts of this batch's block cut to max_seq_length (carried by its first batch)
 
 
-def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None) -> list[np.ndarray]:
+def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None,
+                 min_fill: float = 0.0) -> list[np.ndarray]:
     """Split positions into batches, longest first, each costing at most `max_tokens` padded tokens
     (rows × longest row; a single text longer than the budget gets a batch of its own) and at most
-    `max_rows` rows. Every position appears in exactly one batch."""
+    `max_rows` rows. A text shorter than `min_fill` × its batch's longest starts a new batch, which bounds
+    the compute spent on padding where lengths fall off quickly (a small call, the tail of a block).
+    Every position appears in exactly one batch."""
     lengths = np.asarray(lengths)
     order = np.argsort(-lengths, kind="stable")
+    ordered = lengths[order]
     batches = []
     start = 0
     while start < len(order):
-        longest = max(int(lengths[order[start]]), 1)
+        longest = max(int(ordered[start]), 1)
         rows = max(1, max_tokens // longest)
         if max_rows is not None:
             rows = min(rows, max_rows)
+        if min_fill > 0:  # the first position (after this batch's first) whose text is too short
+            rows = min(rows, 1 + int(np.searchsorted(-ordered[start + 1:], -min_fill * ordered[start], side="right")))
         batches.append(order[start:start + rows])
         start += rows
     return batches
@@ -224,20 +234,24 @@ class FastEngine:
     """Encode texts with a loaded `SentenceTransformer`, equal to its `encode` (fp32) but faster.
 
     `batch_size` caps the rows of a batch (None: no cap); `max_tokens` is the padded-token budget of a
-    batch (default by device). `threads` sets torch's intra-op threads during `encode` only (restored
-    after). `compile=True` (CUDA) wraps the transformer in `torch.compile(dynamic=True)`.
+    batch (default by device); `min_fill` starts a new batch at a text shorter than that fraction of its
+    batch's longest (bounds padding). `threads` sets torch's intra-op threads during `encode` only
+    (restored after). `compile=True` (CUDA) wraps the transformer in `torch.compile(dynamic=True)`.
     """
 
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", batch_size: int | None = None,
                  max_tokens: int | None = None, threads: int | None = None, compile: bool = False,
-                 cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3):
+                 cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3,
+                 min_fill: float | None = None):
         if precision not in PRECISIONS:
             raise HarnessError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
         self.model = model
         self.device = torch.device(device)
         self.precision = precision
         self.max_rows = batch_size
-        self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS["cuda" if self.device.type == "cuda" else "cpu"])
+        kind = "cuda" if self.device.type == "cuda" else "cpu"
+        self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS[kind])
+        self.min_fill = DEFAULT_MIN_FILL[kind] if min_fill is None else min_fill
         self.threads = threads
         if cpu_kernels not in ("onednn", "aten"):
             raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
@@ -287,7 +301,7 @@ class FastEngine:
                     yield Batch(rows + start, None, None, [chunk[i] for i in rows], -1)
                 continue
             lengths = tokens.lengths
-            for i, rows in enumerate(plan_batches(lengths, self.max_tokens, self.max_rows)):
+            for i, rows in enumerate(plan_batches(lengths, self.max_tokens, self.max_rows, self.min_fill)):
                 n_tokens = int(lengths[rows].sum())
                 n_truncated = tokens.n_truncated if i == 0 else 0
                 if self.path != "direct":

@@ -220,20 +220,33 @@ def test_int8_on_gpu_and_unknown_precision_are_refused(minilm):
 
 # -- batch planning, padding, prefetch ----------------------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(lengths=st.lists(st.integers(min_value=0, max_value=600), max_size=300),
        max_tokens=st.integers(min_value=1, max_value=5000),
-       max_rows=st.one_of(st.none(), st.integers(min_value=1, max_value=64)))
-def test_plan_batches_covers_every_text_once_within_budget(lengths, max_tokens, max_rows):
+       max_rows=st.one_of(st.none(), st.integers(min_value=1, max_value=64)),
+       min_fill=st.sampled_from([0.0, 0.5, 0.85, 1.0]))
+def test_plan_batches_covers_every_text_once_within_budget(lengths, max_tokens, max_rows, min_fill):
     lengths = np.array(lengths, dtype=np.int64)
-    batches = plan_batches(lengths, max_tokens, max_rows)
+    batches = plan_batches(lengths, max_tokens, max_rows, min_fill)
     order = np.concatenate(batches) if batches else np.array([], dtype=np.int64)
     assert sorted(order.tolist()) == list(range(len(lengths)))
     assert np.all(np.diff(lengths[order]) <= 0)  # longest first
-    for rows in batches:
+    for i, rows in enumerate(batches):
         assert len(rows) >= 1
         assert len(rows) == 1 or len(rows) * lengths[rows].max() <= max_tokens
         assert max_rows is None or len(rows) <= max_rows
+        longest = int(lengths[rows].max())
+        assert lengths[rows].min() >= min_fill * longest  # padding bounded
+        if i + 1 < len(batches) and len(rows) < (max_rows or len(lengths)) and \
+                (len(rows) + 1) * max(longest, 1) <= max_tokens:  # cut early: only because the next text was too short
+            assert lengths[batches[i + 1][0]] < min_fill * longest
+
+
+def test_plan_batches_bounds_padding():
+    lengths = np.array([40, 60, 70, 80, 90, 100, 150, 220])
+    as_lengths = lambda batches: [lengths[b].tolist() for b in batches]  # noqa: E731
+    assert as_lengths(plan_batches(lengths, 2048)) == [[220, 150, 100, 90, 80, 70, 60, 40]]
+    assert as_lengths(plan_batches(lengths, 2048, min_fill=0.75)) == [[220], [150], [100, 90, 80], [70, 60], [40]]
 
 
 def test_pad_batch_right_pads_with_the_pad_id():
