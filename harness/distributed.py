@@ -97,7 +97,7 @@ class ChunkEncoder:
             return {**row, "error": f"Ray worker {self.worker}, chunk {chunk}: {exc}"}
         data = np.ascontiguousarray(result.embeddings, dtype=self.dtype)
         return {**row, "rows": data.shape[0], "dim": data.shape[1], "data": data.tobytes(),
-                "seconds": time.perf_counter() - started, "tokens": int(result.n_tokens)}
+                "seconds": time.perf_counter() - started - result.counting_s, "tokens": int(result.n_tokens)}
 
 
 def encode_on_ray(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, *, address: str | None,

@@ -152,8 +152,8 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, la
             started = time.perf_counter()
             result = encoder.encode_documents(texts, progress=bar.update)
             profiling.synchronize(encoder.device)
-            store.write(index, result.embeddings, seconds=time.perf_counter() - started, tokens=result.n_tokens,
-                        truncated=result.n_truncated)
+            seconds = time.perf_counter() - started - result.counting_s
+            store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated)
     return True
 
 

@@ -218,6 +218,18 @@ def test_int8_on_gpu_and_unknown_precision_are_refused(minilm):
         FastEngine(minilm, device="cpu", precision="fp8")
 
 
+def test_baseline_engine_counts_tokens_outside_its_encode_time(minilm, msmarco):
+    """The baseline re-tokenises only to count tokens; that time is reported apart so runs can exclude it."""
+    from harness.encoders import SentenceTransformersEngine
+    from harness.suite import EncoderSpec
+
+    engine = SentenceTransformersEngine(minilm, EncoderSpec(name="st", model="m", engine="sentence-transformers"), "cpu")
+    result = engine.encode(msmarco[:40])
+    assert (result.n_tokens, result.n_truncated) == count_tokens(minilm.tokenizer, msmarco[:40], 256)
+    assert result.counting_s > 0
+    assert FastEngine(minilm, device="cpu").encode(msmarco[:40]).counting_s == 0  # counts come with its tokens
+
+
 # -- batch planning, padding, prefetch ----------------------------------------------------------------------------
 
 @settings(max_examples=300, deadline=None)
