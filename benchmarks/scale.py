@@ -263,10 +263,11 @@ def scale_queries(results: dict) -> None:
 
 
 def working_set_mb(queries: int, dim: int, k: int, chunk_rows: int, query_batch: int = 4096) -> float:
-    """What exact_top_k holds at once by construction (allocator slack comes on top): one chunk (fp16 pages + fp32 copy), one query
+    """What exact_top_k holds at once by construction (allocator slack comes on top): one chunk (fp16 pages,
+    fp32 copy, oneDNN-packed fp32 copy on CPU), one query
     batch's score block, the fp32 queries, and the top-k state (scores fp32 + rows int64) with the
     merge's temporaries (state + chunk top-k concatenated, sorted, gathered: ~3 copies of 2k columns)."""
-    chunk = chunk_rows * dim * (2 + 4)
+    chunk = chunk_rows * dim * (2 + 4 + 4)
     scores = min(queries, query_batch) * chunk_rows * 4
     topk_state = queries * k * (4 + 8)
     merge = 3 * min(queries, query_batch) * 2 * k * (4 + 8)
