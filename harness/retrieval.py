@@ -64,6 +64,7 @@ def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, simi
         batches = list(q.split(query_batch))
         states = [(q.new_empty((len(b), 0)), torch.empty((len(b), 0), dtype=torch.int64, device=dev))
                   for b in batches]
+        widths = [k] * len(batches)
 
         n_docs = 0
         for chunk in _chunks(corpus, chunk_size, q.shape[1]):
@@ -72,7 +73,7 @@ def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, simi
                 c = F.normalize(c, dim=1)
             scores = _scorer(c, query_batch, onednn)
             for i, batch in enumerate(batches):
-                states[i] = _merge(states[i], _chunk_top_k(scores(batch), k), n_docs, k)
+                states[i], widths[i] = _add_chunk(states[i], scores(batch), k, widths[i], n_docs)
             n_docs += len(c)
             if progress is not None:
                 progress(len(c))
@@ -143,14 +144,43 @@ def _scorer(chunk: torch.Tensor, rows_hint: int, onednn: bool) -> Callable[[torc
     return lambda batch: batch @ chunk.T
 
 
-def _chunk_top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each row's top-k (ties to the lower column) as (scores, columns), columns ascending per row."""
+def _add_chunk(state: tuple[torch.Tensor, torch.Tensor], scores: torch.Tensor, k: int, width: int, offset: int,
+               ) -> tuple[tuple[torch.Tensor, torch.Tensor], int]:
+    """Merge one chunk's scores into a query batch's running top-k; returns the new state and the width
+    to try on the next chunk.
+
+    Once the state holds k rows, a chunk entry can only enter by beating the row's current k-th score (on
+    a tie the state's lower row wins), and after the first chunks only a few per row do. So each chunk
+    first takes only its top `width` (guessed from the previous chunk: twice the most rows any query took
+    from it, plus 16) and checks the guess: when some row's (width+1)-th best still beats its k-th score,
+    the chunk is redone at full k. The result is exactly the full computation's; torch.topk and the
+    merge's sort cost grow with the width.
+    """
+    n = scores.shape[1]
+    full = state[0].shape[1] >= k
+    if full and width < min(k, n):
+        top = torch.topk(scores, width + 1, dim=1)
+        if not (top.values[:, width] > state[0][:, k - 1]).any():
+            merged = _merge(state, _chunk_top_k(scores, width, top), offset, k)
+            return merged, _next_width(merged, offset, k)
+    merged = _merge(state, _chunk_top_k(scores, k), offset, k)
+    return merged, _next_width(merged, offset, k) if full else k
+
+
+def _next_width(state: tuple[torch.Tensor, torch.Tensor], offset: int, k: int) -> int:
+    taken = int((state[1] >= offset).sum(dim=1).max()) if state[1].numel() else k
+    return min(k, 2 * taken + 16)
+
+
+def _chunk_top_k(scores: torch.Tensor, k: int, top=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each row's top-k (ties to the lower column) as (scores, columns), columns ascending per row.
+    `top`: torch.topk(scores, k + 1) when the caller has it already."""
     n = scores.shape[1]
     if k >= n:
         return scores, torch.arange(n, device=scores.device).expand(len(scores), n)
     # One extra value reveals a tie at the cut (k-th == (k+1)-th), among which torch.topk picks
     # arbitrarily; only those rows are redone.
-    vals, idx = torch.topk(scores, k + 1, dim=1)
+    vals, idx = top if top is not None else torch.topk(scores, k + 1, dim=1)
     tied = vals[:, k - 1] == vals[:, k]
     idx = idx[:, :k]
     if tied.any():

@@ -148,6 +148,24 @@ def test_many_ties_match_brute_force(chunk_size, k):
     assert result.indices[0].tolist() == list(range(min(k, 1500)))
 
 
+def test_narrowed_chunks_and_their_redo_match_brute_force(monkeypatch):
+    """After the running top-k fills, chunks are cut to a guessed width; a chunk that brings more winners
+    than guessed (here: a run of high scores after many low ones) is redone in full. Both match brute force."""
+    from harness import retrieval
+
+    widths = []
+    original = retrieval._chunk_top_k
+    monkeypatch.setattr(retrieval, "_chunk_top_k", lambda s, k, top=None: widths.append(k) or original(s, k, top))
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.integers(0, 64, 3000), rng.integers(100, 104, 300), rng.integers(0, 200, 700)])
+    corpus = np.stack([values, np.ones_like(values)], axis=1).astype(np.float32)  # score = value (+ ties)
+    queries = np.array([[1, 0], [1, 0.5], [0.5, 1], [0, 1]], dtype=np.float32)
+    result = exact_top_k(queries, corpus, 150, chunk_size=100)
+    assert_matches(result, queries, corpus, 150)
+    first_narrow = next(i for i, w in enumerate(widths) if w < 150)
+    assert 150 in widths[first_narrow:]  # narrowed, then redone in full when the high run arrives
+
+
 def test_all_equal_scores_return_the_first_rows():
     queries = np.ones((3, 4), np.float32)
     result = exact_top_k(queries, np.ones((10_000, 4), np.float32), 1000, chunk_size=4096)
