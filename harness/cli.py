@@ -53,23 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     profile = sub.add_parser("profile", help="time encoders over engine x precision x batch size x length x device")
     profile.add_argument("--model", "-m", action="append", dest="models", required=True,
                          help="HF id, local path, bundled:all-MiniLM-L6-v2 or random:distilbert-base (repeatable)")
-    profile.add_argument("--engine", type=_choices("engine", ENGINES), default=list(ENGINES),
+    profile.add_argument("--engine", type=_encoder_choices("engine"), default="fast,sentence-transformers",
                          help="comma list of fast, sentence-transformers (default: both)")
-    profile.add_argument("--precision", type=_choices("precision", PRECISIONS), default=["fp32"],
+    profile.add_argument("--precision", type=_encoder_choices("precision"), default="fp32",
                          help="comma list of fp32, fp16, bf16, int8 (int8: fast engine on CPU; default fp32)")
-    profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default=[1, 32],
+    profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default="1,32",
                          help="comma list (default 1,32; batch 1 is the single-query latency scenario)")
     profile.add_argument("--max-seq-length", type=_positive_ints("max sequence lengths"), default=[None],
                          help="comma list of token limits (default: the model's)")
-    profile.add_argument("--device", type=_choices("device", ("auto", "cpu", "cuda")), default=["auto"],
+    profile.add_argument("--device", type=_encoder_choices("device"), default="auto",
                          help="comma list of auto, cpu, cuda (default auto)")
     texts = profile.add_mutually_exclusive_group()
     texts.add_argument("--data", type=Path, help="real passages from a BEIR folder or a collection.tsv")
-    texts.add_argument("--synthetic-tokens", type=_positive_ints("synthetic token counts"), default=[77],
+    texts.add_argument("--synthetic-tokens", type=_positive_int("--synthetic-tokens"), default=77,
                        metavar="N", help="length-controlled text of exactly N tokens (default 77, MS MARCO's mean)")
-    profile.add_argument("--n", type=_positive_ints("text counts"), default=[256], help="texts to cycle (default 256)")
+    profile.add_argument("--n", type=_positive_int("--n"), default=256, help="texts to cycle (default 256)")
     profile.add_argument("--warmup", type=int, default=2, help="untimed calls per point (default 2)")
-    profile.add_argument("--min-calls", type=_positive_ints("--min-calls"), default=[20],
+    profile.add_argument("--min-calls", type=_positive_int("--min-calls"), default=20,
                          help="timed calls per point, at least (default 20)")
     profile.add_argument("--min-seconds", type=float, default=2.0, help="timed seconds per point, at least (default 2)")
     profile.add_argument("--max-seconds", type=float, default=60.0,
@@ -156,19 +156,33 @@ def results_table(metrics: Sequence[str], records: Sequence) -> str:
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
-ENGINES = ("fast", "sentence-transformers")
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-
-
-def _choices(what: str, allowed: Sequence[str]):
+def _encoder_choices(field: str):
+    """A comma list of values that a suite's encoder allows for `field` (the suite model is the one source)."""
     def parse(text: str) -> list[str]:
+        from typing import get_args
+
+        from harness.suite import EncoderSpec
+
+        allowed = get_args(EncoderSpec.model_fields[field].annotation)
         values = [v.strip() for v in text.split(",") if v.strip()]
         for value in values:
             if value not in allowed:
-                raise argparse.ArgumentTypeError(f"unknown {what} {value!r}; choose from {', '.join(allowed)}")
+                raise argparse.ArgumentTypeError(f"unknown {field} {value!r}; choose from {', '.join(allowed)}")
         if not values:
-            raise argparse.ArgumentTypeError(f"give at least one {what}: {', '.join(allowed)}")
+            raise argparse.ArgumentTypeError(f"give at least one {field}: {', '.join(allowed)}")
         return list(dict.fromkeys(values))
+    return parse
+
+
+def _positive_int(what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer (got {text!r})")
+        return value
     return parse
 
 
@@ -217,13 +231,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
         raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0")
-    n = args.n[0]
+    n = args.n
     if args.data:
         texts = dataset_texts(args.data, n)
         source = {"kind": "data", "path": str(args.data.resolve()), "n": len(texts)}
         name = args.name or args.data.resolve().name
     else:
-        tokens = args.synthetic_tokens[0]
+        tokens = args.synthetic_tokens
         texts = synthetic_texts(n, tokens)
         source = {"kind": "synthetic", "tokens": tokens, "n": n}
         name = args.name or f"synthetic-{tokens}"
@@ -233,7 +247,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         info, points = profile_model(
             model, texts, engines=args.engine, precisions=args.precision, batch_sizes=args.batch_size,
             max_seq_lengths=args.max_seq_length, devices=args.device, warmup=args.warmup,
-            min_calls=args.min_calls[0], min_seconds=args.min_seconds, max_seconds=args.max_seconds,
+            min_calls=args.min_calls, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
                                      f"{p.passages_per_s:,.1f} passages/s, p50 {p.latency_ms['p50']:.1f} ms",
                                      file=sys.stderr))
