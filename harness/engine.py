@@ -253,9 +253,7 @@ class FastEngine:
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS[kind])
         self.min_fill = DEFAULT_MIN_FILL[kind] if min_fill is None else min_fill
         self.threads = threads
-        if cpu_kernels not in ("onednn", "aten"):
-            raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
-        self.cpu_kernels = cpu_kernels
+        self.onednn = onednn_kernels(cpu_kernels, self.device)
         self.block = block
         self.prefetch = prefetch
         self.problem = direct_path_problem(model)
@@ -278,7 +276,7 @@ class FastEngine:
             return convert_linears(copy.deepcopy(net), Int8Linear)
         if self.precision in HALF_DTYPES:
             net = copy.deepcopy(net).to(HALF_DTYPES[self.precision])
-        if not cpu or self.cpu_kernels != "onednn" or self.precision == "fp16" or not packed_linear_works():
+        if not self.onednn or self.precision == "fp16":
             return net  # CPU fp16 (slow everywhere here; for checks only) stays on aten
         return convert_linears(net if self.precision == "bf16" else copy.deepcopy(net), PackedLinear)
 
@@ -446,6 +444,14 @@ def convert_linears(net: torch.nn.Module, kind) -> torch.nn.Module:
 
 
 _PACKED_OK: bool | None = None
+
+
+def onednn_kernels(cpu_kernels: str, device: torch.device) -> bool:
+    """Whether matrix products run through oneDNN with packed weights: asked for (`cpu_kernels`, "onednn" or
+    "aten"), on a CPU, and working in this torch build. Shared by the encoder and exact search."""
+    if cpu_kernels not in ("onednn", "aten"):
+        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
+    return device.type == "cpu" and cpu_kernels == "onednn" and packed_linear_works()
 
 
 def packed_linear_works() -> bool:

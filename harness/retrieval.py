@@ -6,8 +6,8 @@ order, and the running top-k (sorted by score, then row) is merged with it by a 
 the running state all precede the chunk's rows, so equal scores meet in ascending row order.
 
 Scores are fp32 on every device. fp16 chunks are widened to fp32 on the host for CPU scoring (fp16
-matmul on CPU is ~5x slower) and scored through oneDNN (`_scorer`); for CUDA they are copied in fp16 (half the transfer) and widened on the
-GPU, and the matmul follows torch's global TF32 setting.
+matmul on CPU is ~5x slower) and scored through oneDNN (`_scorer`); for CUDA they are copied in fp16
+(half the transfer) and widened on the GPU, and the matmul follows torch's global TF32 setting.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.engine import packed_linear_works
+from harness.engine import onednn_kernels
 from harness.errors import HarnessError
 
 SIMILARITIES = ("dot", "cosine")
@@ -51,9 +51,7 @@ def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, simi
             raise HarnessError(f"{name} must be a positive integer, got {value!r}")
     dev = _device(device)
     cosine = similarity == "cosine"
-    if cpu_kernels not in ("onednn", "aten"):
-        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
-    onednn = dev.type == "cpu" and cpu_kernels == "onednn" and packed_linear_works()
+    onednn = onednn_kernels(cpu_kernels, dev)
 
     with torch.inference_mode():
         if getattr(queries, "ndim", None) != 2:
