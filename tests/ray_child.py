@@ -19,6 +19,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+class _Messages(logging.Handler):
+    """Keeps the messages logged by harness.distributed (the test checks what the executor reports)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
 def main() -> None:
     suite_path, output, cache, chunk_rows, where = sys.argv[1:6]
     import ray
@@ -28,12 +39,10 @@ def main() -> None:
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
 
-    messages: list[str] = []
-    handler = logging.Handler()
-    handler.emit = lambda record: messages.append(record.getMessage())  # type: ignore[method-assign]
+    messages = _Messages()
     logger = logging.getLogger("harness.distributed")
     logger.setLevel(logging.INFO)
-    logger.addHandler(handler)
+    logger.addHandler(messages)
     # Start both actors before the first chunk, so that both nodes encode (on a busy machine the second
     # actor may otherwise still be importing torch when the first has finished every chunk).
     ray.data.DataContext.get_current().wait_for_min_actors_s = 120
@@ -45,7 +54,7 @@ def main() -> None:
         nodes = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False,
                                                               "object_store_memory": 150 * 2**20})
         nodes.add_node(num_cpus=1, object_store_memory=150 * 2**20)
-    outcome: dict[str, object] = {"messages": messages, "record": None, "error": None}
+    outcome: dict[str, object] = {"messages": messages.lines, "record": None, "error": None}
     try:
         options = RunOptions(output=Path(output), cache=Path(cache), chunk_rows=int(chunk_rows), progress=False,
                              latency_min_calls=3, executor="ray", ray_address=nodes.address if nodes else None)

@@ -223,7 +223,8 @@ def test_baseline_engine_counts_tokens_outside_its_encode_time(minilm, msmarco):
     from harness.encoders import SentenceTransformersEngine
     from harness.suite import EncoderSpec
 
-    engine = SentenceTransformersEngine(minilm, EncoderSpec(name="st", model="m", engine="sentence-transformers"), "cpu")
+    spec = EncoderSpec(name="st", model="m", engine="sentence-transformers")
+    engine = SentenceTransformersEngine(minilm, spec, "cpu")
     result = engine.encode(msmarco[:40])
     assert (result.n_tokens, result.n_truncated) == count_tokens(minilm.tokenizer, msmarco[:40], 256)
     assert result.counting_s > 0
