@@ -1,4 +1,4 @@
-"""Encoding speed: plain `SentenceTransformer.encode` (batch 32, fp32) against harness.engine.FastEngine.
+"""Encoding speed: plain `SentenceTransformer.encode` (batch 32, fp32) against harness.encode.engines.FastEngine.
 
 Both run in this process on the same real MS MARCO passages (the TREC DL 2019 pool), interleaved: every round
 splits the passages into chunks and times each engine on each chunk in a shuffled order, so a noisy or shared
@@ -30,9 +30,9 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encoders import load_sentence_transformer  # noqa: E402
-from harness.engine import FastEngine  # noqa: E402
-from harness.profiling import Latency, environment, synchronize  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
+from harness.encode.engines import FastEngine  # noqa: E402
+from harness.profile.timing import Latency, environment, synchronize  # noqa: E402
 
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
 MODELS = ("bundled:all-MiniLM-L6-v2", "random:distilbert-base")

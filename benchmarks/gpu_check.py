@@ -39,9 +39,10 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encoders import load_sentence_transformer  # noqa: E402
-from harness.engine import Batch, FastEngine, TextTokenizer, pad_batch  # noqa: E402
-from harness.profiling import Latency, environment, synchronize  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
+from harness.encode.engines import Batch, FastEngine  # noqa: E402
+from harness.encode.tokenize import TextTokenizer, pad_batch  # noqa: E402
+from harness.profile.timing import Latency, environment, synchronize  # noqa: E402
 
 from encode import cosines, queries  # noqa: E402  (benchmarks/encode.py, next to this file)
 

@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encoders import load_sentence_transformer  # noqa: E402
-from harness.engine import FastEngine  # noqa: E402
-from harness.profile import dataset_texts  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
+from harness.encode.engines import FastEngine  # noqa: E402
+from harness.profile.sweep import dataset_texts  # noqa: E402
 
 
 def main() -> None:

@@ -81,7 +81,7 @@ def child_search(args: argparse.Namespace) -> dict:
     import psutil
     import torch
 
-    from harness import profiling
+    from harness.profile import timing
     from harness.retrieval import exact_top_k
 
     store = _store(args.workdir, args.n, args.dim, args.chunk_rows)
@@ -91,7 +91,7 @@ def child_search(args: argparse.Namespace) -> dict:
     # Warm-up on a sliver of the first chunk (loads the BLAS/top-k kernels' code pages, thread pools,
     # CUDA context) -- not timed, and small, so the RSS measured next is the fixed cost of the process.
     exact_top_k(queries[:8], [np.array(store.read(0)[:2048])], min(args.k, 2048), device=args.device)
-    profiling.synchronize(args.device)
+    timing.synchronize(args.device)
     if args.device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     baseline_rss = psutil.Process().memory_info().rss / 2**20  # code + queries, before any chunk is held
@@ -107,13 +107,13 @@ def child_search(args: argparse.Namespace) -> dict:
     process, rss_trace = psutil.Process(), []  # current RSS after each chunk: does it grow along the stream?
     top = exact_top_k(queries, store.chunks(), args.k, device=args.device,
                       progress=lambda rows: rss_trace.append(process.memory_info().rss / 2**20))
-    profiling.synchronize(args.device)
+    timing.synchronize(args.device)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     half = max(1, len(rss_trace) // 2)
     assert top.indices.shape == (args.queries, min(args.k, args.n))
     return {"search_s": wall, "search_cpu_s": cpu, "verify_s": verify_s, "baseline_rss_mb": baseline_rss,
             "rss_after_verify_mb": rss_after_verify, "peak_rss_mb": _peak_rss_mb(),
-            "peak_gpu_mb": profiling.peak_gpu_mb(args.device), "threads": torch.get_num_threads(),
+            "peak_gpu_mb": timing.peak_gpu_mb(args.device), "threads": torch.get_num_threads(),
             "chunks": len(rss_trace), "rss_max_first_half_mb": max(rss_trace[:half]),
             "rss_max_second_half_mb": max(rss_trace[half:] or rss_trace[:half])}
 
@@ -165,7 +165,7 @@ def _human(n: int) -> str:
 def machine() -> dict:
     import torch
 
-    from harness.profiling import cpu_model
+    from harness.profile.timing import cpu_model
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

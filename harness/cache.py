@@ -24,6 +24,11 @@ import numpy as np
 
 from harness.errors import HarnessError
 
+def cache_root() -> Path:
+    """Where embedding stores (and generated random-weight models) live: $HARNESS_CACHE or ~/.cache/harness."""
+    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
+
+
 STORE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
 
 

@@ -208,7 +208,7 @@ def _duration(text: str) -> float:
 
 def cmd_cache(args: argparse.Namespace) -> int:
     from harness.cache import clear_stores, list_stores
-    from harness.encoders import cache_root
+    from harness.cache import cache_root
 
     root = args.cache or cache_root()
     if args.cache_command == "clear":
@@ -226,7 +226,7 @@ def cmd_cache(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from harness.profile import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
+    from harness.profile.sweep import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
     from harness.records import write_profile_record
 
     if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
@@ -280,7 +280,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from harness.compare import compare_records
+    from harness.analysis.compare import compare_records
 
     comparison = compare_records(args.records, control=args.control, metrics=args.metrics, alpha=args.alpha,
                                  test=args.test, seed=args.seed, n_resamples=args.resamples)
@@ -295,8 +295,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.check import check_suite, select_records, write_outputs
-    from harness.compare import load_runs
+    from harness.analysis.check import check_suite, select_records, write_outputs
+    from harness.analysis.compare import load_runs
     from harness.suite import load_suite
 
     suite = load_suite(args.suite)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.engine import onednn_kernels
+from harness.encode.kernels import onednn_kernels
 from harness.errors import HarnessError
 
 SIMILARITIES = ("dot", "cosine")

@@ -11,10 +11,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from harness import profiling
+from harness.profile import timing
 from harness.cache import EmbeddingStore
 from harness.datasets import Dataset, load_dataset
-from harness.encoders import Encoder, cache_root
+from harness.encode.models import Encoder
+from harness.cache import cache_root
 from harness.metrics import evaluate, parse_measure
 from harness.records import RunRecord, utc_now, write_run_record
 from harness.retrieval import exact_top_k
@@ -70,7 +71,7 @@ def run_suite(suite: Suite, options: RunOptions, *, on_record: Callable[[RunOutc
 def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: Encoder,
             options: RunOptions) -> RunOutcome:
     spec: EncoderSpec = encoder.spec
-    profiling.reset_gpu_peak(encoder.device)
+    timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
 
     store = EmbeddingStore(
@@ -80,7 +81,7 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype),
     )
     if options.executor == "ray":
-        from harness.distributed import encode_on_ray
+        from harness.encode.distributed import encode_on_ray
 
         encoded_now = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
     else:
@@ -89,7 +90,7 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
     encode_seconds, encode_tokens = totals.seconds, totals.tokens
 
     query_result = encoder.encode_queries(dataset.query_texts)
-    latency = profiling.measure_latency(
+    latency = timing.measure_latency(
         lambda i: encoder.encode_queries([dataset.query_texts[i % len(dataset.query_texts)]]),
         device=encoder.device, min_calls=options.latency_min_calls,
     )
@@ -116,8 +117,8 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         "query_latency_values_ms": list(latency.values_ms),
         "search_s": search_seconds,
         "queries_per_s_search": len(dataset.query_ids) / search_seconds if search_seconds else None,
-        "peak_rss_mb": profiling.peak_rss_mb(),
-        "peak_gpu_mb": profiling.peak_gpu_mb(encoder.device),
+        "peak_rss_mb": timing.peak_rss_mb(),
+        "peak_gpu_mb": timing.peak_gpu_mb(encoder.device),
         "embedding_store": {"key": store.key, "dtype": store.dtype, "chunk_rows": store.chunk_rows},
     }
     record = RunRecord(
@@ -131,7 +132,7 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
         top_k=suite.top_k,
         performance=performance,
-        environment=profiling.environment(),
+        environment=timing.environment(),
         created_at=utc_now(),
     )
     path = write_run_record(options.output, record, run=run, per_query=evaluation.per_query, tag=spec.name)
@@ -148,10 +149,10 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, la
         for index in missing:
             rows = store.rows_of(index)
             texts = dataset.doc_texts[rows.start:rows.stop]
-            profiling.synchronize(encoder.device)
+            timing.synchronize(encoder.device)
             started = time.perf_counter()
             result = encoder.encode_documents(texts, progress=bar.update)
-            profiling.synchronize(encoder.device)
+            timing.synchronize(encoder.device)
             seconds = time.perf_counter() - started - result.counting_s
             store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated)
     return True

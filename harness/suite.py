@@ -30,7 +30,7 @@ class Baseline(_Strict):
     A metric FAILs when it dropped by more than ``max_drop`` *and* the drop is significant at
     ``alpha`` (paired test on the per-query values, Holm-adjusted over every baseline comparison of
     the check). ``min_passages_per_s`` is a floor on encoding throughput as a fraction of the
-    baseline's, checked only when both ran on the same hardware (``profiling.hardware_key``).
+    baseline's, checked only when both ran on the same hardware (``harness.profile.timing.hardware_key``).
     """
 
     records: Path  # a record directory or a results folder, relative to the suite file

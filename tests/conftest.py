@@ -27,7 +27,7 @@ def write_tiny_model(folder: Path, *, poison: bool = False) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from harness.encoders import bundled_minilm_path
+    from harness.encode.models import bundled_minilm_path
 
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)

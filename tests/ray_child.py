@@ -40,7 +40,7 @@ def main() -> None:
     from harness.suite import load_suite
 
     messages = _Messages()
-    logger = logging.getLogger("harness.distributed")
+    logger = logging.getLogger("harness.encode.distributed")
     logger.setLevel(logging.INFO)
     logger.addHandler(messages)
     # Start both actors before the first chunk, so that both nodes encode (on a busy machine the second

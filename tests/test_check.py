@@ -6,10 +6,10 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from harness.check import baseline_result, check_expectation
+from harness.analysis.check import baseline_result, check_expectation
 from harness.cli import main
 from harness.errors import HarnessError
-from harness.stats import holm, randomization_test
+from harness.analysis.stats import holm, randomization_test
 from harness.suite import Expectation, load_suite
 from tests.conftest import REPO, write_suite
 from tests.record_fixtures import ENV, real_records, synthetic_record

@@ -1,6 +1,5 @@
 """End to end through the CLI on real data (NovelEval) with a small real checkpoint."""
 
-import json
 import subprocess
 import sys
 

@@ -9,9 +9,9 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.compare import compare_records, load_runs
+from harness.analysis.compare import compare_records, load_runs
 from harness.errors import HarnessError
-from harness.stats import compare_paired, holm
+from harness.analysis.stats import compare_paired, holm
 from tests.record_fixtures import ENV, real_records, synthetic_record
 
 QIDS = [f"q{i}" for i in range(12)]

@@ -1,4 +1,4 @@
-"""The fast engine (harness.engine) against plain `SentenceTransformer.encode` on real text.
+"""The fast engine (harness.encode.engines) against plain `SentenceTransformer.encode` on real text.
 
 Equality bar (issue 3): fp32 cosine >= 0.99999 per vector, fp16/bf16 >= 0.999; int8 is reported. Samples are
 small so the file runs in about two minutes on 2 cores; the real-text sets include SciFact abstracts long
@@ -18,8 +18,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conftest import DATA
-from harness.encoders import count_tokens, load_sentence_transformer, weights_fingerprint
-from harness.engine import FastEngine, TextTokenizer, TokenBlock, _prefetched, pad_batch, plan_batches
+from harness.encode.engines import count_tokens
+from harness.encode.models import load_sentence_transformer, weights_fingerprint
+from harness.encode.engines import FastEngine, _prefetched
+from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
 
 FP32_BAR = 0.99999
@@ -220,7 +222,7 @@ def test_int8_on_gpu_and_unknown_precision_are_refused(minilm):
 
 def test_baseline_engine_counts_tokens_outside_its_encode_time(minilm, msmarco):
     """The baseline re-tokenises only to count tokens; that time is reported apart so runs can exclude it."""
-    from harness.encoders import SentenceTransformersEngine
+    from harness.encode.engines import SentenceTransformersEngine
     from harness.suite import EncoderSpec
 
     spec = EncoderSpec(name="st", model="m", engine="sentence-transformers")

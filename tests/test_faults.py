@@ -18,8 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError
-from harness.records import find_records, load_record
-from harness.suite import parse_suite
+from harness.records import load_record
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -197,7 +196,8 @@ def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model
     assert code == 0, err
     [record] = only_complete_records(tmp_path / "out")
     perf = load_record(record).performance
-    from harness.encoders import count_tokens, load_sentence_transformer
+    from harness.encode.engines import count_tokens
+    from harness.encode.models import load_sentence_transformer
 
     model = load_sentence_transformer(str(tiny_model), device="cpu")
     rows = [json.loads(line) for line in lines]

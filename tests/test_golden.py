@@ -37,7 +37,7 @@ def _direct_embeddings(texts: list[str], cache_name: str) -> np.ndarray:
         return np.load(path)
     from sentence_transformers import SentenceTransformer
 
-    from harness.encoders import bundled_minilm_path
+    from harness.encode.models import bundled_minilm_path
 
     model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     embeddings = model.encode(texts, batch_size=32, convert_to_numpy=True)
@@ -68,7 +68,7 @@ def test_demo_reproduces_a_direct_sentence_transformers_and_pytrec_eval_computat
     qids = sorted(qrels)
     from sentence_transformers import SentenceTransformer
 
-    from harness.encoders import bundled_minilm_path
+    from harness.encode.models import bundled_minilm_path
 
     model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     q_emb = model.encode([queries[q] for q in qids], convert_to_numpy=True)

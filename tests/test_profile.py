@@ -5,11 +5,11 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.profile import forward_flops, profile_model, synthetic_texts
+from harness.profile.sweep import forward_flops, profile_model, synthetic_texts
 
 
 def test_synthetic_texts_have_exact_token_counts():
-    from harness.encoders import load_sentence_transformer
+    from harness.encode.models import load_sentence_transformer
 
     model = load_sentence_transformer("bundled:all-MiniLM-L6-v2", device="cpu")
     texts = synthetic_texts(20, 77)
@@ -22,7 +22,7 @@ def test_synthetic_texts_have_exact_token_counts():
 
 def test_forward_flops_matches_hand_count(tiny_model):
     """tiny BERT: 2 layers, hidden 32, intermediate 64 (+ pooler 32x32)."""
-    from harness.encoders import load_sentence_transformer
+    from harness.encode.models import load_sentence_transformer
 
     model = load_sentence_transformer(str(tiny_model), device="cpu")
     per_layer = 4 * (32 * 32 + 32) + (32 * 64 + 64) + (64 * 32 + 32) + 2 * 2 * 32

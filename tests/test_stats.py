@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from scipy.stats import t as t_dist
 
-from harness.stats import (
+from harness.analysis.stats import (
     PairedComparison,
     bootstrap_ci,
     compare_paired,

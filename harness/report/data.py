@@ -18,11 +18,11 @@ from typing import Any
 
 import numpy as np
 
-from harness.compare import Comparison, LoadedRun, Test, compare_pairs, label_runs, pair_by_dataset, record_kind
+from harness.analysis.compare import Comparison, LoadedRun, Test, compare_pairs, label_runs, pair_by_dataset, record_kind
 from harness.errors import HarnessError
 from harness.metrics import evaluate
 from harness.records import RECORD_FILE, find_records, load_per_query, load_record, read_trec_run
-from harness.stats import bootstrap_ci
+from harness.analysis.stats import bootstrap_ci
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from harness.compare import fmt_p, speed_figures
-from harness.profiling import hardware_key
+from harness.analysis.compare import fmt_p, speed_figures
+from harness.profile.timing import hardware_key
 from harness.records import utc_now
 from harness.report.data import ReportData
 from harness.report.figures import FigureFile

@@ -26,10 +26,9 @@ from __future__ import annotations
 
 import copy
 import inspect
-import itertools
 import queue
 import threading
-import warnings
+import time
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -38,8 +37,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from harness.encoders import EncodeResult
+from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
+from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
+from harness.suite import EncoderSpec
 
 Progress = Callable[[int], None]
 
@@ -57,23 +58,14 @@ DEFAULT_BLOCK = 65_536
 # Below this many texts everything runs in the calling thread (no prefetch thread, no pinned memory):
 # single-query latency is dominated by fixed overheads.
 SMALL_INPUT = 64
-_NO_TRUNCATION = 10**9  # tokenizers use a huge model_max_length (1e30) to mean "no limit"
 
 
 @dataclass(frozen=True)
-class TokenBlock:
-    """Token ids of a block of texts, without padding: row i is `ids[offsets[i]:offsets[i + 1]]`."""
-
-    ids: np.ndarray  # int64, all rows concatenated
-    offsets: np.ndarray  # int64 [n + 1]
-    n_truncated: int = 0  # rows that were longer than the limit and cut to it
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.offsets) - 1
+class EncodeResult:
+    embeddings: np.ndarray  # float32 [n, dim]
+    n_tokens: int  # tokens actually fed to the model (after truncation, incl. special tokens)
+    n_truncated: int = 0  # texts longer than max_seq_length tokens, cut to it
+    counting_s: float = 0.0  # time spent only to count tokens (the baseline re-tokenises): not encode time
 
 
 @dataclass
@@ -86,111 +78,6 @@ class Batch:
     n_truncated: int = 0  # texts of this batch's block cut to max_seq_length (carried by its first batch)
 
 
-def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None,
-                 min_fill: float = 0.0) -> list[np.ndarray]:
-    """Split positions into batches, longest first, each costing at most `max_tokens` padded tokens
-    (rows × longest row; a single text longer than the budget gets a batch of its own) and at most
-    `max_rows` rows. A text shorter than `min_fill` × its batch's longest starts a new batch, which bounds
-    the compute spent on padding where lengths fall off quickly (a small call, the tail of a block).
-    Every position appears in exactly one batch."""
-    lengths = np.asarray(lengths)
-    order = np.argsort(-lengths, kind="stable")
-    ordered = lengths[order]
-    batches = []
-    start = 0
-    while start < len(order):
-        longest = max(int(ordered[start]), 1)
-        rows = max(1, max_tokens // longest)
-        if max_rows is not None:
-            rows = min(rows, max_rows)
-        if min_fill > 0:  # the first position (after this batch's first) whose text is too short
-            rows = min(rows, 1 + int(np.searchsorted(-ordered[start + 1:], -min_fill * ordered[start], side="right")))
-        batches.append(order[start:start + rows])
-        start += rows
-    return batches
-
-
-def pad_batch(block: TokenBlock, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded [len(rows), longest] id and mask arrays for some rows of a token block."""
-    lengths = block.lengths[rows]
-    width = int(lengths.max()) if len(rows) else 0
-    mask = np.arange(width) < lengths[:, None]
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
-    # the mask fills row by row, so gather the rows' tokens back to back: position p of row r's run
-    # reads block.ids[offsets[rows[r]] + p]
-    before = np.cumsum(lengths) - lengths
-    gather = np.arange(int(lengths.sum())) + np.repeat(block.offsets[rows] - before, lengths)
-    ids[mask] = block.ids[gather]
-    return ids, mask.astype(np.int64)
-
-
-class TextTokenizer:
-    """Tokenises like the sentence-transformers Transformer module (truncation 'longest_first' at the
-    tokenizer's `model_max_length`, special tokens added), without padding.
-
-    Uses the Rust backend's `encode_batch_fast` when its output is verified identical to the tokenizer call
-    on the first texts it sees; otherwise calls the tokenizer itself.
-    """
-
-    def __init__(self, tokenizer):
-        self.tokenizer = tokenizer
-        self._backend = None
-        self._checked = False
-        backend = getattr(tokenizer, "backend_tokenizer", None)
-        if getattr(tokenizer, "is_fast", False) and backend is not None:
-            self._backend = copy.deepcopy(backend)
-            self._backend.no_padding()
-        self._truncation: int | None = -1  # forces configuration on first use
-
-    @property
-    def max_length(self) -> int | None:
-        limit = self.tokenizer.model_max_length
-        return None if limit is None or limit >= _NO_TRUNCATION else int(limit)
-
-    def _configure_backend(self) -> None:
-        limit = self.max_length
-        if limit == self._truncation:
-            return
-        if limit is None:
-            self._backend.no_truncation()
-        else:
-            self._backend.enable_truncation(limit, strategy="longest_first",
-                                            direction=getattr(self.tokenizer, "truncation_side", "right"))
-        self._truncation = limit
-
-    def _reference(self, texts: list[str]) -> tuple[list[list[int]], int]:
-        limit = self.max_length
-        rows = [list(ids) for ids in self.tokenizer(texts, truncation="longest_first", padding=False,
-                                                     max_length=limit)["input_ids"]]
-        at_limit = [text for text, ids in zip(texts, rows) if limit is not None and len(ids) == limit]
-        full = (self.tokenizer(at_limit, truncation=False, padding=False, verbose=False)["input_ids"]
-                if at_limit else [])
-        return rows, sum(len(ids) > limit for ids in full)
-
-    def _fast(self, texts: list[str]) -> tuple[list[list[int]], int]:
-        self._configure_backend()
-        encode = getattr(self._backend, "encode_batch_fast", None) or self._backend.encode_batch
-        encodings = encode(texts, add_special_tokens=True)
-        return [e.ids for e in encodings], sum(1 for e in encodings if e.overflowing)
-
-    def token_ids(self, texts: list[str]) -> tuple[list[list[int]], int]:
-        """Token ids per text and the number of texts truncated."""
-        if self._backend is not None and not self._checked:
-            probe = texts[:16]
-            self._checked = True
-            if probe and self._fast(probe)[0] != self._reference(probe)[0]:
-                self._backend = None
-        if self._backend is None:
-            return self._reference(texts)
-        return self._fast(texts)
-
-    def __call__(self, texts: list[str]) -> TokenBlock:
-        rows, n_truncated = self.token_ids(texts)
-        lengths = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
-        np.cumsum(lengths, out=offsets[1:])
-        ids = np.fromiter(itertools.chain.from_iterable(rows), dtype=np.int64, count=int(offsets[-1]))
-        return TokenBlock(ids, offsets, n_truncated)
 
 
 def direct_path_problem(model) -> str | None:
@@ -384,100 +271,43 @@ class FastEngine:
         return int(get() or 0) if get else 0
 
 
-# -- CPU kernels -------------------------------------------------------------------------------------------------
-# torch's CPU nn.Linear calls MKL's sgemm, which on AMD CPUs takes a slow generic path (docs/engine.md: 74 GFLOP/s
-# per core here); oneDNN's JIT kernels use AVX-512 on any vendor. Packing each weight once into oneDNN's
-# blocked layout and calling oneDNN directly gives the same fp32 results 2-3x faster per matmul.
+
+def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, int]:
+    """(tokens fed to the model after truncation, number of texts that were truncated)."""
+    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
+    return sum(min(n, max_length) for n in lengths), sum(n > max_length for n in lengths)
 
 
-class PackedLinear(torch.nn.Module):
-    """`nn.Linear` through oneDNN with the weight pre-packed once (CPU; fp32 or bf16, same math)."""
+class SentenceTransformersEngine:
+    """The baseline: plain `SentenceTransformer.encode`, in blocks so progress can be reported."""
 
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        weight = linear.weight.detach()
-        self.packed = torch.ops.mkldnn._reorder_linear_weight(weight, PACK_ROWS_HINT)
-        self.bias = None if linear.bias is None else linear.bias.detach().clone()
+    block = 2048
+    count = True  # profiling turns this off; runs subtract the re-tokenisation's time (`counting_s`)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+    def __init__(self, model, spec: EncoderSpec, device: str):
+        if spec.precision == "int8":
+            raise HarnessError("precision int8 needs engine 'fast'; the sentence-transformers baseline has none")
+        self.model = model.to(HALF_DTYPES.get(spec.precision, torch.float32))
+        self.batch_size = spec.batch_size
 
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, onednn"
-
-
-class Int8Linear(torch.nn.Module):
-    """Dynamic int8 `nn.Linear` (CPU): weights quantised per output channel once, activations per tensor
-    at run time (fbgemm). Full 8-bit activation range where the CPU has VNNI (no int16 saturation);
-    otherwise the 7-bit range torch uses by default."""
-
-    def __init__(self, linear: torch.nn.Linear):
-        super().__init__()
-        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
-
-        self.in_features, self.out_features = linear.in_features, linear.out_features
-        with warnings.catch_warnings():  # torch.ao dynamic quantization is deprecated in favour of torchao
-            warnings.simplefilter("ignore")
-            quantized = quantize_dynamic(torch.nn.Sequential(linear),
-                                         {torch.nn.Linear: per_channel_dynamic_qconfig})[0]
-        self.packed = quantized._packed_params._packed_params
-        self.reduce_range = not cpu_has_vnni()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
+        parts = []
+        for start in range(0, len(texts), self.block):
+            block = list(texts[start:start + self.block])
+            parts.append(self.model.encode(block, batch_size=self.batch_size, convert_to_numpy=True,
+                                           show_progress_bar=False))
+            if progress:
+                progress(len(block))
+        embeddings = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 0), np.float32)
+        started = time.perf_counter()
+        counts = count_tokens(self.model.tokenizer, texts, self.model.max_seq_length) if self.count else (0, 0)
+        return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
 
 
-PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
-
-
-def convert_linears(net: torch.nn.Module, kind) -> torch.nn.Module:
-    """Replace every `nn.Linear` of `net` (in place; pass a copy) by `kind(linear)`."""
-    for parent in list(net.modules()):
-        for name, child in list(parent.named_children()):
-            if type(child) is torch.nn.Linear:
-                setattr(parent, name, kind(child))
-    return net
-
-
-_PACKED_OK: bool | None = None
-
-
-def onednn_kernels(cpu_kernels: str, device: torch.device) -> bool:
-    """Whether matrix products run through oneDNN with packed weights: asked for (`cpu_kernels`, "onednn" or
-    "aten"), on a CPU, and working in this torch build. Shared by the encoder and exact search."""
-    if cpu_kernels not in ("onednn", "aten"):
-        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
-    return device.type == "cpu" and cpu_kernels == "onednn" and packed_linear_works()
-
-
-def packed_linear_works() -> bool:
-    """Whether this torch build has oneDNN's packed linear and it agrees with nn.Linear (checked once)."""
-    global _PACKED_OK
-    if _PACKED_OK is None:
-        try:
-            generator = torch.Generator().manual_seed(0)
-            linear = torch.nn.Linear(64, 48)
-            x = torch.randn(2, 5, 64, generator=generator)
-            with torch.inference_mode():
-                _PACKED_OK = bool(torch.allclose(PackedLinear(linear)(x), linear(x), rtol=1e-4, atol=1e-5))
-        except (RuntimeError, AttributeError):
-            _PACKED_OK = False
-    return _PACKED_OK
-
-
-def cpu_has_vnni() -> bool:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return "avx512_vnni" in line.split() or "avx_vnni" in line.split()
-    except OSError:
-        pass
-    return False
+def make_engine(model, spec: EncoderSpec, device: str):
+    if spec.engine == "sentence-transformers":
+        return SentenceTransformersEngine(model, spec, device)
+    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
 
 
 @contextmanager

@@ -29,9 +29,9 @@ from tqdm import tqdm
 
 from harness.cache import STORE_DTYPES, EmbeddingStore
 from harness.datasets import Dataset
-from harness.encoders import Encoder
+from harness.encode.models import Encoder
 from harness.errors import HarnessError
-from harness.profiling import synchronize
+from harness.profile.timing import synchronize
 from harness.suite import EncoderSpec
 
 log = logging.getLogger(__name__)

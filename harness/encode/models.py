@@ -1,7 +1,5 @@
-"""Load encoders (HF id, local path, bundled MiniLM, random-weight architectures) and encode text.
-
-Two engines turn text into embeddings: the plain `SentenceTransformer.encode` baseline and our
-fast engine (`harness.engine`). Both return float32 arrays; the record names the engine used.
+"""Load encoders (HF id, local path, bundled MiniLM, random-weight architectures) and wrap them as a suite's
+`Encoder`: the model, its settings and fingerprint, and the engine (`harness.encode.engines`) that encodes.
 """
 
 from __future__ import annotations
@@ -10,18 +8,16 @@ import hashlib
 import json
 import os
 import shutil
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from harness.cache import cache_root
+from harness.encode.engines import EncodeResult, Progress, make_engine
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
-
-Progress = Callable[[int], None]
 
 BUNDLED_PREFIX = "bundled:"
 RANDOM_PREFIX = "random:"
@@ -32,11 +28,6 @@ RANDOM_ARCHITECTURES: dict[str, dict[str, object]] = {
     "minilm-l6": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                   "intermediate_size": 1536},
 }
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16, "int8": torch.float32}
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("HARNESS_CACHE") or Path.home() / ".cache" / "harness")
 
 
 def resolve_device(device: str) -> str:
@@ -132,14 +123,6 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
     return digest.hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class EncodeResult:
-    embeddings: np.ndarray  # float32 [n, dim]
-    n_tokens: int  # tokens actually fed to the model (after truncation, incl. special tokens)
-    n_truncated: int = 0  # texts longer than max_seq_length tokens, cut to it
-    counting_s: float = 0.0  # time spent only to count tokens (the baseline re-tokenises): not encode time
-
-
 class Encoder:
     """An encoder of a suite: model + settings + engine. Queries and documents get their prefixes here."""
 
@@ -185,43 +168,3 @@ class Encoder:
 
 def _prefixed(prefix: str, texts: Sequence[str]) -> list[str]:
     return [prefix + t for t in texts] if prefix else list(texts)
-
-
-def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, int]:
-    """(tokens fed to the model after truncation, number of texts that were truncated)."""
-    lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
-    return sum(min(n, max_length) for n in lengths), sum(n > max_length for n in lengths)
-
-
-class SentenceTransformersEngine:
-    """The baseline: plain `SentenceTransformer.encode`, in blocks so progress can be reported."""
-
-    block = 2048
-    count = True  # profiling turns this off; runs subtract the re-tokenisation's time (`counting_s`)
-
-    def __init__(self, model, spec: EncoderSpec, device: str):
-        if spec.precision == "int8":
-            raise HarnessError("precision int8 needs engine 'fast'; the sentence-transformers baseline has none")
-        self.model = model.to(DTYPES[spec.precision])
-        self.batch_size = spec.batch_size
-
-    def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
-        parts = []
-        for start in range(0, len(texts), self.block):
-            block = list(texts[start:start + self.block])
-            parts.append(self.model.encode(block, batch_size=self.batch_size, convert_to_numpy=True,
-                                           show_progress_bar=False))
-            if progress:
-                progress(len(block))
-        embeddings = np.concatenate(parts).astype(np.float32, copy=False) if parts else np.zeros((0, 0), np.float32)
-        started = time.perf_counter()
-        counts = count_tokens(self.model.tokenizer, texts, self.model.max_seq_length) if self.count else (0, 0)
-        return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
-
-
-def make_engine(model, spec: EncoderSpec, device: str):
-    if spec.engine == "sentence-transformers":
-        return SentenceTransformersEngine(model, spec, device)
-    from harness.engine import FastEngine
-
-    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from harness.errors import HarnessError
-from harness.profiling import hardware_key
+from harness.profile.timing import hardware_key
 from harness.records import RECORD_FILE, RunRecord, find_records, load_per_query, load_record
-from harness.stats import PairedComparison, compare_paired, holm
+from harness.analysis.stats import PairedComparison, compare_paired, holm
 
 log = logging.getLogger(__name__)
 

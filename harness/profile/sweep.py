@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 
-from harness import profiling
-from harness.encoders import (EncoderSpec, SentenceTransformersEngine, count_tokens, load_sentence_transformer,
-                              make_engine, resolve_device, weights_fingerprint)
+from harness.profile import timing
+from harness.suite import EncoderSpec
+from harness.encode.engines import SentenceTransformersEngine, count_tokens, make_engine
+from harness.encode.models import load_sentence_transformer, resolve_device, weights_fingerprint
 from harness.errors import HarnessError
 
 # Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
@@ -154,8 +155,8 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
     def call(i: int) -> None:
         encoder.encode(batches[i % len(batches)])
 
-    profiling.reset_gpu_peak(device)
-    latency = profiling.measure_latency(call, device=device, warmup=warmup, min_calls=min_calls,
+    timing.reset_gpu_peak(device)
+    latency = timing.measure_latency(call, device=device, warmup=warmup, min_calls=min_calls,
                                         min_seconds=min_seconds, max_seconds=max_seconds)
     timed_tokens = [batch_tokens[i % len(batches)] for i in range(len(latency.values_ms))]  # timed calls restart at 0
     seconds = sum(latency.values_ms) / 1000.0
@@ -171,8 +172,8 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
         engine=engine, precision=precision, batch_size=batch_size, max_seq_length=length, device=device,
         calls=calls, passages_per_s=calls * batch_size / seconds, tokens_per_s=sum(timed_tokens) / seconds,
         mean_tokens=sum(timed_tokens) / (calls * batch_size), latency_ms=latency.summary(),
-        latency_values_ms=list(latency.values_ms), peak_rss_mb=profiling.peak_rss_mb(),
-        peak_gpu_mb=profiling.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
+        latency_values_ms=list(latency.values_ms), peak_rss_mb=timing.peak_rss_mb(),
+        peak_gpu_mb=timing.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
     )
 
 
@@ -180,7 +181,7 @@ def profile_record(name: str, info: dict[str, object], texts: dict[str, object],
     from harness.records import ProfileRecord, utc_now
 
     return ProfileRecord(name=name, model=info, texts=texts, points=[asdict(p) for p in points],
-                         environment=profiling.environment(), created_at=utc_now())
+                         environment=timing.environment(), created_at=utc_now())
 
 
 def points_table(points: Sequence[ProfilePoint]) -> str:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from harness.compare import (
+from harness.analysis.compare import (
     LoadedRun,
     MetricComparison,
     compare_pairs,
@@ -32,7 +32,7 @@ from harness.compare import (
     text_table,
 )
 from harness.errors import HarnessError
-from harness.stats import holm
+from harness.analysis.stats import holm
 from harness.suite import EncoderSpec, Expectation, Suite
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
