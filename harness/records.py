@@ -250,9 +250,10 @@ _RECORD: TypeAdapter[RunRecord | ProfileRecord] = TypeAdapter(Record)
 # ------------------------------------------------------------------ Recall@k curves
 
 def curve_ks(top_k: int) -> list[int]:
-    """The standard cut-offs of a Recall@k curve: 1..10, then about 12 per decade up to top_k (at most 1000)."""
+    """The standard cut-offs of a Recall@k curve: 1..10, then about 12 per decade and every power of ten up to
+    top_k (at most 1000), and top_k itself."""
     limit = min(top_k, 1000)
-    ks = set(range(1, min(10, limit) + 1))
+    ks = set(range(1, min(10, limit) + 1)) | {limit} | {k for k in (100, 1000) if k <= limit}
     if limit > 10:
         ks |= {int(round(k)) for k in np.logspace(1, math.log10(limit), 12 * int(math.ceil(math.log10(limit))))}
     return sorted(k for k in ks if k <= limit)
@@ -318,7 +319,7 @@ def write_run_record(
     def fill(tmp: Path) -> None:
         write_trec_run(tmp / files.run, run, tag=tag)
         _write_json(tmp / files.per_query, per_query)
-        _write_json(tmp / files.recall_curve, recall_curve.model_dump(mode="json"))
+        _write_json(tmp / files.recall_curve, recall_curve.model_dump(mode="json"), indent=None)
         _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))
 
     return _write_record_dir(output, names, record.created_at, fill)
@@ -362,9 +363,9 @@ def _rename_unique(tmp: Path, target: Path) -> Path:
     raise HarnessError(f"{target}: too many records with the same name")
 
 
-def _write_json(path: Path, data: object) -> None:
+def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False)
+        json.dump(data, handle, indent=indent, sort_keys=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
