@@ -203,8 +203,8 @@ def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model
     rows = [json.loads(line) for line in lines]
     texts = [f"{row.get('title') or ''} {row.get('text') or ''}".strip() for row in rows]
     tokens, truncated = count_tokens(model.tokenizer, texts, 128)
-    assert perf["truncated_documents"] == truncated + 3  # the three long ones and any long original
-    assert perf["corpus_tokens"] == tokens + 3 * 128
+    assert perf.truncated_documents == truncated + 3  # the three long ones and any long original
+    assert perf.corpus_tokens == tokens + 3 * 128
 
 
 def test_two_cpu_runs_are_bitwise_identical(tmp_path, tiny_model):
