@@ -3,7 +3,7 @@
 Records are grouped by dataset name (in the order given); in each group the first record, or the
 one whose encoder is named ``control``, is the control and every other record is a treatment.
 Records of different data (dataset fingerprints differ) are refused; differing metric settings
-only warn. Statistics come from ``harness.stats``; this module only matches and composes.
+only warn. Statistics come from ``harness.analysis.stats``; this module only matches and composes.
 """
 
 from __future__ import annotations
