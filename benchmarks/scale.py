@@ -120,7 +120,7 @@ def child_search(args: argparse.Namespace) -> dict:
 
 def child_pipeline(args: argparse.Namespace) -> dict:
     from harness.cli import main
-    from harness.records import load_record
+    from harness.records import load_run_record
 
     with tempfile.TemporaryDirectory(prefix="scale-pipeline-") as tmp:
         started = time.perf_counter()
@@ -128,11 +128,12 @@ def child_pipeline(args: argparse.Namespace) -> dict:
                      "--store-dtype", "fp16", "--no-progress"])
         wall = time.perf_counter() - started
         records = sorted(Path(tmp, "results").glob("*/record.json"))
-        perf = [load_record(r.parent).performance for r in records]
-        counts = [load_record(r.parent).dataset["counts"] for r in records]
+        loaded = [load_run_record(r.parent) for r in records]
+        perf = [r.performance for r in loaded]
+        counts = [r.dataset.counts.model_dump() for r in loaded]
     return {"exit_code": code, "wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "records": len(records),
-            "counts": counts, "corpus_encode_s": [p.get("corpus_encode_s") for p in perf],
-            "search_s": [p.get("search_s") for p in perf]}
+            "counts": counts, "corpus_encode_s": [p.corpus_encode_s for p in perf],
+            "search_s": [p.search_s for p in perf]}
 
 
 def _peak_rss_mb() -> float:

@@ -7,8 +7,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.records import RunRecord
 
 REPO = Path(__file__).resolve().parent.parent
 SUITES = REPO / "suites"
@@ -113,14 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--control", help="encoder name of the control (default: the first record of a dataset)")
     report.add_argument("--metric", help="metric of the per-query delta plots (default nDCG@10 or the first)")
     _stats_options(report)
-    report.add_argument("--no-recall-curve", action="store_true", help="skip Recall@k curves (they reread qrels)")
     report.set_defaults(func=cmd_report)
     return parser
 
 
 def _stats_options(parser: argparse.ArgumentParser) -> None:
+    from harness.analysis.stats import TESTS
+
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
-    parser.add_argument("--test", choices=("randomization", "t-test"), default="randomization",
+    parser.add_argument("--test", choices=TESTS, default="randomization",
                         help="test behind verdicts and markers (both are always reported)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the randomization test and bootstrap")
     parser.add_argument("--resamples", type=int, default=10_000, help="randomization/bootstrap resamples")
@@ -141,19 +146,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def results_table(metrics: Sequence[str], records: Sequence) -> str:
+def results_table(metrics: Sequence[str], records: Sequence[RunRecord]) -> str:
+    from harness.tables import fmt_num, text_table
+
     headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
-    rows = []
-    for record in records:
-        perf = record.performance
-        rate = perf.get("passages_per_s")
-        rows.append([
-            record.dataset["name"], record.encoder["name"], *(f"{record.metrics[m]:.4f}" for m in metrics),
-            f"{rate:,.1f}" if rate else "-", f"{perf['query_latency_ms']['p50']:.1f}", f"{perf['search_s']:.2f}",
-        ])
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-    line = lambda cells: "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"  # noqa: E731
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+    rows = [[record.dataset.name, record.encoder.name, *(f"{record.metrics[m]:.4f}" for m in metrics),
+             fmt_num(record.performance.throughput.passages_per_s), f"{record.performance.query_latency.p50:.1f}",
+             f"{record.performance.search_s:.2f}"] for record in records]
+    return text_table(headers, rows)
 
 
 def _encoder_choices(field: str):
@@ -249,7 +249,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
             max_seq_lengths=args.max_seq_length, devices=args.device, warmup=args.warmup,
             min_calls=args.min_calls, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
-                                     f"{p.passages_per_s:,.1f} passages/s, p50 {p.latency_ms['p50']:.1f} ms",
+                                     f"{p.throughput.passages_per_s:,.1f} passages/s, p50 {p.latency.p50:.1f} ms",
                                      file=sys.stderr))
         if not points:
             raise HarnessError(f"{model}: nothing to profile: int8 runs only with --engine fast on --device cpu")
@@ -320,8 +320,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report, load_report_data
 
     data = load_report_data(args.records, control=args.control, metric=args.metric, alpha=args.alpha,
-                            test=args.test, seed=args.seed, n_resamples=args.resamples,
-                            recall_curve=not args.no_recall_curve)
+                            test=args.test, seed=args.seed, n_resamples=args.resamples)
     written = build_report(data, args.output, formats=args.formats or ("html", "md"))
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -1,72 +1,302 @@
-"""Run records on disk (DESIGN.md "Record" contract): one directory per dataset x encoder run.
+"""Records on disk (DESIGN.md "Record" contract): typed, versioned, read by one loader.
 
     <output>/<suite>--<dataset>--<encoder>--<UTC time>/
-        record.json      RunRecord (schema_version, suite, dataset, encoder, metrics, performance, ...)
-        run.trec         the ranking, TREC format
-        per_query.json   {metric name as written in the suite: {query id: value}}
+        record.json        RunRecord (schema_version, suite, dataset, encoder, metrics, performance, ...)
+        run.trec           the ranking, TREC format
+        per_query.json     {metric name as written in the suite: {query id: value}}
+        recall_curve.json  RecallCurve: per-query Recall@k at the standard cut-offs (`curve_ks`)
 
-Directories are assembled under a hidden temporary name and renamed into place, so a reader never
-sees half a record, and an existing record is never overwritten.
+`harness profile` writes a ProfileRecord (record.json only). `load(path)` reads both kinds, schema
+1 (upgraded in memory) and 2. Directories are assembled under a hidden temporary name and renamed
+into place, so a reader never sees half a record, and an existing record is never overwritten.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
 import uuid
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from harness.errors import HarnessError
+from harness.profile.timing import Latency, Throughput, hardware_key
+from harness.suite import EncoderSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
 RUN_FILE = "run.trec"
 PER_QUERY_FILE = "per_query.json"
+RECALL_CURVE_FILE = "recall_curve.json"
+
+# The encoder settings a suite allows (one source: the suite schema).
+Similarity = EncoderSpec.model_fields["similarity"].annotation
+Precision = EncoderSpec.model_fields["precision"].annotation
+Engine = EncoderSpec.model_fields["engine"].annotation
 
 
-class RunRecord(BaseModel):
+class _Record(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    schema_version: int = SCHEMA_VERSION
-    kind: str = "run"
-    suite: dict[str, Any]
-    dataset: dict[str, Any]
-    encoder: dict[str, Any]
+
+# ------------------------------------------------------------------ run records
+
+class SuiteInfo(_Record):
+    name: str
+    path: str | None = None
+
+
+class BeirSource(_Record):
+    kind: Literal["beir"] = "beir"
+    path: str
+    split: str = "test"
+
+
+class MsmarcoTsvSource(_Record):
+    kind: Literal["msmarco_tsv"] = "msmarco_tsv"
+    collection: str
+    queries: str
+    qrels: str
+
+
+class IrDatasetsSource(_Record):
+    kind: Literal["ir_datasets"] = "ir_datasets"
+    id: str
+
+
+DatasetSource = Annotated[Union[BeirSource, MsmarcoTsvSource, IrDatasetsSource], Field(discriminator="kind")]
+
+
+class DatasetCounts(_Record):
+    documents: int
+    queries: int
+    qrels: int
+    qrels_unknown_documents: int = 0
+
+
+class DatasetInfo(_Record):
+    name: str
+    source: DatasetSource
+    fingerprint: str
+    counts: DatasetCounts
+    relevance_level: int = 1
+    drop_self_hits: bool = False
+
+
+class EncoderSettings(_Record):
+    similarity: Similarity
+    batch_size: int
+    precision: Precision
+    engine: Engine
+    query_prefix: str = ""
+    document_prefix: str = ""
+    max_seq_length: int
+    device: str  # as resolved: cpu, cuda, cuda:1 ...
+
+
+class EncoderInfo(_Record):
+    name: str
+    model: str
+    fingerprint: str
+    dimension: int
+    settings: EncoderSettings
+
+
+class EmbeddingStoreInfo(_Record):
+    key: str
+    dtype: str
+    chunk_rows: int
+
+
+class Performance(_Record):
+    """What a run cost. Corpus figures come from the run that encoded the corpus (see ``corpus_from_cache``)."""
+
+    corpus_encode_s: float
+    corpus_tokens: int
+    throughput: Throughput  # corpus encoding
+    truncated_documents: int
+    corpus_from_cache: bool
+    query_latency: Latency  # one query per call, milliseconds
+    search_s: float
+    queries_per_s_search: float | None
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+    embedding_store: EmbeddingStoreInfo
+
+
+class GpuInfo(_Record):
+    name: str
+    memory_gb: float
+    count: int
+    cuda: str | None = None
+    capability: str | None = None
+    driver: str | None = None
+
+
+class Environment(_Record):
+    """What a speed figure depends on (``harness.profile.timing.environment()``)."""
+
+    hostname: str
+    platform: str
+    python: str
+    cpu_model: str
+    cpu_count: int | None
+    cpu_affinity: int | None
+    torch_threads: int
+    memory_total_gb: float
+    libraries: dict[str, str | None]
+    gpu: GpuInfo | None = None
+
+    @property
+    def hardware_key(self) -> str:
+        """Two speed figures are comparable only when this key matches."""
+        return hardware_key(self.model_dump())
+
+
+class RecordFiles(_Record):
+    """The files next to record.json, by role; ``recall_curve`` is None in records that predate it."""
+
+    run: str = RUN_FILE
+    per_query: str = PER_QUERY_FILE
+    recall_curve: str | None = RECALL_CURVE_FILE
+
+
+class RunRecord(_Record):
+    schema_version: Literal[2] = SCHEMA_VERSION
+    kind: Literal["run"] = "run"
+    suite: SuiteInfo
+    dataset: DatasetInfo
+    encoder: EncoderInfo
     metrics: dict[str, float]
     metric_definitions: dict[str, str]
     top_k: int
-    performance: dict[str, Any]
-    environment: dict[str, Any]
+    performance: Performance
+    environment: Environment
     created_at: str
-    files: dict[str, str] = {"run": RUN_FILE, "per_query": PER_QUERY_FILE}
+    files: RecordFiles = RecordFiles()
 
 
-class ProfileRecord(BaseModel):
+# ------------------------------------------------------------------ profile records
+
+class ProfilePoint(_Record):
+    """One swept configuration of `harness profile`: calls of one batch each, timed."""
+
+    engine: Engine
+    precision: Precision
+    batch_size: int
+    max_seq_length: int
+    device: str
+    calls: int
+    throughput: Throughput
+    mean_tokens: float
+    latency: Latency  # per call (one batch), milliseconds
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+    tflops: float | None
+    mfu: float | None
+    mfu_peak: str | None  # what the MFU is relative to (card and datasheet figure)
+
+
+class ProfiledModel(_Record):
+    model: str
+    fingerprint: str
+
+
+class DataTexts(_Record):
+    kind: Literal["data"] = "data"
+    path: str
+    n: int
+
+
+class SyntheticTexts(_Record):
+    kind: Literal["synthetic"] = "synthetic"
+    tokens: int
+    n: int
+
+
+ProfileTexts = Annotated[Union[DataTexts, SyntheticTexts], Field(discriminator="kind")]
+
+
+class ProfileRecord(_Record):
     """The result of `harness profile` for one model: one point per swept configuration."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: int = SCHEMA_VERSION
-    kind: str = "profile"
+    schema_version: Literal[2] = SCHEMA_VERSION
+    kind: Literal["profile"] = "profile"
     name: str
-    model: dict[str, Any]
-    texts: dict[str, Any]
-    points: list[dict[str, Any]]
-    environment: dict[str, Any]
+    model: ProfiledModel
+    texts: ProfileTexts
+    points: list[ProfilePoint]
+    environment: Environment
     created_at: str
 
+    @property
+    def label(self) -> str:
+        return f"{self.model.model} · {self.name}"
+
+
+Record = Annotated[Union[RunRecord, ProfileRecord], Field(discriminator="kind")]
+_RECORD: TypeAdapter[RunRecord | ProfileRecord] = TypeAdapter(Record)
+
+
+# ------------------------------------------------------------------ Recall@k curves
+
+def curve_ks(top_k: int) -> list[int]:
+    """The standard cut-offs of a Recall@k curve: 1..10, then about 12 per decade and every power of ten up to
+    top_k (at most 1000), and top_k itself."""
+    limit = min(top_k, 1000)
+    ks = set(range(1, min(10, limit) + 1)) | {limit} | {k for k in (100, 1000) if k <= limit}
+    if limit > 10:
+        ks |= {int(round(k)) for k in np.logspace(1, math.log10(limit), 12 * int(math.ceil(math.log10(limit))))}
+    return sorted(k for k in ks if k <= limit)
+
+
+class RecallCurve(_Record):
+    """Recall@k of every judged query at the cut-offs ``ks``: ``per_query[qid][i]`` is Recall@ks[i]."""
+
+    ks: list[int]
+    per_query: dict[str, list[float]]
+
+    @model_validator(mode="after")
+    def _one_value_per_cutoff(self) -> RecallCurve:
+        wrong = next((q for q, v in self.per_query.items() if len(v) != len(self.ks)), None)
+        if wrong is not None:
+            raise ValueError(f"query {wrong!r} has {len(self.per_query[wrong])} values for {len(self.ks)} cut-offs")
+        return self
+
+    def mean(self) -> list[float]:
+        """Recall@k averaged over every judged query (trec_eval -c), one value per cut-off."""
+        n = len(self.per_query)
+        return [math.fsum(v[i] for v in self.per_query.values()) / n if n else 0.0 for i in range(len(self.ks))]
+
+
+def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: dict[str, dict[str, float]], *, top_k: int,
+                 relevance_level: int = 1) -> RecallCurve:
+    """The Recall@k curve of a run (qid -> docid -> score), by ``harness.metrics.evaluate``."""
+    from harness.metrics import evaluate
+
+    ks = curve_ks(top_k)
+    names = [f"Recall@{k}" for k in ks]
+    per_query = evaluate(qrels, run, names, relevance_level=relevance_level).per_query
+    return RecallCurve(ks=ks, per_query={qid: [per_query[n][qid] for n in names] for qid in qrels})
+
+
+# ------------------------------------------------------------------ writing
 
 def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
+    """A file-name-safe form of a name (records, plots, exports)."""
     return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
@@ -76,28 +306,34 @@ def write_run_record(
     *,
     run: dict[str, list[tuple[str, float]]],
     per_query: dict[str, dict[str, float]],
+    recall_curve: RecallCurve,
     tag: str,
 ) -> Path:
     """Write a run record directory atomically under `output`; returns its final path."""
-    names = (record.suite["name"], record.dataset["name"], record.encoder["name"])
+    names = (record.suite.name, record.dataset.name, record.encoder.name)
+    files = record.files
+
+    if files.recall_curve is None:
+        raise ValueError("a new run record lists its recall curve file (files.recall_curve)")
 
     def fill(tmp: Path) -> None:
-        write_trec_run(tmp / RUN_FILE, run, tag=tag)
-        _write_json(tmp / PER_QUERY_FILE, per_query)
+        write_trec_run(tmp / files.run, run, tag=tag)
+        _write_json(tmp / files.per_query, per_query)
+        _write_json(tmp / files.recall_curve, recall_curve.model_dump(mode="json"), indent=None)
         _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))
 
     return _write_record_dir(output, names, record.created_at, fill)
 
 
 def write_profile_record(output: Path, record: ProfileRecord) -> Path:
-    names = ("profile", record.name, Path(str(record.model["model"])).name)
+    names = ("profile", record.name, Path(record.model.model).name)
     return _write_record_dir(output, names, record.created_at,
                              lambda tmp: _write_json(tmp / RECORD_FILE, record.model_dump(mode="json")))
 
 
-def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fill) -> Path:
+def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fill: Callable[[Path], None]) -> Path:
     stamp = created_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
-    base = "--".join(_slug(s) for s in (*names, stamp))
+    base = "--".join(slug(s) for s in (*names, stamp))
     try:
         output.mkdir(parents=True, exist_ok=True)
         tmp = output / f".tmp-{base}-{uuid.uuid4().hex[:8]}"
@@ -127,9 +363,9 @@ def _rename_unique(tmp: Path, target: Path) -> Path:
     raise HarnessError(f"{target}: too many records with the same name")
 
 
-def _write_json(path: Path, data: object) -> None:
+def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
     with open(path, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=False)
+        json.dump(data, handle, indent=indent, sort_keys=False)
         handle.write("\n")
         handle.flush()
         os.fsync(handle.fileno())
@@ -157,36 +393,93 @@ def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
     return run
 
 
-def load_record(directory: Path) -> RunRecord:
-    """Load a run record (use `load_any_record` where profile records may appear too)."""
-    record = load_any_record(directory)
+# ------------------------------------------------------------------ reading
+
+def load(path: Path | str) -> RunRecord | ProfileRecord:
+    """The one record loader: a record directory (or its record.json), schema 1 or 2, run or profile."""
+    path = Path(path)
+    file = path if path.name == RECORD_FILE and path.is_file() else path / RECORD_FILE
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise HarnessError(f"{file}: not found; pass a record directory (it holds {RECORD_FILE})") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise HarnessError(f"{file}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise HarnessError(f"{file}: a record is a JSON object with schema_version and kind")
+    version = data.get("schema_version")
+    if version not in READABLE_VERSIONS:
+        raise HarnessError(f"{file}: schema_version {version!r} is not one this harness reads "
+                           f"({', '.join(map(str, READABLE_VERSIONS))}); upgrade the harness or rerun")
+    if version == 1:
+        data = _upgrade_v1(data, file)
+    try:
+        return _RECORD.validate_python(data)
+    except ValidationError as exc:
+        problems = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+        more = [f"  ... and {len(problems) - 10} more"] if len(problems) > 10 else []
+        raise HarnessError(f"{file}: not a valid {data.get('kind', 'run')} record:\n"
+                           + "\n".join(problems[:10] + more)) from None
+
+
+def load_run_record(path: Path | str) -> RunRecord:
+    """`load`, for callers that need a run record."""
+    record = load(path)
     if not isinstance(record, RunRecord):
-        raise HarnessError(f"{Path(directory) / RECORD_FILE}: a profile record, not a run record")
+        raise HarnessError(f"{path}: a profile record, not a run record")
     return record
 
 
-def load_any_record(directory: Path) -> RunRecord | ProfileRecord:
-    path = Path(directory) / RECORD_FILE
+def _upgrade_v1(data: dict[str, Any], file: Path) -> dict[str, Any]:
+    """A schema-1 record as schema 2: latency statistics rebuilt from the raw values, throughput grouped."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise HarnessError(f"{path}: not found; pass a record directory (it holds {RECORD_FILE})") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise HarnessError(f"{path}: not valid JSON ({exc})") from None
-    if data.get("schema_version") != SCHEMA_VERSION:
-        raise HarnessError(f"{path}: schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}")
-    try:
-        return (ProfileRecord if data.get("kind") == "profile" else RunRecord).model_validate(data)
-    except ValidationError as exc:
-        raise HarnessError(f"{path}: not a valid run record: {exc}") from None
+        if data.get("kind", "run") == "profile":
+            return {**data, "schema_version": 2, "points": [_point_v1(p) for p in data["points"]]}
+        perf = dict(data["performance"])
+        performance = {
+            **{k: perf.pop(k) for k in ("corpus_encode_s", "corpus_tokens", "truncated_documents",
+                                        "corpus_from_cache", "search_s", "queries_per_s_search", "peak_rss_mb",
+                                        "peak_gpu_mb", "embedding_store")},
+            "throughput": {"passages_per_s": perf.pop("passages_per_s"), "tokens_per_s": perf.pop("tokens_per_s")},
+            "query_latency": Latency.from_values(perf.pop("query_latency_values_ms")),
+        }
+        perf.pop("query_latency_ms")  # the summary, derived again from the values above
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{file}: schema-1 record lacks or garbles field {exc}") from None
+    if perf:
+        raise HarnessError(f"{file}: schema-1 performance has unknown fields: {', '.join(perf)}")
+    files = {"recall_curve": None, **data.get("files", {})}
+    return {**data, "schema_version": 2, "kind": "run", "performance": performance, "files": files}
 
 
-def load_per_query(directory: Path) -> dict[str, dict[str, float]]:
-    path = Path(directory) / PER_QUERY_FILE
+def _point_v1(point: dict[str, Any]) -> dict[str, Any]:
+    point = dict(point)
+    point.pop("latency_ms")  # the summary, derived again from the values
+    latency = Latency.from_values(point.pop("latency_values_ms"))
+    throughput = {"passages_per_s": point.pop("passages_per_s"), "tokens_per_s": point.pop("tokens_per_s")}
+    return {**point, "latency": latency, "throughput": throughput}
+
+
+def load_per_query(directory: Path, record: RunRecord) -> dict[str, dict[str, float]]:
+    path = Path(directory) / record.files.per_query
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise HarnessError(f"{path}: cannot read per-query metrics ({exc})") from None
+
+
+def load_recall_curve(directory: Path, record: RunRecord) -> RecallCurve | None:
+    """The record's Recall@k curve; None for a record that predates them (schema 1)."""
+    if record.files.recall_curve is None:
+        return None
+    path = Path(directory) / record.files.recall_curve
+    try:
+        return RecallCurve.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise HarnessError(f"{path}: cannot read the Recall@k curve ({exc.strerror})") from None
+    except ValidationError as exc:
+        raise HarnessError(f"{path}: not a valid Recall@k curve ({exc.error_count()} problem(s), first: "
+                           f"{exc.errors()[0]['msg']})") from None
 
 
 def find_records(paths: list[Path]) -> list[Path]:

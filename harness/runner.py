@@ -16,8 +16,18 @@ from harness.cache import EmbeddingStore
 from harness.datasets import Dataset, load_dataset
 from harness.encode.models import Encoder
 from harness.cache import cache_root
-from harness.metrics import evaluate, parse_measure
-from harness.records import RunRecord, utc_now, write_run_record
+from harness.metrics import Evaluation, evaluate, parse_measure
+from harness.records import (
+    DatasetInfo,
+    EmbeddingStoreInfo,
+    EncoderInfo,
+    Performance,
+    RunRecord,
+    SuiteInfo,
+    recall_curve,
+    utc_now,
+    write_run_record,
+)
 from harness.retrieval import exact_top_k
 from harness.suite import DatasetSpec, EncoderSpec, Suite
 
@@ -86,8 +96,6 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         encoded_now = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
     else:
         encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
-    totals = store.totals()
-    encode_seconds, encode_tokens = totals.seconds, totals.tokens
 
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = timing.measure_latency(
@@ -104,30 +112,43 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         search_seconds = time.perf_counter() - started
     run = _ranking(dataset, top.scores, top.indices, suite.top_k)
 
-    evaluation = evaluate(dataset.qrels, {q: dict(r) for q, r in run.items()}, suite.metrics,
-                          relevance_level=dataset.relevance_level)
-    performance = {
-        "corpus_encode_s": encode_seconds,
-        "passages_per_s": len(dataset.doc_ids) / encode_seconds if encode_seconds else None,
-        "tokens_per_s": encode_tokens / encode_seconds if encode_seconds else None,
-        "corpus_tokens": encode_tokens,
-        "truncated_documents": totals.truncated,
-        "corpus_from_cache": not encoded_now,
-        "query_latency_ms": latency.summary(),
-        "query_latency_values_ms": list(latency.values_ms),
-        "search_s": search_seconds,
-        "queries_per_s_search": len(dataset.query_ids) / search_seconds if search_seconds else None,
-        "peak_rss_mb": timing.peak_rss_mb(),
-        "peak_gpu_mb": timing.peak_gpu_mb(encoder.device),
-        "embedding_store": {"key": store.key, "dtype": store.dtype, "chunk_rows": store.chunk_rows},
-    }
-    record = RunRecord(
-        suite={"name": suite.name, "path": str(suite.source) if suite.source else None},
-        dataset={"name": dataset.name, "source": dataset.source, "fingerprint": dataset.fingerprint,
-                 "counts": dataset.counts, "relevance_level": dataset.relevance_level,
-                 "drop_self_hits": dataset.drop_self_hits},
-        encoder={"name": spec.name, "model": spec.model, "fingerprint": encoder.fingerprint,
-                 "dimension": int(query_result.embeddings.shape[1]), "settings": encoder.settings},
+    ranked = {q: dict(r) for q, r in run.items()}
+    evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
+    record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
+                              encoded_now=encoded_now, dimension=int(query_result.embeddings.shape[1]),
+                              latency=latency, search_seconds=search_seconds)
+    curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
+    path = write_run_record(options.output, record, run=run, per_query=evaluation.per_query, recall_curve=curve,
+                            tag=spec.name)
+    return RunOutcome(path, record)
+
+
+def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
+                     store: EmbeddingStore, encoded_now: bool, dimension: int, latency: timing.Latency,
+                     search_seconds: float) -> RunRecord:
+    """The record of one dataset x encoder run, from what the stages measured."""
+    spec = encoder.spec
+    totals = store.totals()
+    performance = Performance(
+        corpus_encode_s=totals.seconds,
+        corpus_tokens=totals.tokens,
+        throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.doc_ids), tokens=totals.tokens),
+        truncated_documents=totals.truncated,
+        corpus_from_cache=not encoded_now,
+        query_latency=latency,
+        search_s=search_seconds,
+        queries_per_s_search=len(dataset.query_ids) / search_seconds if search_seconds else None,
+        peak_rss_mb=timing.peak_rss_mb(),
+        peak_gpu_mb=timing.peak_gpu_mb(encoder.device),
+        embedding_store=EmbeddingStoreInfo(key=store.key, dtype=store.dtype, chunk_rows=store.chunk_rows),
+    )
+    return RunRecord(
+        suite=SuiteInfo(name=suite.name, path=str(suite.source) if suite.source else None),
+        dataset=DatasetInfo(name=dataset.name, source=dataset.source, fingerprint=dataset.fingerprint,
+                            counts=dataset.counts, relevance_level=dataset.relevance_level,
+                            drop_self_hits=dataset.drop_self_hits),
+        encoder=EncoderInfo(name=spec.name, model=spec.model, fingerprint=encoder.fingerprint, dimension=dimension,
+                            settings=encoder.settings),
         metrics=evaluation.aggregate,
         metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
         top_k=suite.top_k,
@@ -135,8 +156,6 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
         environment=timing.environment(),
         created_at=utc_now(),
     )
-    path = write_run_record(options.output, record, run=run, per_query=evaluation.per_query, tag=spec.name)
-    return RunOutcome(path, record)
 
 
 def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, label: str, progress: bool) -> bool:

@@ -9,6 +9,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness.analysis.stats import Test
 from harness.errors import HarnessError
 from harness.metrics import parse_measure
 
@@ -38,7 +39,7 @@ class Baseline(_Strict):
     metrics: list[str] | None = None  # default: every metric both records have
     max_drop: float = Field(default=0.0, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
-    test: Literal["randomization", "t-test"] = "randomization"
+    test: Test = "randomization"
     min_passages_per_s: float | None = Field(default=None, gt=0)
 
 

@@ -61,33 +61,58 @@ def real_records(tmp_path_factory) -> RealRecords:
     return RealRecords(copy, copy / made.control.name, copy / made.degraded.name, made.suite)
 
 
-ENV = {"cpu_model": "Test CPU", "torch_threads": 2, "gpu": None, "libraries": {"torch": "2.x"}}
+ENV = {"hostname": "test-host", "platform": "Linux-test", "python": "3.12.0", "cpu_model": "Test CPU",
+       "cpu_count": 2, "cpu_affinity": 2, "torch_threads": 2, "memory_total_gb": 8.0,
+       "libraries": {"torch": "2.x"}, "gpu": None}
 
 
-def synthetic_record(folder: Path, *, encoder: str, per_query: dict[str, dict[str, float]],
-                     dataset: str = "toy", fingerprint: str = "fp-toy", suite: str = "toy-suite",
-                     environment: dict | None = None, passages_per_s: float = 100.0,
-                     definitions: dict[str, str] | None = None, model: str | None = None,
-                     created_at: str = "2026-01-01T00:00:00+00:00") -> Path:
-    """A record written by harness.records with hand-chosen per-query values (means follow from them)."""
-    from harness.records import RunRecord, write_run_record
+def gpu_environment(name: str) -> dict:
+    """ENV on a machine with the named GPU (speed figures of ENV and this one are not comparable)."""
+    return {**ENV, "gpu": {"name": name, "memory_gb": 79.1, "count": 1}}
 
-    metrics = {m: sum(v.values()) / len(v) for m, v in per_query.items()}
-    record = RunRecord(
+
+def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]], dataset: str = "toy",
+                         fingerprint: str = "fp-toy", suite: str = "toy-suite", environment: dict | None = None,
+                         passages_per_s: float = 100.0, definitions: dict[str, str] | None = None,
+                         model: str | None = None, created_at: str = "2026-01-01T00:00:00+00:00"):
+    """A RunRecord with hand-chosen per-query values (metric means follow from them).
+
+    The speed figures are those of 1,000 passages encoded in 1000 / passages_per_s seconds; the query
+    latencies are 4, 5 and 9 ms.
+    """
+    from harness.profile.timing import Latency, Throughput
+    from harness.records import RunRecord
+
+    n_queries = len(next(iter(per_query.values())))
+    seconds = 1000 / passages_per_s
+    return RunRecord.model_validate(dict(
         suite={"name": suite, "path": None},
         dataset={"name": dataset, "source": {"kind": "beir", "path": "/nonexistent", "split": "test"},
-                 "fingerprint": fingerprint, "counts": {"queries": len(next(iter(per_query.values())))},
+                 "fingerprint": fingerprint, "counts": {"documents": 1000, "queries": n_queries, "qrels": n_queries},
                  "relevance_level": 1},
         encoder={"name": encoder, "model": model or f"test/{encoder}", "fingerprint": "w", "dimension": 8,
-                 "settings": {"engine": "fast", "precision": "fp32", "batch_size": 32}},
-        metrics=metrics,
+                 "settings": {"similarity": "dot", "engine": "fast", "precision": "fp32", "batch_size": 32,
+                              "max_seq_length": 256, "device": "cpu"}},
+        metrics={m: sum(v.values()) / len(v) for m, v in per_query.items()},
         metric_definitions=definitions or {m: f"definition of {m}" for m in per_query},
         top_k=10,
-        performance={"passages_per_s": passages_per_s, "tokens_per_s": passages_per_s * 50,
-                     "query_latency_ms": {"p50": 5.0, "p99": 9.0}, "query_latency_values_ms": [4.0, 5.0, 9.0],
-                     "peak_rss_mb": 500.0, "peak_gpu_mb": None, "corpus_from_cache": False},
+        performance={"corpus_encode_s": seconds, "corpus_tokens": 50_000,
+                     "throughput": Throughput.from_seconds(seconds, passages=1000, tokens=50_000),
+                     "truncated_documents": 0, "corpus_from_cache": False,
+                     "query_latency": Latency.from_values([4.0, 5.0, 9.0]), "search_s": 0.5,
+                     "queries_per_s_search": n_queries / 0.5, "peak_rss_mb": 500.0, "peak_gpu_mb": None,
+                     "embedding_store": {"key": "k", "dtype": "fp32", "chunk_rows": 16384}},
         environment=environment or ENV,
         created_at=created_at,
-    )
-    run = {q: [("d1", 1.0)] for q in next(iter(per_query.values()))}
-    return write_run_record(folder, record, run=run, per_query=per_query, tag=encoder)
+    ))
+
+
+def synthetic_record(folder: Path, *, encoder: str, per_query: dict[str, dict[str, float]], **options) -> Path:
+    """`synthetic_run_record` written by harness.records (each query ranks one document, d1)."""
+    from harness.records import RecallCurve, write_run_record
+
+    record = synthetic_run_record(encoder=encoder, per_query=per_query, **options)
+    qids = list(next(iter(per_query.values())))
+    run = {q: [("d1", 1.0)] for q in qids}
+    curve = RecallCurve(ks=[1], per_query={q: [0.0] for q in qids})
+    return write_run_record(folder, record, run=run, per_query=per_query, recall_curve=curve, tag=encoder)

@@ -12,7 +12,7 @@ from harness.errors import HarnessError
 from harness.analysis.stats import holm, randomization_test
 from harness.suite import Expectation, load_suite
 from tests.conftest import REPO, write_suite
-from tests.record_fixtures import ENV, real_records, synthetic_record
+from tests.record_fixtures import gpu_environment, real_records, synthetic_record
 
 QIDS = [f"q{i}" for i in range(12)]
 BASE = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}
@@ -110,7 +110,7 @@ def test_baseline_drop_fails_and_identical_run_passes(tmp_path):
 def test_speed_floor_needs_the_same_hardware(tmp_path):
     baseline = synthetic_record(tmp_path / "baseline", encoder="new", per_query=BASE, passages_per_s=100)
     synthetic_record(tmp_path / "slow", encoder="new", per_query=BASE, passages_per_s=60)
-    gpu = {**ENV, "gpu": {"name": "NVIDIA H100"}}
+    gpu = gpu_environment("NVIDIA H100")
     synthetic_record(tmp_path / "elsewhere", encoder="new", per_query=BASE, passages_per_s=10, environment=gpu)
     suite = _suite(tmp_path, f"""    baseline:
       records: {baseline.parent}

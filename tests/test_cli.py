@@ -7,7 +7,7 @@ import pytest
 
 from harness.cli import main
 from harness.metrics import evaluate
-from harness.records import load_per_query, load_record, read_trec_run
+from harness.records import load_per_query, load_run_record, read_trec_run
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -44,17 +44,17 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     assert "| noveleval | tiny" in table and "MRR@10" in table and "R@50" in table
 
     [record_dir] = records_in(out)
-    record = load_record(record_dir)
+    record = load_run_record(record_dir)
     assert list(record.metrics) == ["MRR@10", "nDCG@10", "R@50", "AP"]  # names exactly as the suite writes them
-    assert record.dataset["counts"]["documents"] == 420 and record.dataset["relevance_level"] == 2
-    assert record.encoder["settings"]["engine"] == engine and record.encoder["dimension"] == 32
-    assert len(record.encoder["fingerprint"]) == 16
+    assert record.dataset.counts.documents == 420 and record.dataset.relevance_level == 2
+    assert record.encoder.settings.engine == engine and record.encoder.dimension == 32
+    assert len(record.encoder.fingerprint) == 16
     perf = record.performance
-    assert perf["passages_per_s"] > 0 and perf["tokens_per_s"] > perf["passages_per_s"]
-    assert perf["query_latency_ms"]["n"] >= 100 and perf["query_latency_ms"]["p50"] > 0
-    assert perf["peak_rss_mb"] > 100 and perf["search_s"] > 0
-    assert perf["embedding_store"]["dtype"] == "fp32"  # auto: fp32 below 1M passages
-    assert record.environment["cpu_model"] and record.environment["libraries"]["torch"]
+    assert perf.throughput.passages_per_s > 0 and perf.throughput.tokens_per_s > perf.throughput.passages_per_s
+    assert perf.query_latency.n >= 100 and perf.query_latency.p50 > 0
+    assert perf.peak_rss_mb > 100 and perf.search_s > 0
+    assert perf.embedding_store.dtype == "fp32"  # auto: fp32 below 1M passages
+    assert record.environment.cpu_model and record.environment.libraries["torch"]
 
     # The TREC run on disk re-evaluates to the record's numbers; per-query values average to them.
     run = read_trec_run(record_dir / "run.trec")
@@ -63,7 +63,7 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     from harness.suite import DatasetSpec
     qrels = load_dataset(DatasetSpec(name="n", path=DATA / "noveleval")).qrels
     again = evaluate(qrels, run, list(record.metrics), relevance_level=2)
-    per_query = load_per_query(record_dir)
+    per_query = load_per_query(record_dir, record)
     for metric, value in record.metrics.items():
         assert again.aggregate[metric] == pytest.approx(value, abs=1e-12)
         assert sum(per_query[metric].values()) / 21 == pytest.approx(value, abs=1e-12)
@@ -73,9 +73,9 @@ def test_second_run_never_overwrites_and_reuses_the_cache(tmp_path, tiny_model):
     out, cache = tmp_path / "results", tmp_path / "cache"
     args = ["run", str(suite_file(tmp_path, tiny_model)), "--output", str(out), "--cache", str(cache), "--no-progress"]
     assert main(args) == 0 and main(args) == 0
-    first, second = (load_record(d) for d in records_in(out))
+    first, second = (load_run_record(d) for d in records_in(out))
     assert first.metrics == second.metrics
-    assert not first.performance["corpus_from_cache"] and second.performance["corpus_from_cache"]
+    assert not first.performance.corpus_from_cache and second.performance.corpus_from_cache
     assert (records_in(out)[0] / "run.trec").read_bytes() == (records_in(out)[1] / "run.trec").read_bytes()
 
 

@@ -12,7 +12,7 @@ from harness.cli import main
 from harness.analysis.compare import compare_records, load_runs
 from harness.errors import HarnessError
 from harness.analysis.stats import compare_paired, holm
-from tests.record_fixtures import ENV, real_records, synthetic_record
+from tests.record_fixtures import gpu_environment, real_records, synthetic_record
 
 QIDS = [f"q{i}" for i in range(12)]
 GOOD = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}
@@ -126,7 +126,7 @@ def test_same_encoder_name_in_two_folders_gets_distinct_labels(tmp_path):
 def test_speed_is_compared_only_on_the_same_hardware(tmp_path):
     a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD, passages_per_s=100)
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, passages_per_s=150)
-    gpu_env = {**ENV, "gpu": {"name": "NVIDIA H100 80GB HBM3"}}
+    gpu_env = gpu_environment("NVIDIA H100 80GB HBM3")
     c = synthetic_record(tmp_path / "c", encoder="gpu", per_query=BAD, passages_per_s=9000, environment=gpu_env)
     [same] = compare_records([a, b]).speed
     assert same.comparable and same.ratio("passages_per_s") == pytest.approx(1.5)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessError
-from harness.records import load_record
+from harness.records import load_run_record
 from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
 from tests.conftest import DATA, REPO
@@ -88,16 +88,16 @@ def test_ray_run_is_identical_to_the_single_process_run(local_run):
     assert [c.name for c in ray_chunks] == [c.name for c in local_chunks] and len(local_chunks) == 7
     for a, b in zip(local_chunks, ray_chunks):
         assert filecmp.cmp(a, b, shallow=False), f"{b.name} differs between the local and the Ray run"
-    ray = load_record(Path(outcome["record"]))
+    ray = load_run_record(Path(outcome["record"]))
     assert (Path(outcome["record"]) / "run.trec").read_bytes() == (local.path / "run.trec").read_bytes()
     assert (Path(outcome["record"]) / "per_query.json").read_bytes() == (local.path / "per_query.json").read_bytes()
     assert ray.metrics == local.record.metrics
-    assert ray.performance["corpus_from_cache"] is False
-    assert ray.performance["embedding_store"] == local.record.performance["embedding_store"]
+    assert ray.performance.corpus_from_cache is False
+    assert ray.performance.embedding_store == local.record.performance.embedding_store
 
     # A second Ray run with the same key encodes nothing (and needs no cluster: nothing starts Ray here).
     again = _run(suite, tmp, "ray", executor="ray", ray_address="127.0.0.1:1")
-    assert again.record.performance["corpus_from_cache"] is True
+    assert again.record.performance.corpus_from_cache is True
     assert (again.path / "run.trec").read_bytes() == (local.path / "run.trec").read_bytes()
     assert "ray" not in sys.modules or not sys.modules["ray"].is_initialized()  # this process never drove Ray
 

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from harness.errors import HarnessError
-from harness.records import load_record
+from harness.records import load_run_record
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -105,9 +105,9 @@ def test_kill_9_then_resume_gives_identical_results(tmp_path, reference, when):
     code, _, err = finish(harness(*args))
     assert code == 0, err
     [record_dir] = only_complete_records(out)
-    record = load_record(record_dir)
-    assert record.performance["corpus_from_cache"] is (partial == 9)
-    assert record.metrics == load_record(reference).metrics
+    record = load_run_record(record_dir)
+    assert record.performance.corpus_from_cache is (partial == 9)
+    assert record.metrics == load_run_record(reference).metrics
     assert (record_dir / "run.trec").read_bytes() == (reference / "run.trec").read_bytes()
 
 
@@ -123,7 +123,7 @@ def test_corrupt_chunk_is_detected_and_re_encoded(tmp_path, reference):
     code, _, err = finish(harness(*args))
     assert code == 0, err
     newest = only_complete_records(out)[-1]
-    assert load_record(newest).performance["corpus_from_cache"] is False  # two chunks were re-encoded
+    assert load_run_record(newest).performance.corpus_from_cache is False  # two chunks were re-encoded
     assert (newest / "run.trec").read_bytes() == (reference / "run.trec").read_bytes()
 
 
@@ -173,7 +173,7 @@ def test_two_runs_into_the_same_folder_at_once(tmp_path, tiny_model):
     assert [finish(p)[0] for p in procs] == [0, 0]
     records = only_complete_records(out)
     assert len(records) == 2
-    a, b = (load_record(r) for r in records)
+    a, b = (load_run_record(r) for r in records)
     assert a.metrics == b.metrics
 
 
@@ -195,7 +195,7 @@ def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model
                                   "--no-progress"))
     assert code == 0, err
     [record] = only_complete_records(tmp_path / "out")
-    perf = load_record(record).performance
+    perf = load_run_record(record).performance
     from harness.encode.engines import count_tokens
     from harness.encode.models import load_sentence_transformer
 
@@ -203,8 +203,8 @@ def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model
     rows = [json.loads(line) for line in lines]
     texts = [f"{row.get('title') or ''} {row.get('text') or ''}".strip() for row in rows]
     tokens, truncated = count_tokens(model.tokenizer, texts, 128)
-    assert perf["truncated_documents"] == truncated + 3  # the three long ones and any long original
-    assert perf["corpus_tokens"] == tokens + 3 * 128
+    assert perf.truncated_documents == truncated + 3  # the three long ones and any long original
+    assert perf.corpus_tokens == tokens + 3 * 128
 
 
 def test_two_cpu_runs_are_bitwise_identical(tmp_path, tiny_model):

@@ -100,9 +100,9 @@ def test_demo_reproduces_a_direct_sentence_transformers_and_pytrec_eval_computat
 def test_demo_record_carries_performance(demo):
     _, outcome = demo
     perf = outcome.record.performance
-    assert perf["corpus_tokens"] > 14581 * 20
-    assert perf["query_latency_ms"]["n"] >= 100
-    assert 0 < perf["query_latency_ms"]["p50"] <= perf["query_latency_ms"]["p99"]
+    assert perf.corpus_tokens > 14581 * 20
+    assert perf.query_latency.n >= 100
+    assert 0 < perf.query_latency.p50 <= perf.query_latency.p99
 
 
 def test_scifact_matches_mteb_published_ndcg(tmp_path_factory):

@@ -41,17 +41,17 @@ def test_profile_sweep_points(tiny_model):
     assert {(p.engine, p.precision) for p in points} == {
         ("sentence-transformers", "fp32"), ("fast", "fp32"), ("fast", "int8")}
     for p in points:
-        assert p.calls >= 3 and len(p.latency_values_ms) == p.calls
-        assert p.mean_tokens == 20 and p.tokens_per_s == pytest.approx(20 * p.passages_per_s, rel=1e-9)
-        mean_ms = sum(p.latency_values_ms) / p.calls
-        assert p.passages_per_s == pytest.approx(p.batch_size / mean_ms * 1000, rel=1e-9)
-        assert p.latency_ms["p50"] <= p.latency_ms["p99"] and p.mfu is None  # no MFU on CPU
+        assert p.calls >= 3 and len(p.latency.values_ms) == p.calls == p.latency.n
+        rate = p.throughput.passages_per_s
+        assert p.mean_tokens == 20 and p.throughput.tokens_per_s == pytest.approx(20 * rate, rel=1e-9)
+        assert rate == pytest.approx(p.batch_size / p.latency.mean * 1000, rel=1e-9)
+        assert p.latency.p50 <= p.latency.p99 and p.mfu is None  # no MFU on CPU
 
 
 def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
     """`harness profile` on real passages (NovelEval) with both engines: one record, every point timed."""
     from harness.cli import main
-    from harness.records import ProfileRecord, find_records, load_any_record
+    from harness.records import DataTexts, ProfileRecord, find_records, load
 
     data = Path(__file__).resolve().parents[1] / "data" / "noveleval"
     code = main(["profile", "--model", str(tiny_model), "--data", str(data), "--n", "24", "--batch-size", "1,8",
@@ -60,29 +60,29 @@ def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
     out = capsys.readouterr()
     assert code == 0, out.err
     [path] = find_records([tmp_path])
-    record = load_any_record(path)
+    record = load(path)
     assert isinstance(record, ProfileRecord) and record.name == "noveleval"
-    assert record.texts == {"kind": "data", "path": str(data), "n": 24}
-    combos = {(p["engine"], p["precision"], p["batch_size"]) for p in record.points}
+    assert record.texts == DataTexts(path=str(data), n=24)
+    combos = {(p.engine, p.precision, p.batch_size) for p in record.points}
     assert combos == {(e, pr, b) for e, pr in [("fast", "fp32"), ("fast", "int8"), ("sentence-transformers", "fp32")]
                       for b in (1, 8)}
-    assert record.environment["cpu_model"] and record.environment["libraries"]["torch"]
+    assert record.environment.cpu_model and record.environment.libraries["torch"]
     for point in record.points:
-        assert point["calls"] >= 3 and len(point["latency_values_ms"]) == point["calls"]
-        assert point["max_seq_length"] == 128 and point["mean_tokens"] > 3
+        assert point.calls >= 3 and len(point.latency.values_ms) == point.calls
+        assert point.max_seq_length == 128 and point.mean_tokens > 3
     assert "passages/s" in out.out and str(path) in out.err
 
 
 def test_cli_profile_synthetic_length_sweep(tiny_model, tmp_path):
     from harness.cli import main
-    from harness.records import find_records, load_any_record
+    from harness.records import SyntheticTexts, find_records, load
 
     assert main(["profile", "-m", str(tiny_model), "--synthetic-tokens", "40", "--max-seq-length", "16,64",
                  "--engine", "fast", "--batch-size", "4", "--n", "8", "--warmup", "0", "--min-calls", "2",
                  "--min-seconds", "0", "--output", str(tmp_path)]) == 0
-    record = load_any_record(find_records([tmp_path])[0])
-    assert record.name == "synthetic-40" and record.texts == {"kind": "synthetic", "tokens": 40, "n": 8}
-    by_length = {p["max_seq_length"]: p["mean_tokens"] for p in record.points}
+    record = load(find_records([tmp_path])[0])
+    assert record.name == "synthetic-40" and record.texts == SyntheticTexts(tokens=40, n=8)
+    by_length = {p.max_seq_length: p.mean_tokens for p in record.points}
     assert by_length == {16: 16, 64: 40}  # truncated to the limit, else the exact synthetic length
 
 

@@ -13,9 +13,13 @@ import numpy as np
 import pytest
 
 from harness.cli import main
+from harness.analysis.check import check_suite, select_records
+from harness.analysis.compare import compare_records, load_runs
+from harness.records import load
 from harness.report import load_report_data, plots
-from harness.report.data import curve_ks
 from harness.report.exports import mteb_key
+from harness.suite import load_suite
+from tests.conftest import REPO
 from tests.record_fixtures import real_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -97,32 +101,66 @@ def test_exports(report):
 
 
 def test_recall_curve_matches_the_record(tmp_path_factory):
+    """The run stored its per-query Recall@k curve; its mean at k = 10 is the record's Recall@10."""
     real = real_records(tmp_path_factory)
     data = load_report_data([real.folder], n_resamples=200)
     record = json.loads((real.control / "record.json").read_text())
+    assert record["files"]["recall_curve"] == "recall_curve.json"
+    stored = json.loads((real.control / "recall_curve.json").read_text())
+    assert len(stored["per_query"]) == record["dataset"]["counts"]["queries"] == 21
     ks, values = data.recall["noveleval"]["all-MiniLM-L6-v2"]
-    assert ks[0] == 1 and ks[-1] == 100 and ks == sorted(set(ks))
-    assert values[ks.index(10)] == pytest.approx(record["metrics"]["Recall@10"])
+    assert ks == stored["ks"] and ks[0] == 1 and ks[-1] == 100 and ks == sorted(set(ks))
+    assert values[ks.index(10)] == pytest.approx(record["metrics"]["Recall@10"], abs=1e-12)
     assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))  # Recall@k never decreases in k
     degraded = data.recall["noveleval"]["truncated-16"][1]
     assert degraded[ks.index(10)] < values[ks.index(10)]
 
 
-def test_recall_curve_skipped_with_a_note_when_the_data_moved(tmp_path_factory):
+def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(tmp_path_factory):
+    """A record without a curve (schema 1 upgraded) gets a note; the report never looks for the dataset (gone)."""
     real = real_records(tmp_path_factory)
     path = real.control / "record.json"
     record = json.loads(path.read_text())
     record["dataset"]["source"]["path"] = "/nowhere/noveleval"
+    record["files"]["recall_curve"] = None  # what loading a schema-1 record gives
     path.write_text(json.dumps(record))
-    data = load_report_data([real.control], n_resamples=100)
-    assert not data.recall and "not found" in " ".join(data.notes)
+    (real.control / "recall_curve.json").unlink()
+    data = load_report_data([real.folder], n_resamples=100)
+    assert list(data.recall["noveleval"]) == ["truncated-16"]
+    assert data.notes == ["noveleval / all-MiniLM-L6-v2: no Recall@k curve: record predates schema 2"]
 
 
-def test_curve_ks():
-    assert curve_ks(5) == [1, 2, 3, 4, 5]
-    ks = curve_ks(1000)
-    assert ks[:10] == list(range(1, 11)) and ks[-1] == 1000 and len(ks) < 60
-    assert curve_ks(5000)[-1] == 1000
+def test_shipped_records_keep_their_curves():
+    data = load_report_data([REPO / "results" / "baselines", REPO / "results" / "truncation-16"], n_resamples=100)
+    assert sorted(data.recall) == ["dl19-pool", "noveleval", "scifact"] and not data.notes
+    ks, values = data.recall["scifact"]["all-MiniLM-L6-v2"]
+    assert values[ks.index(100)] == pytest.approx(0.925, abs=1e-12)
+
+
+def test_comparison_check_and_report_data_render_in_jupyter(tmp_path_factory):
+    real = real_records(tmp_path_factory)
+    comparison = compare_records([real.folder], n_resamples=200)
+    ndcg = comparison.find("noveleval", "nDCG@10", "truncated-16")
+    markdown = comparison._repr_markdown_()
+    assert f"{ndcg.stats.delta:+.4f}" in markdown and f"truncated-16 {ndcg.stats.treatment_mean:.4f}" in markdown
+    assert "| noveleval | nDCG@10 |" in markdown and "| worse |" in markdown
+    assert f"<td>{ndcg.stats.delta:+.4f}</td>" in comparison._repr_html_()
+
+    suite = load_suite(REPO / "suites" / "regression.yaml")
+    runs = load_runs([REPO / "results" / "baselines"])
+    report = check_suite(suite, select_records(suite, runs, "results/baselines"), n_resamples=200)
+    scifact = next(r for r in report.results if r.dataset == "scifact" and r.kind == "expect")
+    markdown = report._repr_markdown_()
+    assert markdown.startswith("**regression: passed (") and f"| {scifact.actual:.4f} |" in markdown
+    assert f"<td>{scifact.actual:.4f}</td>" in report._repr_html_()
+
+    data = load_report_data([real.folder], n_resamples=200)
+    control = load(real.control)
+    low, high = data.cis[("noveleval", "all-MiniLM-L6-v2", "nDCG@10")]
+    markdown = data._repr_markdown_()
+    assert f"{control.metrics['nDCG@10']:.4f} [{low:.3f}, {high:.3f}]" in markdown
+    assert f"{ndcg.stats.delta:+.4f}" in markdown and "**2 run record(s) on 1 dataset(s)" in markdown
+    assert f"{control.metrics['nDCG@10']:.4f}" in data._repr_html_()
 
 
 def test_mteb_keys():

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from scipy.stats import t as t_dist
 
 from harness.analysis.stats import (
+    TESTS,
     PairedComparison,
     bootstrap_ci,
     compare_paired,
@@ -279,3 +280,21 @@ def test_plain_return_types_and_no_mutation():
     assert type(result.n) is int and type(result.delta) is float
     np.testing.assert_array_equal(control, before[0])
     np.testing.assert_array_equal(treatment, before[1])
+
+
+def test_one_list_of_test_names():
+    """The suite's baseline `test:`, the CLI's --test and the verdicts all take the names of stats.Test."""
+    from harness.cli import build_parser
+    from harness.suite import Baseline
+
+    assert TESTS == ("randomization", "t-test")
+    result = compare_paired(SLEEP_DRUG_1, SLEEP_DRUG_2, n_resamples=1000)
+    assert [result.p(t) for t in TESTS] == [result.p_randomization, result.p_t_test]
+    assert Baseline(records="x", test="t-test").test == "t-test"
+    with pytest.raises(ValueError, match="'randomization' or 't-test'"):
+        Baseline(records="x", test="wilcoxon")
+    parser = build_parser()
+    for command in (["compare", "a"], ["report", "a", "-o", "out"]):
+        assert parser.parse_args([*command, "--test", "t-test"]).test == "t-test"
+        with pytest.raises(Exception, match="invalid choice: 'wilcoxon'"):
+            parser.parse_args([*command, "--test", "wilcoxon"])

@@ -21,19 +21,11 @@ from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from harness.analysis.compare import (
-    LoadedRun,
-    MetricComparison,
-    compare_pairs,
-    compare_speed,
-    fmt_p,
-    label_runs,
-    load_runs,
-    text_table,
-)
+from harness.analysis.compare import LoadedRun, MetricComparison, compare_pairs, compare_speed, label_runs, load_runs
+from harness.analysis.stats import Test, holm
 from harness.errors import HarnessError
-from harness.analysis.stats import holm
 from harness.suite import EncoderSpec, Expectation, Suite
+from harness.tables import fmt_p, html_table, markdown_table, text_table
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
 EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table we print
@@ -75,17 +67,29 @@ class CheckReport:
         return {"suite": self.suite, "passed": not self.failed, "counts": self.counts(), "records": self.records,
                 "results": [asdict(r) for r in self.results]}
 
-    def to_table(self) -> str:
+    TABLE_HEADERS = ("status", "dataset", "encoder", "check", "metric", "expected", "actual", "delta", "tolerance",
+                     "p", "note")
+
+    def table_rows(self) -> list[list[str]]:
         def num(x: float | None, fmt: str = ".4f") -> str:
             return "-" if x is None else format(x, fmt)
 
-        rows = [[r.status, r.dataset, r.encoder, r.kind, r.metric, num(r.expected), num(r.actual),
+        return [[r.status, r.dataset, r.encoder, r.kind, r.metric, num(r.expected), num(r.actual),
                  num(r.delta, "+.4f"), num(r.tolerance), "-" if r.p_value is None else fmt_p(r.p_value), r.message]
                 for r in self.results]
-        table = text_table(["status", "dataset", "encoder", "check", "metric", "expected", "actual", "delta",
-                            "tolerance", "p", "note"], rows)
+
+    def verdict(self) -> str:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
-        return f"{table}\n\n{self.suite}: {'FAILED' if self.failed else 'passed'} ({counts})"
+        return f"{self.suite}: {'FAILED' if self.failed else 'passed'} ({counts})"
+
+    def to_table(self) -> str:
+        return f"{text_table(self.TABLE_HEADERS, self.table_rows())}\n\n{self.verdict()}"
+
+    def _repr_markdown_(self) -> str:
+        return f"**{self.verdict()}**\n\n{markdown_table(self.TABLE_HEADERS, self.table_rows())}"
+
+    def _repr_html_(self) -> str:
+        return f"<p><strong>{self.verdict()}</strong></p>{html_table(self.TABLE_HEADERS, self.table_rows())}"
 
     def to_junit(self) -> str:
         """JUnit XML: one testcase per check, FAIL as <failure>, SKIP as <skipped>."""
@@ -134,7 +138,7 @@ def pick_record(runs: Sequence[LoadedRun], *, dataset: str, encoder: str, suite:
                 ) -> LoadedRun | None:
     """The newest record of dataset x encoder, preferring records of the named suite."""
     found = [r for r in runs if r.dataset == dataset and r.encoder == encoder]
-    same_suite = [r for r in found if r.record.suite.get("name") == suite]
+    same_suite = [r for r in found if r.record.suite.name == suite]
     candidates = same_suite or found
     return max(candidates, key=lambda r: r.record.created_at) if candidates else None
 
@@ -148,8 +152,8 @@ def select_records(suite: Suite, runs: Sequence[LoadedRun], where: str) -> dict[
             if run is None:
                 raise HarnessError(f"{where}: no record of dataset {dataset.name!r} x encoder {encoder.name!r}; "
                                    f"run `harness run {suite.source or 'SUITE'}` first or drop --results")
-            if run.record.encoder.get("model") != encoder.model:
-                raise HarnessError(f"{run.path}: record of model {run.record.encoder.get('model')!r}, but the suite's "
+            if run.record.encoder.model != encoder.model:
+                raise HarnessError(f"{run.path}: record of model {run.record.encoder.model!r}, but the suite's "
                                    f"encoder {encoder.name!r} is {encoder.model!r}")
             chosen[(dataset.name, encoder.name)] = run
     return chosen
@@ -197,7 +201,7 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, 
         metrics = spec.metrics or [m for m in suite.metrics if m in base.per_query]
         comparison = compare_pairs([(base, current)], metrics=metrics, seed=seed, n_resamples=n_resamples)
         compared += [(base, current, encoder, m) for m in comparison.metrics]
-    adjusted = holm([m.p(e.baseline.test) for _, _, e, m in compared if e.baseline])
+    adjusted = holm([m.stats.p(e.baseline.test) for _, _, e, m in compared if e.baseline])
     results = []
     for (base, current, encoder, m), p_holm in zip(compared, adjusted):
         spec = encoder.baseline
@@ -212,7 +216,7 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, 
 
 
 def baseline_result(baseline: float, actual: float, p_holm: float, *, max_drop: float, alpha: float, dataset: str,
-                    encoder: str, metric: str, test: str) -> CheckResult:
+                    encoder: str, metric: str, test: Test) -> CheckResult:
     """Pure: FAIL only for a drop that is both larger than max_drop and significant at alpha."""
     delta = actual - baseline
     significant = p_holm < alpha
@@ -230,19 +234,18 @@ def baseline_result(baseline: float, actual: float, p_holm: float, *, max_drop: 
 
 def speed_result(base: LoadedRun, current: LoadedRun, floor: float, encoder: str) -> CheckResult:
     speed = compare_speed(base, current)
-    name = "passages_per_s"
-    expected = base.record.performance.get(name)
-    actual = current.record.performance.get(name)
+    expected = speed.control_figures.passages_per_s
+    actual = speed.treatment_figures.passages_per_s
     common = dict(dataset=base.dataset, encoder=encoder, kind="speed", metric="passages/s", tolerance=floor)
     if not speed.comparable:
         return CheckResult(**common, status="SKIP", expected=expected, actual=actual,
                            message=f"not comparable: {speed.reason}")
-    ratio = speed.ratio(name)
+    ratio = speed.ratio("passages_per_s")
     if ratio is None or not math.isfinite(ratio):
         return CheckResult(**common, status="SKIP", message="no passages/s figure in a record")
     status: Status = "OK" if ratio >= floor else "FAIL"
     cached = " (corpus embeddings came from the cache: the figure is the run that encoded them)" \
-        if current.record.performance.get("corpus_from_cache") else ""
+        if current.record.performance.corpus_from_cache else ""
     return CheckResult(**common, status=status, expected=expected, actual=actual,
                        message=f"{ratio:.2f}x the baseline's passages/s; floor {floor:.2f}x{cached}")
 

@@ -3,28 +3,23 @@
 Records are grouped by dataset name (in the order given); in each group the first record, or the
 one whose encoder is named ``control``, is the control and every other record is a treatment.
 Records of different data (dataset fingerprints differ) are refused; differing metric settings
-only warn. Statistics come from ``harness.stats``; this module only matches and composes.
+only warn. Statistics come from ``harness.analysis.stats``; this module only matches and composes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
+from harness.analysis.stats import TESTS, PairedComparison, Test, compare_paired, holm
 from harness.errors import HarnessError
-from harness.profile.timing import hardware_key
-from harness.records import RECORD_FILE, RunRecord, find_records, load_per_query, load_record
-from harness.analysis.stats import PairedComparison, compare_paired, holm
+from harness.records import Performance, RunRecord, find_records, load, load_per_query
+from harness.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
 
 log = logging.getLogger(__name__)
-
-Test = Literal["randomization", "t-test"]
-TESTS: tuple[Test, ...] = ("randomization", "t-test")
-SPEED_FIGURES = ("passages_per_s", "query_p50_ms", "query_p99_ms", "peak_rss_mb", "peak_gpu_mb")
 
 
 @dataclass(frozen=True)
@@ -38,26 +33,21 @@ class LoadedRun:
 
     @property
     def dataset(self) -> str:
-        return self.record.dataset["name"]
+        return self.record.dataset.name
 
     @property
     def encoder(self) -> str:
-        return self.record.encoder["name"]
+        return self.record.encoder.name
 
-
-def record_kind(directory: Path) -> str:
-    """``run`` or ``profile`` (or whatever ``kind`` a record.json declares)."""
-    try:
-        return str(json.loads((Path(directory) / RECORD_FILE).read_text(encoding="utf-8")).get("kind", "run"))
-    except (OSError, json.JSONDecodeError, AttributeError) as exc:
-        raise HarnessError(f"{directory}: cannot read {RECORD_FILE} ({exc})") from None
+    @classmethod
+    def of(cls, directory: Path, record: RunRecord) -> LoadedRun:
+        return cls(directory, record, load_per_query(directory, record))
 
 
 def load_runs(paths: Sequence[Path]) -> list[LoadedRun]:
     """Run records named directly or found under result folders (profile records are skipped)."""
-    runs = [LoadedRun(d, load_record(d), load_per_query(d))
-            for d in find_records([Path(p) for p in paths]) if record_kind(d) == "run"]
-    return label_runs(runs)
+    loaded = ((d, load(d)) for d in find_records([Path(p) for p in paths]))
+    return label_runs([LoadedRun.of(d, r) for d, r in loaded if isinstance(r, RunRecord)])
 
 
 def label_runs(runs: list[LoadedRun]) -> list[LoadedRun]:
@@ -84,9 +74,6 @@ class MetricComparison:
     stats: PairedComparison
     p_holm: dict[str, float]  # test -> Holm-adjusted p over every comparison of the same Comparison
 
-    def p(self, test: Test) -> float:
-        return self.stats.p_randomization if test == "randomization" else self.stats.p_t_test
-
     def verdict(self, alpha: float, test: Test) -> str:
         """'better' / 'worse' when the Holm-adjusted p is below alpha, else 'n.s.'."""
         if self.p_holm[test] >= alpha or self.stats.delta == 0:
@@ -98,6 +85,41 @@ class MetricComparison:
                 "treatment": self.treatment, **self.stats.to_dict(),
                 "p_t_test_holm": self.p_holm["t-test"], "p_randomization_holm": self.p_holm["randomization"]}
 
+    def row(self, alpha: float, test: Test) -> list[str]:
+        """This comparison as a row of ``Comparison.table_headers`` (terminal, notebook and report tables)."""
+        s = self.stats
+        return [self.dataset, self.metric, f"{self.control} {s.control_mean:.4f}",
+                f"{self.treatment} {s.treatment_mean:.4f}", f"{s.delta:+.4f}",
+                f"[{s.delta_ci[0]:+.4f}, {s.delta_ci[1]:+.4f}]", fmt_p(s.p_t_test), fmt_p(s.p_randomization),
+                fmt_p(self.p_holm[test]), f"{s.wins}/{s.ties}/{s.losses}", self.verdict(alpha, test)]
+
+
+@dataclass(frozen=True)
+class SpeedFigures:
+    """The speed figures compared side by side (from a record's ``performance``)."""
+
+    passages_per_s: float | None
+    query_p50_ms: float
+    query_p99_ms: float
+    peak_rss_mb: float
+    peak_gpu_mb: float | None
+
+    @classmethod
+    def of(cls, performance: Performance) -> SpeedFigures:
+        return cls(passages_per_s=performance.throughput.passages_per_s, query_p50_ms=performance.query_latency.p50,
+                   query_p99_ms=performance.query_latency.p99, peak_rss_mb=performance.peak_rss_mb,
+                   peak_gpu_mb=performance.peak_gpu_mb)
+
+    @staticmethod
+    def names() -> list[str]:
+        return [f.name for f in fields(SpeedFigures)]
+
+    def values(self) -> list[float | None]:
+        return [getattr(self, name) for name in self.names()]
+
+
+SPEED_HEADERS = ["passages/s", "query p50 ms", "query p99 ms", "peak RSS MB", "peak GPU MB"]
+
 
 @dataclass(frozen=True)
 class SpeedComparison:
@@ -106,18 +128,18 @@ class SpeedComparison:
     treatment: str
     comparable: bool
     reason: str  # why not comparable (empty when comparable)
-    control_figures: dict[str, float | None]
-    treatment_figures: dict[str, float | None]
+    control_figures: SpeedFigures
+    treatment_figures: SpeedFigures
 
     def ratio(self, figure: str) -> float | None:
-        c, t = self.control_figures.get(figure), self.treatment_figures.get(figure)
+        c, t = getattr(self.control_figures, figure), getattr(self.treatment_figures, figure)
         return t / c if self.comparable and c and t is not None else None
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "control": self.control, "treatment": self.treatment,
-                "comparable": self.comparable, "reason": self.reason, "control_figures": self.control_figures,
-                "treatment_figures": self.treatment_figures,
-                "ratios": {f: self.ratio(f) for f in SPEED_FIGURES}}
+                "comparable": self.comparable, "reason": self.reason,
+                "control_figures": asdict(self.control_figures), "treatment_figures": asdict(self.treatment_figures),
+                "ratios": {f: self.ratio(f) for f in SpeedFigures.names()}}
 
 
 @dataclass(frozen=True)
@@ -143,51 +165,42 @@ class Comparison:
                 "metrics": [{**m.to_dict(), "verdict": m.verdict(self.alpha, self.test)} for m in self.metrics],
                 "speed": [s.to_dict() for s in self.speed]}
 
-    def to_table(self) -> str:
-        headers = ["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "p t-test", "p rand.",
-                   f"p Holm ({self.test})", "W/T/L", "verdict"]
-        rows = [[m.dataset, m.metric, f"{m.control} {m.stats.control_mean:.4f}",
-                 f"{m.treatment} {m.stats.treatment_mean:.4f}", f"{m.stats.delta:+.4f}",
-                 f"[{m.stats.delta_ci[0]:+.4f}, {m.stats.delta_ci[1]:+.4f}]", fmt_p(m.stats.p_t_test),
-                 fmt_p(m.stats.p_randomization), fmt_p(m.p_holm[self.test]),
-                 f"{m.stats.wins}/{m.stats.ties}/{m.stats.losses}", m.verdict(self.alpha, self.test)]
-                for m in self.metrics]
-        parts = [text_table(headers, rows)]
+    @property
+    def table_headers(self) -> list[str]:
+        return ["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "p t-test", "p rand.",
+                f"p Holm ({self.test})", "W/T/L", "verdict"]
+
+    def table_rows(self) -> list[list[str]]:
+        return [m.row(self.alpha, self.test) for m in self.metrics]
+
+    def speed_rows(self) -> list[list[str]]:
+        rows = []
+        for s in self.speed:
+            note = "comparable" if s.comparable else f"not comparable: {s.reason}"
+            for name, figures in ((s.control, s.control_figures), (s.treatment, s.treatment_figures)):
+                rows.append([s.dataset, name, *map(fmt_num, figures.values()), note])
+            if s.comparable:
+                rows.append([s.dataset, "ratio", *(fmt_ratio(s.ratio(f)) for f in SpeedFigures.names()), ""])
+        return rows
+
+    def footnote(self) -> str:
+        return (f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over {len(self.metrics)} "
+                f"comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses")
+
+    def _render(self, table) -> list[str]:
+        parts = [table(self.table_headers, self.table_rows())]
         if self.speed:
-            speed_headers = ["dataset", "system", "passages/s", "query p50 ms", "query p99 ms", "peak RSS MB",
-                             "peak GPU MB", "speed"]
-            speed_rows = []
-            for s in self.speed:
-                note = "comparable" if s.comparable else f"not comparable: {s.reason}"
-                for name, figures in ((s.control, s.control_figures), (s.treatment, s.treatment_figures)):
-                    speed_rows.append([s.dataset, name, *(fmt_num(figures.get(f)) for f in SPEED_FIGURES), note])
-                if s.comparable:
-                    speed_rows.append([s.dataset, "ratio", *(fmt_ratio(s.ratio(f)) for f in SPEED_FIGURES), ""])
-            parts.append(text_table(speed_headers, speed_rows))
-        parts.append(f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over "
-                     f"{len(self.metrics)} comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses")
-        return "\n\n".join(parts)
+            parts.append(table(["dataset", "system", *SPEED_HEADERS, "speed"], self.speed_rows()))
+        return parts
 
+    def to_table(self) -> str:
+        return "\n\n".join([*self._render(text_table), self.footnote()])
 
-def fmt_p(p: float) -> str:
-    return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_"])
 
-
-def fmt_num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"
-
-
-def fmt_ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}x"
-
-
-def text_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-
-    def line(cells: Sequence[object]) -> str:
-        return "| " + " | ".join(str(c).ljust(w) for c, w in zip(cells, widths)) + " |"
-
-    return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
+    def _repr_html_(self) -> str:
+        return "\n".join([*self._render(html_table), f"<p><em>{self.footnote()}</em></p>"])
 
 
 def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,
@@ -247,8 +260,7 @@ def compare_pairs(
             c, t = aligned(control, treatment, metric)
             raw.append((control.dataset, metric, control.label, treatment.label,
                         compare_paired(c, t, seed=seed, n_resamples=n_resamples)))
-    adjusted = {"t-test": holm([r[4].p_t_test for r in raw]),
-                "randomization": holm([r[4].p_randomization for r in raw])}
+    adjusted = {t: holm([r[4].p(t) for r in raw]) for t in TESTS}
     results = [MetricComparison(*r, p_holm={k: v[i] for k, v in adjusted.items()}) for i, r in enumerate(raw)]
     speed = [compare_speed(c, t) for c, t in pairs]
     for w in warnings:
@@ -259,10 +271,10 @@ def compare_pairs(
 def check_comparable(control: LoadedRun, treatment: LoadedRun) -> list[str]:
     """Refuse different data; return warnings for different metric settings."""
     a, b = control.record, treatment.record
-    if a.dataset.get("fingerprint") != b.dataset.get("fingerprint"):
+    if a.dataset.fingerprint != b.dataset.fingerprint:
         raise HarnessError(
             f"dataset {control.dataset!r}: {control.path} and {treatment.path} were run on different data "
-            f"(fingerprints {a.dataset.get('fingerprint')} vs {b.dataset.get('fingerprint')}); per-query "
+            f"(fingerprints {a.dataset.fingerprint} vs {b.dataset.fingerprint}); per-query "
             "comparisons need the same queries, documents and qrels")
     warnings = []
     where = f"{control.dataset}: {control.label} vs {treatment.label}"
@@ -298,16 +310,8 @@ def aligned(control: LoadedRun, treatment: LoadedRun, metric: str) -> tuple[list
     return [c[q] for q in qids], [t[q] for q in qids]
 
 
-def speed_figures(record: RunRecord) -> dict[str, float | None]:
-    perf = record.performance
-    latency = perf.get("query_latency_ms") or {}
-    return {"passages_per_s": perf.get("passages_per_s"), "query_p50_ms": latency.get("p50"),
-            "query_p99_ms": latency.get("p99"), "peak_rss_mb": perf.get("peak_rss_mb"),
-            "peak_gpu_mb": perf.get("peak_gpu_mb")}
-
-
 def compare_speed(control: LoadedRun, treatment: LoadedRun) -> SpeedComparison:
-    a, b = hardware_key(control.record.environment), hardware_key(treatment.record.environment)
+    a, b = control.record.environment.hardware_key, treatment.record.environment.hardware_key
     reason = "" if a == b else f"different hardware ({a} vs {b})"
     return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,
-                           speed_figures(control.record), speed_figures(treatment.record))
+                           SpeedFigures.of(control.record.performance), SpeedFigures.of(treatment.record.performance))

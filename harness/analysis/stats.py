@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
-from scipy import stats
 
 __all__ = [
+    "TESTS",
     "PairedComparison",
+    "Test",
     "bootstrap_ci",
     "compare_paired",
     "holm",
@@ -24,6 +25,10 @@ __all__ = [
     "randomization_test",
     "win_tie_loss",
 ]
+
+# The paired significance tests behind verdicts (compare, check, a suite's baseline, the CLI's --test).
+Test = Literal["randomization", "t-test"]
+TESTS: tuple[Test, ...] = get_args(Test)
 
 # Resampling works on (batch, n) arrays; cap each batch at ~4M floats (32 MB) so that
 # 10,000 resamples of a 7,000-query MS MARCO dev vector stay within bounded memory.
@@ -84,6 +89,8 @@ def paired_t_test(control: Sequence[float], treatment: Sequence[float]) -> float
     d = t - c
     if _is_constant(d):
         return 1.0 if abs(float(np.mean(d))) <= _tolerance(d) else 0.0
+    from scipy import stats  # imported on use: suite files name a Test without paying for scipy
+
     return float(stats.ttest_rel(t, c).pvalue)
 
 
@@ -110,6 +117,8 @@ def randomization_test(
         # Exact answers scipy does not give: with one query the two flips (d, -d) are
         # both as extreme as the observed d; with all-zero d every flip gives 0.
         return 1.0
+    from scipy import stats
+
     result = stats.permutation_test(
         (c, t),
         _mean_difference,
@@ -145,6 +154,8 @@ def bootstrap_ci(
     if _is_constant(d):
         m = float(np.mean(d))
         return (m, m)
+    from scipy import stats
+
     result = stats.bootstrap(
         (d,),
         np.mean,
@@ -205,6 +216,10 @@ class PairedComparison:
     wins: int
     ties: int
     losses: int
+
+    def p(self, test: Test) -> float:
+        """The p-value of the named test."""
+        return self.p_randomization if test == "randomization" else self.p_t_test
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (``delta_ci`` as a 2-item list); inverse of ``from_dict``."""

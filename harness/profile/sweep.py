@@ -12,7 +12,6 @@ from __future__ import annotations
 import itertools
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -22,6 +21,8 @@ from harness.suite import EncoderSpec
 from harness.encode.engines import SentenceTransformersEngine, count_tokens, make_engine
 from harness.encode.models import load_sentence_transformer, resolve_device, weights_fingerprint
 from harness.errors import HarnessError
+from harness.records import ProfilePoint, ProfileRecord, utc_now
+from harness.tables import fmt_num, text_table
 
 # Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
 DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4,
@@ -34,26 +35,6 @@ _WORDS = ("the of and to in is was for on that with as by at from his an were ar
           "world state where later both between under while well made part since many national team about "
           "through being people known three could group until before each film high called area season "
           "water south north east west music game river public early life home house series war").split()
-
-
-@dataclass(frozen=True)
-class ProfilePoint:
-    engine: str
-    precision: str
-    batch_size: int
-    max_seq_length: int
-    device: str
-    calls: int
-    passages_per_s: float
-    tokens_per_s: float
-    mean_tokens: float
-    latency_ms: dict[str, float]
-    latency_values_ms: list[float]
-    peak_rss_mb: float
-    peak_gpu_mb: float | None
-    tflops: float | None
-    mfu: float | None
-    mfu_peak: str | None
 
 
 def synthetic_texts(n: int, tokens: int, *, seed: int = 0) -> list[str]:
@@ -170,25 +151,23 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
         mfu = tflops / peak[0] if peak else None
     return ProfilePoint(
         engine=engine, precision=precision, batch_size=batch_size, max_seq_length=length, device=device,
-        calls=calls, passages_per_s=calls * batch_size / seconds, tokens_per_s=sum(timed_tokens) / seconds,
-        mean_tokens=sum(timed_tokens) / (calls * batch_size), latency_ms=latency.summary(),
-        latency_values_ms=list(latency.values_ms), peak_rss_mb=timing.peak_rss_mb(),
+        calls=calls, throughput=timing.Throughput.from_seconds(seconds, passages=calls * batch_size,
+                                                               tokens=sum(timed_tokens)),
+        mean_tokens=sum(timed_tokens) / (calls * batch_size), latency=latency, peak_rss_mb=timing.peak_rss_mb(),
         peak_gpu_mb=timing.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
     )
 
 
-def profile_record(name: str, info: dict[str, object], texts: dict[str, object], points: Sequence[ProfilePoint]):
-    from harness.records import ProfileRecord, utc_now
-
-    return ProfileRecord(name=name, model=info, texts=texts, points=[asdict(p) for p in points],
-                         environment=timing.environment(), created_at=utc_now())
+def profile_record(name: str, info: dict[str, object], texts: dict[str, object],
+                   points: Sequence[ProfilePoint]) -> ProfileRecord:
+    return ProfileRecord.model_validate({"name": name, "model": info, "texts": texts, "points": list(points),
+                                         "environment": timing.environment(), "created_at": utc_now()})
 
 
 def points_table(points: Sequence[ProfilePoint]) -> str:
     headers = ["engine", "precision", "batch", "max_len", "device", "passages/s", "tokens/s", "p50 ms", "p99 ms",
                "peak RSS MB", "MFU"]
-    rows = [[p.engine, p.precision, p.batch_size, p.max_seq_length, p.device, f"{p.passages_per_s:,.1f}",
-             f"{p.tokens_per_s:,.0f}", f"{p.latency_ms['p50']:.1f}", f"{p.latency_ms['p99']:.1f}",
+    rows = [[p.engine, p.precision, p.batch_size, p.max_seq_length, p.device, fmt_num(p.throughput.passages_per_s),
+             f"{p.throughput.tokens_per_s:,.0f}", f"{p.latency.p50:.1f}", f"{p.latency.p99:.1f}",
              f"{p.peak_rss_mb:,.0f}", f"{p.mfu:.1%}" if p.mfu is not None else "-"] for p in points]
-    widths = [max(len(str(c)) for c in column) for column in zip(headers, *rows)]
-    return "\n".join("  ".join(str(c).rjust(w) for c, w in zip(row, widths)) for row in [headers, *rows])
+    return text_table(headers, rows)

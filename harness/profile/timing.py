@@ -6,17 +6,21 @@ import os
 import platform
 import resource
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import numpy as np
 import torch
+from pydantic import BaseModel, ConfigDict, model_validator
 
 
-@dataclass(frozen=True)
-class Latency:
-    """Statistics derived from raw per-call latencies (milliseconds); the raw values are kept."""
+class Latency(BaseModel):
+    """Statistics derived from raw per-call latencies (milliseconds); the raw values are kept.
+
+    Build it with ``from_values``; reading a stored one back checks that ``n`` counts the values.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     values_ms: tuple[float, ...]
     mean: float
@@ -25,20 +29,40 @@ class Latency:
     p95: float
     p99: float
     stdev: float
+    n: int
 
     @classmethod
-    def from_values(cls, values_ms: list[float] | tuple[float, ...]) -> Latency:
-        if not values_ms:
+    def from_values(cls, values_ms: Sequence[float]) -> Latency:
+        if not len(values_ms):
             raise ValueError("no latency values")
         v = np.asarray(values_ms, dtype=np.float64)
         p50, p90, p95, p99 = np.percentile(v, [50, 90, 95, 99])
-        return cls(tuple(float(x) for x in v), float(v.mean()), float(p50), float(p90), float(p95), float(p99),
-                   float(v.std()))
+        return cls(values_ms=tuple(float(x) for x in v), mean=float(v.mean()), p50=float(p50), p90=float(p90),
+                   p95=float(p95), p99=float(p99), stdev=float(v.std()), n=int(v.size))
+
+    @model_validator(mode="after")
+    def _n_counts_the_values(self) -> Latency:
+        if self.n != len(self.values_ms):
+            raise ValueError(f"n is {self.n} but there are {len(self.values_ms)} latency values")
+        return self
 
     def summary(self) -> dict[str, float]:
-        data = asdict(self)
-        data.pop("values_ms")
-        return {**data, "n": len(self.values_ms)}
+        return self.model_dump(exclude={"values_ms"})
+
+
+class Throughput(BaseModel):
+    """Items per second over a timed span; None where nothing was timed (e.g. a corpus read from the cache)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    passages_per_s: float | None
+    tokens_per_s: float | None
+
+    @classmethod
+    def from_seconds(cls, seconds: float, *, passages: int, tokens: int) -> Throughput:
+        if seconds <= 0:
+            return cls(passages_per_s=None, tokens_per_s=None)
+        return cls(passages_per_s=passages / seconds, tokens_per_s=tokens / seconds)
 
 
 def synchronize(device: str) -> None:

@@ -1,38 +1,30 @@
-"""What a report shows, computed from records: comparison, CIs, Recall@k curves, profile points.
+"""What a report shows, computed from records only: comparison, CIs, Recall@k curves, profile points.
 
-Profile records (``harness profile``) are read as plain JSON: ``record.json`` with ``"kind":
-"profile"``, an ``encoder`` mapping (``name``), an ``environment`` and ``points``, each point a
-mapping with at least ``batch_size``, ``precision`` and ``passages_per_s`` (optionally ``engine``,
-``device``, ``max_seq_length``, ``tokens_per_s``, ``latency_ms``, ``latency_values_ms``,
-``peak_rss_mb``, ``peak_gpu_mb``).
+Recall@k curves come from each run record's ``recall_curve.json`` (written at run time); a record
+without one (schema 1) gets a note instead of a curve. Nothing is re-read from the datasets.
 """
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
-
-from harness.analysis.compare import Comparison, LoadedRun, Test, compare_pairs, label_runs, pair_by_dataset, record_kind
+from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.stats import Test, bootstrap_ci
 from harness.errors import HarnessError
-from harness.metrics import evaluate
-from harness.records import RECORD_FILE, find_records, load_per_query, load_record, read_trec_run
-from harness.analysis.stats import bootstrap_ci
-
-REPO = Path(__file__).resolve().parents[2]
+from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
+from harness.tables import html_table, markdown_table
 
 
 @dataclass(frozen=True)
-class Profile:
+class LoadedProfile:
     path: Path
-    label: str
-    environment: dict[str, Any]
-    points: list[dict[str, Any]]
+    record: ProfileRecord
+
+    @property
+    def label(self) -> str:
+        return self.record.label
 
 
 @dataclass(frozen=True)
@@ -41,7 +33,7 @@ class ReportData:
     comparison: Comparison | None
     cis: dict[tuple[str, str, str], tuple[float, float]]  # (dataset, label, metric) -> 95% CI of the mean
     recall: dict[str, dict[str, tuple[list[int], list[float]]]]  # dataset -> label -> (ks, recall@k)
-    profiles: list[Profile]
+    profiles: list[LoadedProfile]
     primary_metric: str
     notes: list[str] = field(default_factory=list)
 
@@ -55,17 +47,43 @@ class ReportData:
     def metrics_of(self, dataset: str) -> list[str]:
         return list(dict.fromkeys(m for r in self.runs_of(dataset) for m in r.record.metrics))
 
+    @property
+    def metrics(self) -> list[str]:
+        return list(dict.fromkeys(m for r in self.runs for m in r.record.metrics))
+
+    def _render(self, table) -> list[str]:
+        from harness.report.document import metric_table
+
+        parts = []
+        if self.runs:
+            quality = metric_table(self)
+            parts.append(table(quality.headers, quality.rows))
+        if self.comparison and self.comparison.metrics:
+            parts.append(table(self.comparison.table_headers, self.comparison.table_rows()))
+        return parts
+
+    def _summary(self) -> str:
+        return (f"{len(self.runs)} run record(s) on {len(self.datasets)} dataset(s), "
+                f"{len(self.profiles)} profile record(s)")
+
+    def _repr_markdown_(self) -> str:
+        return "\n\n".join([f"**{self._summary()}**", *self._render(markdown_table),
+                             *(f"_{n}_" for n in self.notes)])
+
+    def _repr_html_(self) -> str:
+        return "\n".join([f"<p><strong>{self._summary()}</strong></p>", *self._render(html_table)])
+
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,
                      alpha: float = 0.05, test: Test = "randomization", seed: int = 0,
-                     n_resamples: int = 10_000, recall_curve: bool = True) -> ReportData:
+                     n_resamples: int = 10_000) -> ReportData:
     runs, profiles = [], []
     for directory in find_records([Path(p) for p in paths]):
-        kind = record_kind(directory)
-        if kind == "run":
-            runs.append(LoadedRun(directory, load_record(directory), load_per_query(directory)))
-        elif kind == "profile":
-            profiles.append(load_profile(directory))
+        record = load(directory)
+        if isinstance(record, RunRecord):
+            runs.append(LoadedRun.of(directory, record))
+        else:
+            profiles.append(LoadedProfile(directory, record))
     if not runs and not profiles:
         raise HarnessError("no records found in: " + ", ".join(str(p) for p in paths))
     runs = label_runs(runs)
@@ -75,7 +93,7 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
         notes += comparison.warnings
     cis = {(r.dataset, r.label, m): mean_ci(list(v.values()), seed=seed, n_resamples=n_resamples)
            for r in runs for m, v in r.per_query.items()}
-    recall, recall_notes = recall_curves(runs) if recall_curve else ({}, [])
+    recall, recall_notes = recall_curves(runs)
     all_metrics = list(dict.fromkeys(m for r in runs for m in r.record.metrics))
     primary = metric or next((m for m in all_metrics if m.lower() == "ndcg@10"), all_metrics[0] if all_metrics else "")
     if metric and metric not in all_metrics:
@@ -88,88 +106,14 @@ def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[fl
     return bootstrap_ci([0.0] * len(values), values, seed=seed, n_resamples=n_resamples)
 
 
-def load_profile(directory: Path) -> Profile:
-    data = json.loads((directory / RECORD_FILE).read_text(encoding="utf-8"))
-    points = data.get("points")
-    if not isinstance(points, list):
-        raise HarnessError(f"{directory / RECORD_FILE}: a profile record needs a 'points' list")
-    model = (data.get("model") or {}).get("model") or (data.get("encoder") or {}).get("name")
-    label = " · ".join(str(x) for x in (model, data.get("name")) if x) or directory.name
-    return Profile(directory, label, data.get("environment") or {}, points)
-
-
-# ------------------------------------------------------------------ Recall@k curves
-
-def curve_ks(top_k: int) -> list[int]:
-    """1..10, then about 12 points per decade up to top_k (at most 1000)."""
-    limit = min(top_k, 1000)
-    ks = set(range(1, min(10, limit) + 1))
-    if limit > 10:
-        ks |= {int(round(k)) for k in np.logspace(1, math.log10(limit), 12 * int(math.ceil(math.log10(limit))))}
-    return sorted(k for k in ks if k <= limit)
-
-
 def recall_curves(runs: Sequence[LoadedRun]) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], list[str]]:
+    """Mean Recall@k curves stored with the records, by dataset and label; a note for each record without one."""
     curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     notes: list[str] = []
-    qrels_cache: dict[str, dict[str, dict[str, int]]] = {}
     for run in runs:
-        key = json.dumps(run.record.dataset.get("source"), sort_keys=True)
-        try:
-            if key not in qrels_cache:
-                qrels_cache[key] = load_qrels(run.record.dataset.get("source") or {})
-            curves.setdefault(run.dataset, {})[run.label] = recall_curve(run, qrels_cache[key])
-        except (HarnessError, OSError) as exc:
-            notes.append(f"{run.dataset} / {run.label}: no Recall@k curve ({exc})")
+        curve = load_recall_curve(run.path, run.record)
+        if curve is None:
+            notes.append(f"{run.dataset} / {run.label}: no Recall@k curve: record predates schema 2")
+        else:
+            curves.setdefault(run.dataset, {})[run.label] = (curve.ks, curve.mean())
     return curves, notes
-
-
-def recall_curve(run: LoadedRun, qrels: dict[str, dict[str, int]]) -> tuple[list[int], list[float]]:
-    """Recall@k for k = 1..top_k from run.trec, after checking the qrels reproduce the record's scores."""
-    ranking = read_trec_run(run.path / run.record.files.get("run", "run.trec"))
-    ks = curve_ks(run.record.top_k)
-    names = [f"Recall@{k}" for k in ks]
-    level = int(run.record.dataset.get("relevance_level", 1))
-    evaluation = evaluate(qrels, ranking, names + list(run.record.metrics), relevance_level=level)
-    for metric, value in run.record.metrics.items():
-        if not math.isclose(evaluation.aggregate[metric], value, abs_tol=1e-9):
-            raise HarnessError(f"the qrels found at the record's source give {metric} "
-                               f"{evaluation.aggregate[metric]:.4f}, the record says {value:.4f}")
-    return ks, [evaluation.aggregate[n] for n in names]
-
-
-def load_qrels(source: dict[str, Any]) -> dict[str, dict[str, int]]:
-    """The judgments of a record's dataset source, without loading its corpus."""
-    from harness import datasets
-
-    kind = source.get("kind")
-    if kind == "beir":
-        folder = _existing(Path(source["path"]))
-        rows = datasets.read_beir_qrels(folder / "qrels" / f"{source.get('split', 'test')}.tsv")
-    elif kind == "msmarco_tsv":
-        rows = datasets.read_trec_qrels(_existing(Path(source["qrels"])))
-    elif kind == "ir_datasets":
-        try:
-            import ir_datasets
-
-            rows = [(q.query_id, q.doc_id, int(q.relevance)) for q in ir_datasets.load(source["id"]).qrels_iter()]
-        except Exception as exc:  # offline or unknown id: ir_datasets raises many kinds
-            raise HarnessError(f"ir_datasets cannot provide the qrels of {source.get('id')!r}: {exc}") from None
-    else:
-        raise HarnessError(f"unknown dataset source {source!r}")
-    qrels: dict[str, dict[str, int]] = {}
-    for qid, docid, grade in rows:
-        qrels.setdefault(qid, {})[docid] = grade
-    return qrels
-
-
-def _existing(path: Path) -> Path:
-    """The recorded path, or the same folder under this checkout's data/ (records travel between machines)."""
-    if path.exists():
-        return path
-    for parent in [path.parent, *path.parents]:
-        if parent.name == "data":
-            moved = REPO / "data" / path.relative_to(parent)
-            if moved.exists():
-                return moved
-    raise HarnessError(f"{path} not found (records keep the absolute path of their data)")

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from harness.analysis.compare import fmt_p, speed_figures
-from harness.profile.timing import hardware_key
+from harness.analysis.compare import SPEED_HEADERS, SpeedFigures
 from harness.records import utc_now
 from harness.report.data import ReportData
 from harness.report.figures import FigureFile
+from harness.tables import fmt_num
 
 UP, DOWN = "▲", "▼"
 
@@ -38,12 +38,13 @@ Block = Union[Heading, Para, Table, FigureFile]
 def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     blocks: list[Block] = [Heading("Retrieval evaluation report", 1), Para(_summary(data))]
     if data.runs:
-        blocks += [Heading("Quality"), _metric_table(data), Para(_legend(data), "note")]
+        blocks += [Heading("Quality"), metric_table(data), Para(_legend(data), "note")]
     for dataset in data.datasets:
         blocks.append(Heading(dataset, 3))
         blocks += [f for f in figures if f.dataset == dataset and f.key in ("bars", "deltas", "recall")]
     if data.comparison and data.comparison.metrics:
-        blocks += [Heading("Paired comparisons"), _comparison_table(data)]
+        c = data.comparison
+        blocks += [Heading("Paired comparisons"), Table(c.table_headers, c.table_rows())]
     if data.runs or data.profiles:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
     blocks += [Heading("Environment"), _environment_table(data)]
@@ -74,8 +75,9 @@ def _marker(data: ReportData, dataset: str, metric: str, label: str) -> str:
     return {"better": f" {UP}", "worse": f" {DOWN}"}.get(verdict, "")
 
 
-def _metric_table(data: ReportData) -> Table:
-    metrics = list(dict.fromkeys(m for r in data.runs for m in r.record.metrics))
+def metric_table(data: ReportData) -> Table:
+    """Rows dataset x encoder, a column per metric: mean, significance marker, 95% CI."""
+    metrics = data.metrics
     rows = []
     for run in data.runs:
         cells = []
@@ -90,31 +92,19 @@ def _metric_table(data: ReportData) -> Table:
     return Table(["dataset", "encoder", *metrics], rows)
 
 
-def _comparison_table(data: ReportData) -> Table:
-    c = data.comparison
-    assert c is not None
-    rows = [[m.dataset, m.metric, m.control, m.treatment, f"{m.stats.delta:+.4f}",
-             f"[{m.stats.delta_ci[0]:+.4f}, {m.stats.delta_ci[1]:+.4f}]", fmt_p(m.stats.p_t_test),
-             fmt_p(m.stats.p_randomization), fmt_p(m.p_holm[c.test]), f"{m.stats.wins}/{m.stats.ties}/{m.stats.losses}",
-             m.verdict(c.alpha, c.test)] for m in c.metrics]
-    return Table(["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "p t-test", "p randomization",
-                  f"p Holm ({c.test})", "W/T/L", "verdict"], rows)
-
-
 def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
-    keys = list(dict.fromkeys(hardware_key(r.record.environment) for r in data.runs))
+    keys = list(dict.fromkeys(r.record.environment.hardware_key for r in data.runs))
     names = {k: chr(ord("A") + i) for i, k in enumerate(keys)}
     rows = []
     for run in data.runs:
-        f = speed_figures(run.record)
-        tokens = run.record.performance.get("tokens_per_s")
-        rows.append([run.dataset, run.label, *(_num(f[k]) for k in ("passages_per_s",)), _num(tokens),
-                     *(_num(f[k]) for k in ("query_p50_ms", "query_p99_ms", "peak_rss_mb", "peak_gpu_mb")),
-                     names[hardware_key(run.record.environment)]])
+        perf = run.record.performance
+        passages, p50, p99, rss, gpu = SpeedFigures.of(perf).values()
+        rows.append([run.dataset, run.label, *map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss,
+                                                            gpu)), names[run.record.environment.hardware_key]])
     blocks: list[Block] = []
     if rows:
-        blocks.append(Table(["dataset", "encoder", "passages/s", "tokens/s", "query p50 ms", "query p99 ms",
-                             "peak RSS MB", "peak GPU MB", "hardware"], rows))
+        blocks.append(Table(["dataset", "encoder", SPEED_HEADERS[0], "tokens/s", *SPEED_HEADERS[1:], "hardware"],
+                            rows))
         legend = "; ".join(f"{n} = {k}" for k, n in names.items())
         blocks.append(Para(f"Speed figures are comparable only within the same hardware group ({legend}).", "note"))
     blocks += [f for f in figures if f.key == "latency"]
@@ -129,20 +119,13 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
 def _environment_table(data: ReportData) -> Table:
     rows = []
     for label, dataset, env, settings, created, path in (
-            [(r.label, r.dataset, r.record.environment, r.record.encoder.get("settings", {}), r.record.created_at,
+            [(r.label, r.dataset, r.record.environment, r.record.encoder.settings.model_dump(), r.record.created_at,
               r.path) for r in data.runs]
-            + [(p.label, "(profile)", p.environment, {}, "", p.path) for p in data.profiles]):
-        gpu = env.get("gpu")
-        libraries = env.get("libraries") or {}
-        rows.append([dataset, label, str(env.get("cpu_model", "-")), str(env.get("torch_threads", "-")),
-                     gpu.get("name", "-") if isinstance(gpu, dict) else "none",
-                     " ".join(f"{k} {v}" for k, v in libraries.items()
+            + [(p.label, "(profile)", p.record.environment, {}, "", p.path) for p in data.profiles]):
+        rows.append([dataset, label, env.cpu_model, str(env.torch_threads), env.gpu.name if env.gpu else "none",
+                     " ".join(f"{k} {v}" for k, v in env.libraries.items()
                               if k in ("torch", "transformers", "sentence-transformers") and v),
                      " ".join(f"{k}={settings[k]}" for k in ("engine", "precision", "batch_size", "max_seq_length",
                                                              "device") if k in settings),
                      created, path.name])
     return Table(["dataset", "encoder", "CPU", "threads", "GPU", "libraries", "settings", "created", "record"], rows)
-
-
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:,.1f}"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.metrics import parse_measure
+from harness.records import BeirSource, slug
 from harness.report.data import ReportData
 
 # Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.
@@ -33,7 +34,7 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
             low, high = data.cis[(run.dataset, run.label, metric)]
             m = c.find(run.dataset, metric, run.label) if c else None
             rows.append({
-                "dataset": run.dataset, "encoder": run.label, "model": run.record.encoder.get("model"),
+                "dataset": run.dataset, "encoder": run.label, "model": run.record.encoder.model,
                 "metric": metric, "value": value, "ci_low": low, "ci_high": high,
                 "n_queries": len(run.per_query.get(metric, {})),
                 "control": m.control if m else None, "delta": m.stats.delta if m else None,
@@ -97,26 +98,23 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
     """'<encoder>/<Task>.json' -> an MTEB TaskResult-shaped dict (scores are fractions, as MTEB stores them)."""
     out = {}
     for run in data.runs:
-        source = run.record.dataset.get("source") or {}
-        folder = Path(source.get("path", "")).name.lower()
+        source = run.record.dataset.source
+        beir = isinstance(source, BeirSource)
+        folder = Path(source.path).name.lower() if beir else ""
         task = MTEB_TASKS.get(run.dataset.lower()) or MTEB_TASKS.get(folder) or run.dataset
         scores = {mteb_key(m, run.record.top_k): v for m, v in run.record.metrics.items()}
         main = scores.get("ndcg_at_10", next(iter(scores.values())))
-        seconds = (run.record.performance.get("corpus_encode_s") or 0) + (run.record.performance.get("search_s") or 0)
-        out[f"{_slug(run.label)}/{task}.json"] = {
-            "dataset_revision": run.record.dataset.get("fingerprint"),
+        performance = run.record.performance
+        out[f"{slug(run.label)}/{task}.json"] = {
+            "dataset_revision": run.record.dataset.fingerprint,
             "task_name": task,
             "mteb_version": None,
-            "scores": {source.get("split", "test"): [
+            "scores": {source.split if beir else "test": [
                 {**scores, "main_score": main, "hf_subset": "default", "languages": ["eng-Latn"]}]},
-            "evaluation_time": seconds,
+            "evaluation_time": performance.corpus_encode_s + performance.search_s,
             "kg_co2_emissions": None,
         }
     return out
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
 def write_exports(data: ReportData, folder: Path) -> list[Path]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from matplotlib.figure import Figure
 
+from harness.records import ProfilePoint, slug
 from harness.report import plots
 from harness.report.data import ReportData
 
@@ -19,10 +19,6 @@ class FigureFile:
     title: str
     png: Path
     svg: Path
-
-
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
 
 
 @dataclass(frozen=True)
@@ -48,7 +44,7 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
     out: list[ReportFigure] = []
 
     def keep(fig: Figure, key: str, dataset: str, title: str, *name: str) -> None:
-        out.append(ReportFigure(key, dataset, title, "--".join(_slug(n) for n in (key, *name)), fig))
+        out.append(ReportFigure(key, dataset, title, "--".join(slug(n) for n in (key, *name)), fig))
 
     for dataset in data.datasets:
         runs = data.runs_of(dataset)
@@ -67,18 +63,16 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         if data.recall.get(dataset):
             keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
                  f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
-        latency = {r.label: r.record.performance.get("query_latency_values_ms") or [] for r in runs}
-        if any(latency.values()):
-            keep(plots.latency_cdf({k: v for k, v in latency.items() if v},
-                                   title=f"{dataset}: single-query encoding latency"),
-                 "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
+        latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs}
+        keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
+             "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
     for profile in data.profiles:
-        points = [p for p in profile.points if p.get("passages_per_s") and p.get("batch_size")]
-        if points:
-            keep(plots.throughput_vs_batch(points, title=f"{profile.label}: throughput vs batch size"),
+        points = profile.record.points
+        timed = [_plot_point(p) for p in points if p.throughput.passages_per_s]
+        if timed:
+            keep(plots.throughput_vs_batch(timed, title=f"{profile.label}: throughput vs batch size"),
                  "throughput", "", f"{profile.label}: throughput vs batch size per precision", profile.label)
-        timed = [p for p in profile.points if p.get("latency_values_ms")]
-        latency = {_point_label(p, timed): p["latency_values_ms"] for p in timed}
+        latency = {_point_label(p, points): list(p.latency.values_ms) for p in points}
         if latency:
             single = {k: v for k, v in latency.items() if k.endswith(" b1")}
             keep(plots.latency_cdf(dict(list((single or latency).items())[:8]),
@@ -87,8 +81,16 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
     return out
 
 
-def _point_label(point: dict, points: list[dict]) -> str:
+def _plot_point(point: ProfilePoint) -> dict[str, object]:
+    """The plain data ``plots.throughput_vs_batch`` draws."""
+    return {"engine": point.engine, "precision": point.precision, "device": point.device,
+            "max_seq_length": point.max_seq_length, "batch_size": point.batch_size,
+            "passages_per_s": point.throughput.passages_per_s}
+
+
+def _point_label(point: ProfilePoint, points: list[ProfilePoint]) -> str:
     """Name a point by the settings that vary among ``points``, ending in its batch size (b1 = one query)."""
-    keys = [k for k in ("engine", "device", "precision", "max_seq_length") if len({p.get(k) for p in points}) > 1]
-    parts = [f"len {point.get(k)}" if k == "max_seq_length" else str(point.get(k)) for k in keys]
-    return " ".join(parts + [f"b{point.get('batch_size')}"])
+    keys = [k for k in ("engine", "device", "precision", "max_seq_length")
+            if len({getattr(p, k) for p in points}) > 1]
+    parts = [f"len {point.max_seq_length}" if k == "max_seq_length" else str(getattr(point, k)) for k in keys]
+    return " ".join(parts + [f"b{point.batch_size}"])

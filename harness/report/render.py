@@ -8,6 +8,7 @@ from pathlib import Path
 
 from harness.report.document import Block, Heading, Para, Table
 from harness.report.figures import FigureFile
+from harness.tables import html_table, markdown_table
 
 CSS = """
 body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: #1d1d1f;
@@ -36,10 +37,7 @@ def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
         elif isinstance(block, Para):
             out.append(f"_{block.text}_" if block.style == "note" else block.text)
         elif isinstance(block, Table):
-            def row(cells: list[str]) -> str:
-                return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-            out.append("\n".join([row(block.headers), "|" + "---|" * len(block.headers), *map(row, block.rows)]))
+            out.append(markdown_table(block.headers, block.rows))
         elif isinstance(block, FigureFile):
             png = block.png.relative_to(relative_to).as_posix()
             svg = block.svg.relative_to(relative_to).as_posix()
@@ -57,9 +55,7 @@ def to_html(blocks: list[Block], *, title: str = "Retrieval evaluation report") 
             css = ' class="note"' if block.style == "note" else ""
             body.append(f"<p{css}>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
-            head = "".join(f"<th>{html.escape(h)}</th>" for h in block.headers)
-            rows = "".join("<tr>" + "".join(f"<td>{_cell(c)}</td>" for c in r) + "</tr>" for r in block.rows)
-            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>")
+            body.append(html_table(block.headers, block.rows, cell=_cell))
         elif isinstance(block, FigureFile):
             png = block.png.read_bytes()
             data = base64.b64encode(png).decode("ascii")
