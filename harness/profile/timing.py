@@ -1,4 +1,8 @@
-"""Measurement primitives: latency statistics from raw values, timers, memory peaks, the environment."""
+"""Measurement primitives: latency statistics from raw values, timers, memory peaks, the environment.
+
+torch is imported only where a function needs it, so records, comparisons and reports (which read
+`hardware_key`) load without it.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +15,6 @@ from dataclasses import asdict, dataclass
 from importlib import metadata
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,8 @@ class Latency:
 
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -86,11 +91,15 @@ def peak_rss_mb() -> float:
 def peak_gpu_mb(device: str) -> float | None:
     if not device.startswith("cuda"):
         return None
+    import torch
+
     return torch.cuda.max_memory_allocated() / 2**20
 
 
 def reset_gpu_peak(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.reset_peak_memory_stats()
 
 
@@ -114,6 +123,8 @@ def _version(package: str) -> str | None:
 
 def environment() -> dict[str, object]:
     """What a speed figure depends on: hardware, threads, library versions."""
+    import torch
+
     env: dict[str, object] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
