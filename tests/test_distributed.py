@@ -83,7 +83,9 @@ def test_ray_run_is_identical_to_the_single_process_run(local_run):
 
     outcome = _ray_child(tmp, "ray", "cluster")
     assert outcome["error"] is None
-    assert outcome["environ_changed"] == []  # worker settings travel in Ray's runtime_env, not os.environ
+    # Worker settings travel in Ray's runtime_env; the one change is Ray's own (ray.init points the
+    # driver's breakpoint() at Ray's debugger).
+    assert outcome["environ_changed"] == ["PYTHONBREAKPOINT"]
     [message] = outcome["messages"]
     assert "encoded 6 chunks on 2 Ray workers" in message  # 7 chunks - 1 intact one already stored
     ray_chunks = _chunks(ray_cache)

@@ -263,6 +263,18 @@ def test_baseline_engine_casts_a_copy_and_leaves_the_callers_model_alone(tiny_mo
     assert weights_fingerprint(model) == before and next(model.parameters()).dtype == torch.float32
 
 
+def test_the_kernel_check_leaves_the_global_rng_alone():
+    """The one-time oneDNN check (run when the first CPU engine or search starts) draws no global random numbers."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.manual_seed(5); state = torch.random.get_rng_state(); "
+            "from harness.encode.kernels import packed_linear_works; packed_linear_works(); "
+            "print(torch.equal(state, torch.random.get_rng_state()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=DATA.parent, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
 def test_random_model_is_seeded_without_touching_the_global_rng(tmp_path, monkeypatch):
     """random:minilm-l6 has the same weights whatever the caller's RNG state, and leaves that state as it was."""
     from harness.encode.models import random_model_dir

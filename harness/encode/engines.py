@@ -81,8 +81,6 @@ class Batch:
     n_truncated: int = 0  # texts of this batch's block cut to max_seq_length (carried by its first batch)
 
 
-
-
 def direct_path_problem(model) -> str | None:
     """Why the transformer cannot be called directly (None: it can). The direct path must produce exactly
     what the first module's own preprocess + forward would."""
@@ -272,7 +270,6 @@ class FastEngine:
         return int(get() or 0) if get else 0
 
 
-
 def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, int]:
     """(tokens fed to the model after truncation, number of texts that were truncated)."""
     lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
@@ -310,7 +307,7 @@ class SentenceTransformersEngine:
         return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
 
 
-def make_engine(model, spec: EncoderSpec, device: str):
+def make_engine(model, spec: EncoderSpec, device: str) -> FastEngine | SentenceTransformersEngine:
     if spec.engine == "sentence-transformers":
         return SentenceTransformersEngine(model, spec, device)
     return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
