@@ -7,8 +7,9 @@ Stages, in order (a failing stage is recorded and the rest still run; JSON is re
   e2e           text in -> fp16 .npy on disk, random:distilbert-base on replicated DL19 passages: ours
                 bf16/fp16 (whole run) and ST fp32 batch 32 / fp16 batch 256 (on a subset), same process
   forward       model forward only, pre-tokenised, length-sorted, rows per batch 512/2048/8192: bf16 eager
-                and torch.compile(dynamic=True); TFLOP/s and MFU against the H100 SXM *datasheet* dense bf16
-                peak (989 TFLOP/s); useful FLOPs = 2 x non-embedding params x real tokens + attention
+                and torch.compile(dynamic=True); TFLOP/s and MFU against the card's *datasheet* dense bf16
+                peak (`harness.profile.sweep.datasheet_peak`: H100 SXM 989 TFLOP/s); useful FLOPs as
+                `harness profile` counts them (`forward_flops`: 2 x non-embedding params x real tokens + attention)
   topk          harness.retrieval.exact_top_k, top-1000 over 8,841,823 x 768 fp16 (random) with 6,980 queries
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT          # on the GPU machine (benchmarks/gpu.sh)
@@ -42,13 +43,13 @@ sys.path.insert(0, str(REPO))
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import Batch, FastEngine  # noqa: E402
 from harness.encode.tokenize import TextTokenizer, pad_batch  # noqa: E402
+from harness.profile.sweep import datasheet_peak, forward_flops  # noqa: E402
 from harness.profile.timing import Latency, environment, synchronize  # noqa: E402
 
 from encode import cosines, queries  # noqa: E402  (benchmarks/encode.py, next to this file)
 
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
 MINILM, DISTILBERT = "bundled:all-MiniLM-L6-v2", "random:distilbert-base"
-H100_SXM_BF16_DENSE = 989e12  # datasheet, dense (no sparsity)
 MEASURED_CEILING = 783e12  # DESIGN.md anchor: H100 dense bf16 matmul ceiling measured 2026-11-26
 
 
@@ -268,19 +269,8 @@ def stage_e2e(s: Session) -> dict:
     return out
 
 
-def useful_flops(model, lengths: np.ndarray) -> float:
-    """2 x non-embedding parameters per real token, plus QK^T and AV (4 x s^2 x d per layer per text)."""
-    hf = model[0].auto_model
-    params = sum(p.numel() for name, p in hf.named_parameters() if "embeddings" not in name)
-    config = hf.config
-    layers = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layers")
-    dim = getattr(config, "hidden_size", None) or getattr(config, "dim")
-    lengths = lengths.astype(np.float64)
-    return float(2 * params * lengths.sum() + 4 * layers * dim * (lengths ** 2).sum())
-
-
 def stage_forward(s: Session) -> dict:
-    n = 4096 if s.args.small else 65_536
+    n = 512 if s.args.small else 65_536
     sizes = [64, 256] if s.args.small else [512, 2048, 8192]
     precision = "bf16" if s.device != "cpu" else "fp32"
     texts = replicated(s.passages, n, seed=3)
@@ -288,9 +278,11 @@ def stage_forward(s: Session) -> dict:
     tokens = TextTokenizer(model.tokenizer)(texts)
     lengths = tokens.lengths
     order = np.argsort(-lengths, kind="stable")
-    flops = useful_flops(model, lengths)
+    flops = forward_flops(model, lengths)
+    peak = datasheet_peak(s.device)  # (TFLOP/s, which card) or None on CPU / an unknown card
     out = {"n_texts": n, "precision": precision, "mean_tokens": float(lengths.mean()),
-           "peak_flops_datasheet": H100_SXM_BF16_DENSE, "useful_tflop_per_pass": flops / 1e12}
+           "peak_tflops_datasheet": peak[0] if peak else None, "peak_source": peak[1] if peak else None,
+           "useful_tflop_per_pass": flops / 1e12}
 
     def batches_of(rows_per_batch: int) -> list[Batch]:
         made = []
@@ -317,7 +309,7 @@ def stage_forward(s: Session) -> dict:
 
     def record(label: str, seconds: float, padded: int) -> None:
         out[label] = {"passages_per_s": n / seconds, "seconds": seconds, "tflops": flops / seconds / 1e12,
-                      "mfu_datasheet": flops / seconds / H100_SXM_BF16_DENSE,
+                      "mfu_datasheet": flops / seconds / (peak[0] * 1e12) if peak else None,
                       "fraction_of_measured_ceiling": flops / seconds / MEASURED_CEILING,
                       "padding_fraction": 1 - int(lengths.sum()) / padded}
 
@@ -395,8 +387,7 @@ def stage_topk(s: Session) -> dict:
 
     if s.device != "cpu":
         run("naive_fp16_chunked", naive_fp16)
-    del corpus
-    return out
+    return out  # the corpus (13.6 GB on the device at full size) is freed with this frame
 
 
 def print_table(results: dict) -> None:
@@ -433,7 +424,8 @@ def print_table(results: dict) -> None:
     for key, value in st.get("forward", {}).items():
         if isinstance(value, dict) and "passages_per_s" in value:
             rows.append((f"forward {key}", f"{value['passages_per_s']:,.0f} p/s",
-                         f"{value['tflops']:.0f} TFLOP/s, MFU {value['mfu_datasheet']:.1%} (datasheet)"))
+                         f"{value['tflops']:.0f} TFLOP/s"
+                         + (f", MFU {value['mfu_datasheet']:.1%} (datasheet)" if value["mfu_datasheet"] else "")))
     for model, lat in (st.get("latency") or {}).items():
         if isinstance(lat, dict) and "st_fp32" in lat:
             for key, figures in lat.items():

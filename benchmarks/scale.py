@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import platform
-import resource
 import shutil
 import subprocess
 import sys
@@ -64,6 +63,8 @@ def child_generate(args: argparse.Namespace) -> dict:
     """Write the missing chunks of the synthetic store, one chunk in RAM at a time."""
     import numpy as np
 
+    from harness.profile.timing import peak_rss_mb
+
     store = _store(args.workdir, args.n, args.dim, args.chunk_rows)
     started = time.perf_counter()
     missing = store.missing()
@@ -73,7 +74,7 @@ def child_generate(args: argparse.Namespace) -> dict:
         store.write(index, rng.standard_normal((rows, args.dim), dtype=np.float32), seconds=0.0, tokens=0)
     return {"generated_chunks": len(missing), "generate_s": time.perf_counter() - started,
             "store_path": str(store.path), "store_bytes": sum(f.stat().st_size for f in store.path.iterdir()),
-            "peak_rss_mb": _peak_rss_mb()}
+            "peak_rss_mb": peak_rss_mb()}
 
 
 def child_search(args: argparse.Namespace) -> dict:
@@ -112,7 +113,7 @@ def child_search(args: argparse.Namespace) -> dict:
     half = max(1, len(rss_trace) // 2)
     assert top.indices.shape == (args.queries, min(args.k, args.n))
     return {"search_s": wall, "search_cpu_s": cpu, "verify_s": verify_s, "baseline_rss_mb": baseline_rss,
-            "rss_after_verify_mb": rss_after_verify, "peak_rss_mb": _peak_rss_mb(),
+            "rss_after_verify_mb": rss_after_verify, "peak_rss_mb": timing.peak_rss_mb(),
             "peak_gpu_mb": timing.peak_gpu_mb(args.device), "threads": torch.get_num_threads(),
             "chunks": len(rss_trace), "rss_max_first_half_mb": max(rss_trace[:half]),
             "rss_max_second_half_mb": max(rss_trace[half:] or rss_trace[:half])}
@@ -120,6 +121,7 @@ def child_search(args: argparse.Namespace) -> dict:
 
 def child_pipeline(args: argparse.Namespace) -> dict:
     from harness.cli import main
+    from harness.profile.timing import peak_rss_mb
     from harness.records import load_run_record
 
     with tempfile.TemporaryDirectory(prefix="scale-pipeline-") as tmp:
@@ -131,13 +133,9 @@ def child_pipeline(args: argparse.Namespace) -> dict:
         loaded = [load_run_record(r.parent) for r in records]
         perf = [r.performance for r in loaded]
         counts = [r.dataset.counts.model_dump() for r in loaded]
-    return {"exit_code": code, "wall_s": wall, "peak_rss_mb": _peak_rss_mb(), "records": len(records),
+    return {"exit_code": code, "wall_s": wall, "peak_rss_mb": peak_rss_mb(), "records": len(records),
             "counts": counts, "corpus_encode_s": [p.corpus_encode_s for p in perf],
             "search_s": [p.search_s for p in perf]}
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux: KiB
 
 
 # --------------------------------------------------------------------------------------------- driver

@@ -12,7 +12,6 @@ Peak RSS is the process high-water mark (it includes memmap pages read), printed
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness import retrieval  # noqa: E402
+from harness.profile.timing import peak_rss_mb  # noqa: E402
 from harness.retrieval import exact_top_k  # noqa: E402
 
 
@@ -76,10 +76,6 @@ def full_width(run: Callable[[], object]) -> object:
         retrieval._next_width = saved
 
 
-def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--docs", type=int, default=200_000)
@@ -96,10 +92,10 @@ def main() -> None:
         queries = rng.standard_normal((args.queries, args.dim), dtype=np.float32)
         print(f"corpus {args.docs:,} x {args.dim} fp16 memmap, {args.queries:,} queries, k={args.k}, "
               f"chunk {args.chunk_size:,}, torch {torch.__version__}, {torch.get_num_threads()} threads")
-        print(f"peak RSS before searching: {peak_rss_mib():,.0f} MiB")
+        print(f"peak RSS before searching: {peak_rss_mb():,.0f} MiB")
 
         ours_only = exact_top_k(queries, corpus, args.k, chunk_size=args.chunk_size)
-        print(f"peak RSS after exact_top_k alone: {peak_rss_mib():,.0f} MiB")
+        print(f"peak RSS after exact_top_k alone: {peak_rss_mb():,.0f} MiB")
         times, results = timed({
             "exact_top_k": lambda: exact_top_k(queries, corpus, args.k, chunk_size=args.chunk_size),
             "exact_aten": lambda: exact_top_k(queries, corpus, args.k, chunk_size=args.chunk_size,
@@ -108,7 +104,7 @@ def main() -> None:
                                                                    chunk_size=args.chunk_size)),
             "naive": lambda: naive_top_k(queries, corpus, args.k, args.chunk_size),
         }, args.repeats)
-        print(f"peak RSS after both: {peak_rss_mib():,.0f} MiB")
+        print(f"peak RSS after both: {peak_rss_mb():,.0f} MiB")
         wall = {name: statistics.median(w for w, _ in runs) for name, runs in times.items()}
         cpu = {name: statistics.median(c for _, c in runs) for name, runs in times.items()}
         for name, runs in times.items():

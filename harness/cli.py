@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.encode.precision import ENGINES, PRECISIONS
 from harness.errors import HarnessError
 
 if TYPE_CHECKING:
@@ -58,9 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--model", "-m", action="append", dest="models", required=True,
                          help="HF id, local path, bundled:all-MiniLM-L6-v2 or random:distilbert-base (repeatable)")
     profile.add_argument("--engine", type=_encoder_choices("engine"), default="fast,sentence-transformers",
-                         help="comma list of fast, sentence-transformers (default: both)")
+                         help=f"comma list of {', '.join(ENGINES)} (default: both)")
     profile.add_argument("--precision", type=_encoder_choices("precision"), default="fp32",
-                         help="comma list of fp32, fp16, bf16, int8 (int8: fast engine on CPU; default fp32)")
+                         help=f"comma list of {', '.join(PRECISIONS)} (int8: fast engine on CPU; default fp32)")
     profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default="1,32",
                          help="comma list (default 1,32; batch 1 is the single-query latency scenario)")
     profile.add_argument("--max-seq-length", type=_positive_ints("max sequence lengths"), default=[None],
@@ -241,18 +242,20 @@ def cmd_profile(args: argparse.Namespace) -> int:
         texts = synthetic_texts(n, tokens)
         source = {"kind": "synthetic", "tokens": tokens, "n": n}
         name = args.name or f"synthetic-{tokens}"
-    if "int8" in args.precision and ("fast" not in args.engine or args.device == ["cuda"]):
-        print("note: int8 runs only in the fast engine on CPU; those points are skipped", file=sys.stderr)
     for model in args.models:
+        skipped: dict[str, None] = {}  # why combinations could not run, in order, once each
         info, points = profile_model(
             model, texts, engines=args.engine, precisions=args.precision, batch_sizes=args.batch_size,
             max_seq_lengths=args.max_seq_length, devices=args.device, warmup=args.warmup,
             min_calls=args.min_calls, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
             on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
                                      f"{p.throughput.passages_per_s:,.1f} passages/s, p50 {p.latency.p50:.1f} ms",
-                                     file=sys.stderr))
+                                     file=sys.stderr),
+            on_skip=lambda problem: skipped.setdefault(problem))
         if not points:
-            raise HarnessError(f"{model}: nothing to profile: int8 runs only with --engine fast on --device cpu")
+            raise HarnessError(f"{model}: nothing to profile: {'; '.join(skipped)}")
+        for problem in skipped:
+            print(f"note: skipped points: {problem}", file=sys.stderr)
         path = write_profile_record(args.output, profile_record(name, info, source, points))
         print(f"{model}\n{points_table(points)}")
         print(f"wrote {path}", file=sys.stderr)

@@ -10,6 +10,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness.analysis.stats import Test
+from harness.encode.precision import EngineName, Precision, precision_problem
 from harness.errors import HarnessError
 from harness.metrics import parse_measure
 
@@ -85,13 +86,20 @@ class EncoderSpec(_Strict):
     similarity: Literal["dot", "cosine"] = "dot"
     max_seq_length: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=32, gt=0)
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32"
+    precision: Precision = "fp32"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    engine: Literal["fast", "sentence-transformers"] = "fast"
+    engine: EngineName = "fast"
     query_prefix: str = ""
     document_prefix: str = ""
     expect: dict[str, dict[str, Expectation]] | None = None  # dataset name -> metric -> expectation
     baseline: Baseline | None = None
+
+    @model_validator(mode="after")
+    def _precision_runs(self) -> EncoderSpec:
+        problem = precision_problem(self.precision, engine=self.engine, device=self.device)
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class Suite(_Strict):

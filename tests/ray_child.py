@@ -20,7 +20,7 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
 class _Messages(logging.Handler):
-    """Keeps the messages logged by harness.distributed (the test checks what the executor reports)."""
+    """Keeps the messages logged by harness.encode.distributed (the test checks what the executor reports)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -55,6 +55,7 @@ def main() -> None:
                                                               "object_store_memory": 150 * 2**20})
         nodes.add_node(num_cpus=1, object_store_memory=150 * 2**20)
     outcome: dict[str, object] = {"messages": messages.lines, "record": None, "error": None}
+    environ = dict(os.environ)
     try:
         options = RunOptions(output=Path(output), cache=Path(cache), chunk_rows=int(chunk_rows), progress=False,
                              latency_min_calls=3, executor="ray", ray_address=nodes.address if nodes else None)
@@ -64,6 +65,8 @@ def main() -> None:
         outcome["error"] = str(exc)
     finally:
         outcome["ray_initialized_after"] = ray.is_initialized()
+        outcome["environ_changed"] = sorted(key for key in {*environ, *os.environ}
+                                            if environ.get(key) != os.environ.get(key))
         if nodes is not None:
             nodes.shutdown()
     print(json.dumps(outcome))

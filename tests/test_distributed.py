@@ -1,4 +1,4 @@
-"""The Ray executor (harness.distributed) on a real local Ray cluster: a head node and a second node on
+"""The Ray executor (harness.encode.distributed) on a real local Ray cluster: a head node and a second node on
 loopback, one CPU each, so the two encoding actors run on different nodes. Ray runs only in a child process
 (tests/ray_child.py), which starts and stops the cluster: a Ray driver can end its own process after its
 cluster is gone, and that must not be the pytest process. Skipped when Ray Data is not installed
@@ -9,6 +9,7 @@ from __future__ import annotations
 import filecmp
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -82,6 +83,9 @@ def test_ray_run_is_identical_to_the_single_process_run(local_run):
 
     outcome = _ray_child(tmp, "ray", "cluster")
     assert outcome["error"] is None
+    # Worker settings travel in Ray's runtime_env; the one change is Ray's own (ray.init points the
+    # driver's breakpoint() at Ray's debugger).
+    assert outcome["environ_changed"] == ["PYTHONBREAKPOINT"]
     [message] = outcome["messages"]
     assert "encoded 6 chunks on 2 Ray workers" in message  # 7 chunks - 1 intact one already stored
     ray_chunks = _chunks(ray_cache)
@@ -118,6 +122,22 @@ def test_an_unreachable_cluster_is_a_clear_error(local_run, tmp_path):
     suite, _, _ = local_run
     with pytest.raises(HarnessError, match="cannot connect to the Ray cluster at '127.0.0.1:1'"):
         _run(suite, tmp_path, "unreachable", executor="ray", ray_address="127.0.0.1:1")
+
+
+@needs_ray
+def test_importing_the_executor_and_ray_leaves_os_environ_alone():
+    """In a fresh interpreter: importing the executor and Ray changes no environment variable; the
+    workers' settings (no usage stats, this source tree first on PYTHONPATH) are a runtime_env."""
+    code = ("import json, os; before = dict(os.environ); from harness.encode import distributed; "
+            "distributed.import_ray(); env = distributed.worker_env(local=True); "
+            "print(json.dumps({'same': dict(os.environ) == before, 'env': env}))")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "RAY_USAGE_STATS_ENABLED"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["same"] is True
+    assert result["env"]["RAY_USAGE_STATS_ENABLED"] == "0"
+    assert result["env"]["PYTHONPATH"].split(os.pathsep)[0] == str(REPO)  # workers import this checkout
 
 
 def test_without_ray_the_error_names_the_extra(local_run, tmp_path, monkeypatch):

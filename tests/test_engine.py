@@ -21,6 +21,7 @@ from conftest import DATA
 from harness.encode.engines import count_tokens
 from harness.encode.models import load_sentence_transformer, weights_fingerprint
 from harness.encode.engines import FastEngine, _prefetched
+from harness.encode.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
 
@@ -218,6 +219,75 @@ def test_int8_on_gpu_and_unknown_precision_are_refused(minilm):
         FastEngine(minilm, device="cuda", precision="int8")
     with pytest.raises(HarnessError, match="unknown precision"):
         FastEngine(minilm, device="cpu", precision="fp8")
+
+
+def test_one_precision_rule_for_engines_and_suites(minilm, tmp_path):
+    """`precision_problem` is the rule; the baseline engine and the suite schema both apply it."""
+    from harness.encode.engines import SentenceTransformersEngine
+    from harness.suite import EncoderSpec, parse_suite
+
+    assert precision_problem("int8", engine="fast", device="cpu") is None
+    assert precision_problem("int8", engine="fast", device="auto") is None  # decided once the device is known
+    assert "CPU only" in precision_problem("int8", engine="fast", device="cuda")
+    assert "needs engine 'fast'" in precision_problem("int8", engine="sentence-transformers", device="cpu")
+    assert all(precision_problem(p, engine=e, device=d) is None for p in ("fp32", "fp16", "bf16")
+               for e in ("fast", "sentence-transformers") for d in ("cpu", "cuda", "auto"))
+    with pytest.raises(HarnessError, match="needs engine 'fast'"):
+        SentenceTransformersEngine(minilm, EncoderSpec.model_construct(precision="int8", batch_size=8), "cpu")
+    raw = {"name": "s", "datasets": [{"name": "d", "path": "d"}],
+           "encoders": [{"name": "e", "model": "m", "precision": "int8", "engine": "sentence-transformers"}]}
+    with pytest.raises(HarnessError, match=r"suite\.yaml: invalid suite:\n  encoders\.0: precision int8 needs"):
+        parse_suite(raw, source=tmp_path / "suite.yaml")
+    raw["encoders"][0].update(engine="fast", device="cuda")
+    with pytest.raises(HarnessError, match="encoders\\.0: precision int8 .* runs on CPU only"):
+        parse_suite(raw, source=tmp_path / "suite.yaml")
+
+
+@pytest.mark.parametrize("precision", ["fp16", "bf16"])
+def test_baseline_engine_casts_a_copy_and_leaves_the_callers_model_alone(tiny_model, precision):
+    """The sentence-transformers baseline at fp16/bf16 runs a cast copy: the caller's weights stay
+    bit-identical (and fp32) after encoding; at fp32 it runs the caller's model itself."""
+    from harness.encode.engines import SentenceTransformersEngine
+    from harness.suite import EncoderSpec
+
+    model = load_sentence_transformer(str(tiny_model), device="cpu")
+    before = weights_fingerprint(model)
+    texts = ["a short passage", "another, somewhat longer passage about retrieval evaluation"]
+    fp32 = SentenceTransformersEngine(model, EncoderSpec(name="st", model="m", engine="sentence-transformers"), "cpu")
+    assert fp32.model is model
+    spec = EncoderSpec(name="st", model="m", engine="sentence-transformers", precision=precision)
+    half = SentenceTransformersEngine(model, spec, "cpu")
+    result = half.encode(texts)
+    assert next(half.model.parameters()).dtype == {"fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    assert cosines(result.embeddings, fp32.encode(texts).embeddings).min() >= 0.99
+    assert weights_fingerprint(model) == before and next(model.parameters()).dtype == torch.float32
+
+
+def test_the_kernel_check_leaves_the_global_rng_alone():
+    """The one-time oneDNN check (run when the first CPU engine or search starts) draws no global random numbers."""
+    import subprocess
+    import sys
+
+    code = ("import torch; torch.manual_seed(5); state = torch.random.get_rng_state(); "
+            "from harness.encode.kernels import packed_linear_works; packed_linear_works(); "
+            "print(torch.equal(state, torch.random.get_rng_state()))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=DATA.parent, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"
+
+
+def test_random_model_is_seeded_without_touching_the_global_rng(tmp_path, monkeypatch):
+    """random:minilm-l6 has the same weights whatever the caller's RNG state, and leaves that state as it was."""
+    from harness.encode.models import random_model_dir
+
+    weights = []
+    for seed in (1, 2):
+        monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / f"cache-{seed}"))
+        torch.manual_seed(seed)
+        state = torch.random.get_rng_state()
+        folder = random_model_dir("minilm-l6")
+        assert torch.equal(torch.random.get_rng_state(), state)
+        weights.append((folder / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]
 
 
 def test_baseline_engine_counts_tokens_outside_its_encode_time(minilm, msmarco):

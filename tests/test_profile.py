@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from harness.errors import HarnessError
@@ -29,6 +30,7 @@ def test_forward_flops_matches_hand_count(tiny_model):
     params = 2 * per_layer + 32 * 32 + 32
     n = 10
     assert forward_flops(model, [n]) == 2 * params * n + 4 * 2 * 32 * n * n
+    assert forward_flops(model, np.array([n, 3])) == forward_flops(model, [n]) + forward_flops(model, [3])
 
 
 def test_profile_sweep_points(tiny_model):
@@ -46,6 +48,27 @@ def test_profile_sweep_points(tiny_model):
         assert p.mean_tokens == 20 and p.throughput.tokens_per_s == pytest.approx(20 * rate, rel=1e-9)
         assert rate == pytest.approx(p.batch_size / p.latency.mean * 1000, rel=1e-9)
         assert p.latency.p50 <= p.latency.p99 and p.mfu is None  # no MFU on CPU
+
+
+def test_sweep_leaves_the_weights_alone_and_reports_skipped_points(tiny_model, monkeypatch):
+    """Half-precision baseline points run on a cast copy: the model the sweep loaded keeps its exact fp32
+    weights for the points after them (it was once converted in place and back, rounded through bf16)."""
+    import torch
+
+    from harness.encode.models import load_sentence_transformer, weights_fingerprint
+    from harness.profile import sweep
+
+    model = load_sentence_transformer(str(tiny_model), device="cpu")
+    before = weights_fingerprint(model)
+    monkeypatch.setattr(sweep, "load_sentence_transformer", lambda name, device: model)  # keep a handle on it
+    skipped = []
+    _, points = sweep.profile_model(str(tiny_model), synthetic_texts(8, 12), engines=("sentence-transformers",),
+                                    precisions=("bf16", "fp16", "int8", "fp32"), batch_sizes=(4,),
+                                    devices=("cpu",), warmup=0, min_calls=1, min_seconds=0, on_skip=skipped.append)
+    assert [p.precision for p in points] == ["bf16", "fp16", "fp32"]
+    assert skipped == ["precision int8 needs engine 'fast' (dynamic quantization); "
+                       "engine 'sentence-transformers' has no int8"]
+    assert weights_fingerprint(model) == before and next(model.parameters()).dtype == torch.float32
 
 
 def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
@@ -93,7 +116,8 @@ def test_cli_profile_synthetic_length_sweep(tiny_model, tmp_path):
     (["--engine", "onnx"], "unknown engine 'onnx'"),
     (["--device", "tpu"], "unknown device 'tpu'"),
     (["--data", "/nonexistent/corpus"], "/nonexistent/corpus: not found"),
-    (["--precision", "int8", "--engine", "sentence-transformers"], "nothing to profile"),
+    (["--precision", "int8", "--engine", "sentence-transformers"],
+     "nothing to profile: precision int8 needs engine 'fast'"),
     (["--max-seconds", "0"], "--max-seconds > 0"),
 ])
 def test_cli_profile_bad_values(tiny_model, tmp_path, capsys, args, message):

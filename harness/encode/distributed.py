@@ -43,7 +43,6 @@ _FORWARDED_LOCAL_ENV = ("HARNESS_CACHE", "HF_HOME", "HF_HUB_CACHE", "SENTENCE_TR
 
 
 def import_ray():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never phone home
     try:
         import ray
         import ray.data  # noqa: F401  (ray without the [data] extra lacks pandas/pyarrow)
@@ -125,14 +124,23 @@ def encode_on_ray(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, *, 
     return True
 
 
-def _init(ray, address: str | None) -> None:
+def worker_env(*, local: bool) -> dict[str, str]:
+    """Environment variables for the Ray workers (passed as the runtime_env, never written to os.environ):
+    the driver's offline and tokenizer settings, no usage stats, and for a local instance the driver's
+    cache paths and this package's source folder on PYTHONPATH."""
     env = {k: os.environ[k] for k in _FORWARDED_ENV if k in os.environ}
-    env["RAY_USAGE_STATS_ENABLED"] = "0"
-    if address is None:
+    env["RAY_USAGE_STATS_ENABLED"] = "0"  # never phone home (ray.init of a local instance also turns it off)
+    if local:
         env.update({k: os.environ[k] for k in _FORWARDED_LOCAL_ENV if k in os.environ})
         # Workers must import this very package, installed or not (e.g. a source checkout on sys.path).
-        source = str(Path(__file__).resolve().parent.parent)
+        source = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(p for p in (source, os.environ.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _init(ray, address: str | None) -> None:
+    env = worker_env(local=address is None)
+    if address is None:
         cpus = int(os.environ.get("HARNESS_RAY_CPUS") or os.cpu_count() or 1)
         ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
         return

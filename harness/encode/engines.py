@@ -1,4 +1,7 @@
-"""The fast encoding engine: the same embeddings as `SentenceTransformer.encode`, computed with less waste.
+"""The two encoding engines and their result (`EncodeResult`): the fast engine (`FastEngine`) and the baseline
+(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `make_engine` picks one for a suite encoder.
+
+The fast engine gives the same embeddings as `SentenceTransformer.encode`, computed with less waste.
 
 What it does differently from `SentenceTransformer.encode` (docs/engine.md has the measurements):
 
@@ -38,13 +41,13 @@ import numpy as np
 import torch
 
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
+from harness.encode.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
 
 Progress = Callable[[int], None]
 
-PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Padded tokens per batch. CPU: small batches stay in cache (docs/engine.md: 2-4k tokens measured best on
 # the 2-core host); GPU: large batches keep the tensor cores busy (≈3,400 MS MARCO passages per batch).
@@ -76,8 +79,6 @@ class Batch:
     texts: list[str] | None  # raw texts (module path: the model's own preprocess tokenises them)
     n_tokens: int  # tokens fed to the model, padding excluded (-1: count from the attention mask)
     n_truncated: int = 0  # texts of this batch's block cut to max_seq_length (carried by its first batch)
-
-
 
 
 def direct_path_problem(model) -> str | None:
@@ -130,10 +131,11 @@ class FastEngine:
                  max_tokens: int | None = None, threads: int | None = None, compile: bool = False,
                  cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3,
                  min_fill: float | None = None):
-        if precision not in PRECISIONS:
-            raise HarnessError(f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}")
         self.model = model
         self.device = torch.device(device)
+        problem = precision_problem(precision, engine="fast", device=self.device.type)
+        if problem:
+            raise HarnessError(problem)
         self.precision = precision
         self.max_rows = batch_size
         kind = "cuda" if self.device.type == "cuda" else "cpu"
@@ -156,10 +158,7 @@ class FastEngine:
 
     def _precision_copy(self, net: torch.nn.Module) -> torch.nn.Module:
         """The network to run: the caller's own for fp32 on GPU (or with aten kernels), else a converted copy."""
-        cpu = self.device.type == "cpu"
         if self.precision == "int8":
-            if not cpu:
-                raise HarnessError("precision int8 (dynamic quantization) runs on CPU only; use fp16/bf16 on GPU")
             return convert_linears(copy.deepcopy(net), Int8Linear)
         if self.precision in HALF_DTYPES:
             net = copy.deepcopy(net).to(HALF_DTYPES[self.precision])
@@ -271,7 +270,6 @@ class FastEngine:
         return int(get() or 0) if get else 0
 
 
-
 def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int, int]:
     """(tokens fed to the model after truncation, number of texts that were truncated)."""
     lengths = [len(ids) for ids in tokenizer(list(texts), add_special_tokens=True, verbose=False)["input_ids"]]
@@ -279,15 +277,20 @@ def count_tokens(tokenizer, texts: Sequence[str], max_length: int) -> tuple[int,
 
 
 class SentenceTransformersEngine:
-    """The baseline: plain `SentenceTransformer.encode`, in blocks so progress can be reported."""
+    """The baseline: plain `SentenceTransformer.encode`, in blocks so progress can be reported. fp16/bf16 run
+    a cast copy of the model (fp32: the caller's model itself); the caller's model is never modified."""
 
     block = 2048
     count = True  # profiling turns this off; runs subtract the re-tokenisation's time (`counting_s`)
 
     def __init__(self, model, spec: EncoderSpec, device: str):
-        if spec.precision == "int8":
-            raise HarnessError("precision int8 needs engine 'fast'; the sentence-transformers baseline has none")
-        self.model = model.to(HALF_DTYPES.get(spec.precision, torch.float32))
+        problem = precision_problem(spec.precision, engine="sentence-transformers", device=device)
+        if problem:
+            raise HarnessError(problem)
+        dtype = HALF_DTYPES.get(spec.precision, torch.float32)
+        if any(p.dtype != dtype for p in model.parameters() if p.is_floating_point()):
+            model = copy.deepcopy(model).to(dtype)
+        self.model = model
         self.batch_size = spec.batch_size
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
@@ -304,7 +307,7 @@ class SentenceTransformersEngine:
         return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
 
 
-def make_engine(model, spec: EncoderSpec, device: str):
+def make_engine(model, spec: EncoderSpec, device: str) -> FastEngine | SentenceTransformersEngine:
     if spec.engine == "sentence-transformers":
         return SentenceTransformersEngine(model, spec, device)
     return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)

@@ -9,10 +9,14 @@ layout and calling oneDNN directly gives the same fp32 results 2-3x faster per m
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 
 import torch
 
 from harness.errors import HarnessError
+
+PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
+
 
 class PackedLinear(torch.nn.Module):
     """`nn.Linear` through oneDNN with the weight pre-packed once (CPU; fp32 or bf16, same math)."""
@@ -55,10 +59,7 @@ class Int8Linear(torch.nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
 
 
-PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
-
-
-def convert_linears(net: torch.nn.Module, kind) -> torch.nn.Module:
+def convert_linears(net: torch.nn.Module, kind: Callable[[torch.nn.Linear], torch.nn.Module]) -> torch.nn.Module:
     """Replace every `nn.Linear` of `net` (in place; pass a copy) by `kind(linear)`."""
     for parent in list(net.modules()):
         for name, child in list(parent.named_children()):
@@ -84,7 +85,8 @@ def packed_linear_works() -> bool:
     if _PACKED_OK is None:
         try:
             generator = torch.Generator().manual_seed(0)
-            linear = torch.nn.Linear(64, 48)
+            with torch.random.fork_rng(devices=[]):  # nn.Linear's initialisation draws from the global RNG
+                linear = torch.nn.Linear(64, 48)
             x = torch.randn(2, 5, 64, generator=generator)
             with torch.inference_mode():
                 _PACKED_OK = bool(torch.allclose(PackedLinear(linear)(x), linear(x), rtol=1e-4, atol=1e-5))
@@ -94,6 +96,7 @@ def packed_linear_works() -> bool:
 
 
 def cpu_has_vnni() -> bool:
+    """Whether the CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:

@@ -73,8 +73,9 @@ def random_model_dir(architecture: str) -> Path:
 
     settings = dict(RANDOM_ARCHITECTURES[architecture])
     config = AutoConfig.for_model(str(settings.pop("model_type")), **settings)
-    torch.manual_seed(0)
-    model = AutoModel.from_config(config)
+    with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's global RNG state is left as it was
+        torch.manual_seed(0)
+        model = AutoModel.from_config(config)
     tmp = folder.with_name(f".{folder.name}.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

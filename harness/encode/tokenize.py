@@ -27,7 +27,6 @@ class TokenBlock:
         return len(self.offsets) - 1
 
 
-
 def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None,
                  min_fill: float = 0.0) -> list[np.ndarray]:
     """Split positions into batches, longest first, each costing at most `max_tokens` padded tokens

@@ -11,17 +11,19 @@ from __future__ import annotations
 
 import itertools
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from harness.profile import timing
-from harness.suite import EncoderSpec
 from harness.encode.engines import SentenceTransformersEngine, count_tokens, make_engine
 from harness.encode.models import load_sentence_transformer, resolve_device, weights_fingerprint
+from harness.encode.precision import precision_problem
 from harness.errors import HarnessError
+from harness.profile import timing
 from harness.records import ProfilePoint, ProfileRecord, utc_now
+from harness.suite import EncoderSpec
 from harness.tables import fmt_num, text_table
 
 # Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
@@ -66,16 +68,16 @@ def datasheet_peak(device: str) -> tuple[float, str] | None:
     return None
 
 
-def forward_flops(model, lengths: Sequence[int]) -> float:
-    """Forward FLOPs of a transformer encoder: 2 x non-embedding parameters per token, plus attention
-    (QK^T and AV: 4 x layers x hidden per token pair)."""
+def forward_flops(model, lengths: Sequence[int] | np.ndarray) -> float:
+    """Useful forward FLOPs of a transformer encoder for texts of `lengths` real tokens (padding excluded):
+    2 x non-embedding parameters per token, plus attention (QK^T and AV: 4 x layers x hidden per token pair)."""
     net = model[0].auto_model
     config = net.config
-    embedding = sum(p.numel() for name, p in net.named_parameters() if "embeddings" in name)
-    params = sum(p.numel() for p in net.parameters()) - embedding
+    params = sum(p.numel() for name, p in net.named_parameters() if "embeddings" not in name)
     hidden = getattr(config, "hidden_size", None) or config.dim
     layers = getattr(config, "num_hidden_layers", None) or config.n_layers
-    return float(sum(2 * params * n + 4 * layers * hidden * n * n for n in lengths))
+    tokens = np.asarray(lengths, dtype=np.float64)
+    return float(2 * params * tokens.sum() + 4 * layers * hidden * (tokens**2).sum())
 
 
 def profile_model(
@@ -91,9 +93,11 @@ def profile_model(
     min_calls: int = 5,
     min_seconds: float = 2.0,
     max_seconds: float = 60.0,
-    on_point=None,
+    on_point: Callable[[ProfilePoint], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, object], list[ProfilePoint]]:
-    """Profile one model over the sweep; returns (model info, points)."""
+    """Profile one model over the sweep; returns (model info, points). Combinations that cannot run
+    (`precision_problem`: int8 outside the fast engine on CPU) are left out, each reported to `on_skip`."""
     if not texts:
         raise HarnessError("profile needs at least one text")
     points = []
@@ -107,8 +111,11 @@ def profile_model(
                 max_seq_lengths, engines, precisions, batch_sizes):
             length = max_len or default_length
             model.max_seq_length = length
-            if precision == "int8" and (device != "cpu" or engine != "fast"):
-                continue  # dynamic int8 exists only in the fast engine on CPU
+            problem = precision_problem(precision, engine=engine, device=device)
+            if problem:
+                if on_skip:
+                    on_skip(problem)
+                continue
             spec = EncoderSpec(name="profile", model=model_name, engine=engine, precision=precision,
                                batch_size=batch_size, device="cpu" if device == "cpu" else "cuda")
             encoder = make_engine(model, spec, device)
@@ -118,8 +125,6 @@ def profile_model(
             points.append(point)
             if on_point:
                 on_point(point)
-            if engine == "sentence-transformers" and precision != "fp32":
-                model.to(torch.float32)  # the baseline engine converts the shared model in place
         del model
     return info, points
 

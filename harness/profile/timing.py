@@ -1,4 +1,8 @@
-"""Measurement primitives: latency statistics from raw values, timers, memory peaks, the environment."""
+"""Measurement primitives: latency statistics from raw values, timers, memory peaks, the environment.
+
+torch is imported only where a function needs it, so records, comparisons and reports (which read
+`hardware_key`) load without it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,6 @@ from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, model_validator
 
 
@@ -67,6 +70,8 @@ class Throughput(BaseModel):
 
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.synchronize()
 
 
@@ -110,11 +115,15 @@ def peak_rss_mb() -> float:
 def peak_gpu_mb(device: str) -> float | None:
     if not device.startswith("cuda"):
         return None
+    import torch
+
     return torch.cuda.max_memory_allocated() / 2**20
 
 
 def reset_gpu_peak(device: str) -> None:
     if device.startswith("cuda"):
+        import torch
+
         torch.cuda.reset_peak_memory_stats()
 
 
@@ -138,6 +147,8 @@ def _version(package: str) -> str | None:
 
 def environment() -> dict[str, object]:
     """What a speed figure depends on: hardware, threads, library versions."""
+    import torch
+
     env: dict[str, object] = {
         "hostname": platform.node(),
         "platform": platform.platform(),
