@@ -16,6 +16,8 @@ from harness.errors import HarnessError
 from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
 from harness.tables import html_table, markdown_table
 
+UP, DOWN = "▲", "▼"
+
 
 @dataclass(frozen=True)
 class LoadedProfile:
@@ -51,13 +53,31 @@ class ReportData:
     def metrics(self) -> list[str]:
         return list(dict.fromkeys(m for r in self.runs for m in r.record.metrics))
 
-    def _render(self, table) -> list[str]:
-        from harness.report.document import metric_table
+    def quality_table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows dataset x encoder, a column per metric: mean, significance marker, 95% CI."""
+        rows = []
+        for run in self.runs:
+            cells = []
+            for metric in self.metrics:
+                if metric not in run.record.metrics:
+                    cells.append("-")
+                    continue
+                low, high = self.cis[(run.dataset, run.label, metric)]
+                cells.append(f"{run.record.metrics[metric]:.4f}{self.marker(run.dataset, metric, run.label)} "
+                             f"[{low:.3f}, {high:.3f}]")
+            rows.append([run.dataset, run.label, *cells])
+        return ["dataset", "encoder", *self.metrics], rows
 
+    def marker(self, dataset: str, metric: str, label: str) -> str:
+        """UP / DOWN when `label` is significantly better / worse than the dataset's control."""
+        m = self.comparison.find(dataset, metric, label) if self.comparison else None
+        verdict = m.verdict(self.comparison.alpha, self.comparison.test) if m and self.comparison else ""
+        return {"better": f" {UP}", "worse": f" {DOWN}"}.get(verdict, "")
+
+    def _render(self, table) -> list[str]:
         parts = []
         if self.runs:
-            quality = metric_table(self)
-            parts.append(table(quality.headers, quality.rows))
+            parts.append(table(*self.quality_table()))
         if self.comparison and self.comparison.metrics:
             parts.append(table(self.comparison.table_headers, self.comparison.table_rows()))
         return parts

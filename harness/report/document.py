@@ -7,11 +7,9 @@ from typing import Literal, Union
 
 from harness.analysis.compare import SPEED_HEADERS, SpeedFigures
 from harness.records import utc_now
-from harness.report.data import ReportData
+from harness.report.data import DOWN, UP, ReportData
 from harness.report.figures import FigureFile
 from harness.tables import fmt_num
-
-UP, DOWN = "▲", "▼"
 
 
 @dataclass(frozen=True)
@@ -69,27 +67,8 @@ def _legend(data: ReportData) -> str:
             f"Holm-adjusted over {len(c.metrics)} comparisons, alpha {c.alpha}.")
 
 
-def _marker(data: ReportData, dataset: str, metric: str, label: str) -> str:
-    m = data.comparison.find(dataset, metric, label) if data.comparison else None
-    verdict = m.verdict(data.comparison.alpha, data.comparison.test) if m and data.comparison else ""
-    return {"better": f" {UP}", "worse": f" {DOWN}"}.get(verdict, "")
-
-
 def metric_table(data: ReportData) -> Table:
-    """Rows dataset x encoder, a column per metric: mean, significance marker, 95% CI."""
-    metrics = data.metrics
-    rows = []
-    for run in data.runs:
-        cells = []
-        for metric in metrics:
-            if metric not in run.record.metrics:
-                cells.append("-")
-                continue
-            low, high = data.cis[(run.dataset, run.label, metric)]
-            cells.append(f"{run.record.metrics[metric]:.4f}{_marker(data, run.dataset, metric, run.label)} "
-                         f"[{low:.3f}, {high:.3f}]")
-        rows.append([run.dataset, run.label, *cells])
-    return Table(["dataset", "encoder", *metrics], rows)
+    return Table(*data.quality_table())
 
 
 def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
