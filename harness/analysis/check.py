@@ -87,6 +87,9 @@ class CheckReport:
         counts = ", ".join(f"{n} {s}" for s, n in self.counts().items())
         return f"{table}\n\n{self.suite}: {'FAILED' if self.failed else 'passed'} ({counts})"
 
+    def _repr_markdown_(self) -> str:  # Jupyter: the table is Markdown already
+        return self.to_table()
+
     def to_junit(self) -> str:
         """JUnit XML: one testcase per check, FAIL as <failure>, SKIP as <skipped>."""
         counts = self.counts()

@@ -168,6 +168,9 @@ class Comparison:
                      f"{len(self.metrics)} comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses")
         return "\n\n".join(parts)
 
+    def _repr_markdown_(self) -> str:  # Jupyter: the table is Markdown already
+        return self.to_table()
+
 
 def fmt_p(p: float) -> str:
     return f"{p:.2e}" if p < 1e-3 else f"{p:.4f}"
