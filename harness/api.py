@@ -350,6 +350,9 @@ class Report:
     def markdown(self) -> Path | None:
         return next((p for p in self.files if p.name == "report.md"), None)
 
+    def _repr_html_(self) -> str | None:  # Jupyter: the self-contained HTML report, figures included
+        return self.html.read_text(encoding="utf-8") if self.html else None
+
     def _repr_markdown_(self) -> str:
         comparison = self.data.comparison.to_table() if self.data.comparison else "one record per dataset"
         where = self.markdown or self.html

@@ -117,6 +117,8 @@ def test_evaluate_model_refuses_to_change_a_loaded_model(loaded_tiny):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", max_seq_length=16)
     with pytest.raises(HarnessError, match="does not move a model it is given"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", device="cuda")
+    with pytest.raises(HarnessError, match="needs the model in torch.float16, but it is in torch.float32"):
+        harness.evaluate_model(loaded_tiny, DATA / "noveleval", precision="fp16", engine="sentence-transformers")
     with pytest.raises(HarnessError, match="invalid encoder options: precision"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", precision="int4")
     with pytest.raises(HarnessError, match="a BEIR folder holds corpus.jsonl"):
