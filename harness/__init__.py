@@ -1,3 +1,56 @@
-"""Retrieval evaluation and benchmarking harness."""
+"""Retrieval evaluation and benchmarking harness: the public Python API.
+
+    import harness
+    result = harness.evaluate_model(model, "data/scifact", metrics=["nDCG@10"])  # a SentenceTransformer or an id
+    suite = harness.run_suite("suites/quick.yaml", output="results")
+    cmp = harness.compare("results/baselines", "results/new")                    # renders itself in Jupyter
+    harness.report(["results/baselines", "results/new"], output="out/report")
+    harness.evaluate(harness.load_qrels("qrels.txt"), harness.load_run("run.trec"), ["nDCG@10"])
+
+Everything below is loaded on first use, so `import harness` stays fast (no torch).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "evaluate_model": "harness.api", "run_suite": "harness.api", "compare": "harness.api", "check": "harness.api",
+    "report": "harness.api", "evaluate": "harness.api", "load_qrels": "harness.api", "load_run": "harness.api",
+    "load_dataset": "harness.api", "SuiteResult": "harness.api", "Report": "harness.api",
+    "ModelEvaluation": "harness.runner", "RunOutcome": "harness.runner", "Evaluation": "harness.metrics",
+    "Dataset": "harness.datasets", "Suite": "harness.suite", "load_suite": "harness.suite",
+    "Comparison": "harness.analysis.compare", "CheckReport": "harness.analysis.check",
+    "HarnessError": "harness.errors",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+if TYPE_CHECKING:
+    from harness.analysis.check import CheckReport
+    from harness.analysis.compare import Comparison
+    from harness.api import (Report, SuiteResult, check, compare, evaluate, evaluate_model, load_dataset, load_qrels,
+                             load_run, report, run_suite)
+    from harness.datasets import Dataset
+    from harness.errors import HarnessError
+    from harness.metrics import Evaluation
+    from harness.runner import ModelEvaluation, RunOutcome
+    from harness.suite import Suite, load_suite
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'harness' has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -4,20 +4,13 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from harness.encode.precision import ENGINES, PRECISIONS
 from harness.errors import HarnessError
-
-if TYPE_CHECKING:
-    from harness.records import RunRecord
-
-REPO = Path(__file__).resolve().parent.parent
-SUITES = REPO / "suites"
-DATA = REPO / "data"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     run = sub.add_parser("run", help="evaluate every dataset x encoder of a suite")
-    run.add_argument("suite", type=Path)
+    run.add_argument("suite", type=Path, help="a suite file, or a shipped suite (quick, suites/quick.yaml, ...)")
     run.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
     run.add_argument("--cache", type=Path, default=None, help="embedding cache (default: $HARNESS_CACHE or "
                                                                "~/.cache/harness)")
@@ -40,6 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="dtype of cached corpus embeddings (default auto: fp16 from 1M passages, else fp32)")
     run.add_argument("--chunk-rows", type=int, default=16384, help="corpus rows per cached chunk")
     run.add_argument("--no-progress", action="store_true")
+    run.add_argument("--fail-fast", action="store_true",
+                     help="stop at the first dataset x encoder that fails (default: record it, run the rest, exit 2)")
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
@@ -133,6 +128,7 @@ def _stats_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from harness.api import results_table
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
 
@@ -141,20 +137,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
                          store_dtype=args.store_dtype, progress=not args.no_progress,
-                         executor=args.executor, ray_address=args.address)
-    outcomes = run_suite(suite, options, on_record=lambda o: print(f"wrote {o.path}", file=sys.stderr))
-    print(results_table(suite.metrics, [o.record for o in outcomes]))
-    return 0
+                         executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast)
+    outcomes = run_suite(suite, options, on_outcome=_print_outcome)
+    records = [o.record for o in outcomes if o.ok]
+    if records:
+        print(results_table(suite.metrics, records))
+    return _exit_for_failures(outcomes)
 
 
-def results_table(metrics: Sequence[str], records: Sequence[RunRecord]) -> str:
-    from harness.tables import fmt_num, text_table
+def _print_outcome(outcome) -> None:
+    # failures are also logged as warnings by the runner; this line is the CLI's own account
+    print(f"wrote {outcome.path}" if outcome.ok else f"FAILED {outcome.dataset} × {outcome.encoder}",
+          file=sys.stderr)
 
-    headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
-    rows = [[record.dataset.name, record.encoder.name, *(f"{record.metrics[m]:.4f}" for m in metrics),
-             fmt_num(record.performance.throughput.passages_per_s), f"{record.performance.query_latency.p50:.1f}",
-             f"{record.performance.search_s:.2f}"] for record in records]
-    return text_table(headers, rows)
+
+def _exit_for_failures(outcomes) -> int:
+    """2 when a dataset x encoder failed (each is listed with its reason), else 0."""
+    failed = [o for o in outcomes if not o.ok]
+    if not failed:
+        return 0
+    print(f"error: {len(failed)} of {len(outcomes)} dataset x encoder run(s) failed:", file=sys.stderr)
+    for outcome in failed:
+        print(f"  {outcome.dataset} × {outcome.encoder}: {outcome.error}", file=sys.stderr)
+    return 2
 
 
 def _encoder_choices(field: str):
@@ -263,20 +268,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.suite import load_suite
+    from harness.suite import load_suite, shipped_folder
 
-    print("suites:")
-    for path in sorted(SUITES.glob("*.yaml")):
+    suites, data = shipped_folder("suites"), shipped_folder("data")
+    print(f"suites (run one by path or name, e.g. `harness run suites/quick.yaml`; shipped in {suites.parent}):")
+    for path in sorted(suites.glob("*.yaml")):
+        where = f"suites/{path.name}"
         try:
             suite = load_suite(path)
             summary = f"{len(suite.datasets)} dataset(s) x {len(suite.encoders)} encoder(s)"
-            print(f"  {path.relative_to(REPO)}  {suite.name}: {summary}. {suite.description}".rstrip())
+            print(f"  {where}  {suite.name}: {summary}. {suite.description}".rstrip())
         except HarnessError as exc:
-            print(f"  {path.relative_to(REPO)}  INVALID: {exc}")
+            print(f"  {where}  INVALID: {exc}")
     print("data sets:")
-    for folder in sorted(p for p in DATA.iterdir() if p.is_dir()):
+    for folder in sorted(p for p in data.iterdir() if p.is_dir()):
         splits = sorted(p.stem for p in (folder / "qrels").glob("*.tsv"))
-        print(f"  {folder.relative_to(REPO)}  splits: {', '.join(splits) or '-'}")
+        print(f"  data/{folder.name}  splits: {', '.join(splits) or '-'}")
     return 0
 
 
@@ -310,7 +317,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         from harness.runner import RunOptions, run_suite
 
         options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress)
-        outcomes = run_suite(suite, options, on_record=lambda o: print(f"wrote {o.path}", file=sys.stderr))
+        outcomes = run_suite(suite, options, on_outcome=_print_outcome)
+        if _exit_for_failures(outcomes):
+            return 2
         runs = load_runs([o.path for o in outcomes])
         where = str(args.output)
     report = check_suite(suite, select_records(suite, runs, where), seed=args.seed, n_resamples=args.resamples)
@@ -344,6 +353,8 @@ def _write(path: Path, text: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s: %(message)s")
+    if not sys.stderr.isatty():  # in a log or CI, Hugging Face's own bars would print carriage-return redraws
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         args = build_parser().parse_args(argv)
         if args.verbose:
@@ -352,6 +363,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HarnessError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # the output went into a pipe that closed early (`harness list | head`)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("interrupted: nothing partial was kept; rerun to resume from the embedding cache", file=sys.stderr)
         return 130

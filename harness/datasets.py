@@ -206,6 +206,63 @@ def read_trec_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
             yield _qrel(path, number, cells, columns=(0, 2, 3), expected="qid 0 docid grade")
 
 
+def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+    """A qrels file as qid -> docid -> grade: TREC (``qid 0 docid grade``) or BEIR (``query-id<TAB>corpus-id<TAB>
+    score``, header optional), told apart by the column count of the first line; plain or gzipped."""
+    path = Path(path)
+    first = next((line for _, line in _open_text(path) if line.strip()), None)
+    if first is None:
+        raise HarnessError(f"{path}: the qrels file is empty")
+    columns = len(first.split())
+    if columns == 4:
+        rows = read_trec_qrels(path)
+    elif columns == 3 or first.startswith("query-id"):
+        rows = read_beir_qrels(path)
+    else:
+        raise HarnessError(f"{path}:1: not a qrels line ({columns} columns); expected TREC 'qid 0 docid grade' "
+                           "or BEIR 'query-id<TAB>corpus-id<TAB>score'")
+    qrels: dict[str, dict[str, int]] = {}
+    for qid, docid, grade in rows:
+        qrels.setdefault(qid, {})[docid] = grade
+    return qrels
+
+
+def read_run(path: str | Path) -> dict[str, dict[str, float]]:
+    """A ranking as qid -> docid -> score: a TREC run (``qid Q0 docid rank score tag``, plain or gzipped), or
+    JSON ``{qid: {docid: score}}`` (a ``.json`` file)."""
+    path = Path(path)
+    if path.name.endswith((".json", ".json.gz")):
+        return _json_run(path)
+    run: dict[str, dict[str, float]] = {}
+    for number, line in _open_text(path):
+        cells = line.split()
+        if not cells:
+            continue
+        try:
+            qid, _, docid, _, score = cells[:5]
+            if len(cells) != 6:
+                raise ValueError
+            value = float(score)
+        except ValueError:
+            raise HarnessError(f"{path}:{number}: expected 'qid Q0 docid rank score tag', got {cells!r}") from None
+        docs = run.setdefault(qid, {})
+        if docid in docs:
+            raise HarnessError(f"{path}:{number}: document {docid!r} is ranked twice for query {qid!r}")
+        docs[docid] = value
+    if not run:
+        raise HarnessError(f"{path}: the run is empty")
+    return run
+
+
+def _json_run(path: Path) -> dict[str, dict[str, float]]:
+    text = "".join(line for _, line in _open_text(path))
+    try:
+        data = json.loads(text)
+        return {str(qid): {str(docid): float(score) for docid, score in docs.items()} for qid, docs in data.items()}
+    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{path}: expected JSON {{query id: {{document id: score}}}} ({exc})") from None
+
+
 def _qrel(path: Path, number: int, cells: list[str], *, columns: tuple[int, int, int], expected: str):
     q, d, g = columns
     try:

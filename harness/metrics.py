@@ -17,7 +17,7 @@ import difflib
 import heapq
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -133,23 +133,27 @@ class Evaluation:
 
 def evaluate(
     qrels: Mapping[str, Mapping[str, int]],
-    run: dict[str, dict[str, float]],
-    metrics: list[str],
+    run: Mapping[str, Mapping[str, float]],
+    metrics: Sequence[str] | str,
     *,
     relevance_level: int = 1,
 ) -> Evaluation:
     """Score ``run`` against ``qrels`` with trec_eval semantics (see the module docstring).
 
-    ``qrels``: qid → docid → grade; ``run``: qid → docid → score (Python floats:
-    pytrec_eval rejects numpy.float32). Neither is modified. Run queries absent from
-    the qrels are ignored.
+    ``qrels``: qid → docid → grade; ``run``: qid → docid → score (Python or numpy numbers);
+    ``metrics``: names such as ``["nDCG@10", "MRR@10"]`` (or one name). Neither mapping is
+    modified. Run queries absent from the qrels are ignored.
     """
-    measures = {name: parse_measure(name) for name in metrics}
+    names = [metrics] if isinstance(metrics, str) else list(metrics)
+    if not names:
+        raise HarnessError(f"no metrics requested. Allowed: {_ALLOWED}")
+    measures = {name: parse_measure(name) for name in names}
     qids = list(qrels)
     if not qids:
         raise HarnessError("qrels hold no queries: there is nothing to average over")
-    # A copy with plain ints: pytrec_eval rejects numpy integers (e.g. from pandas).
+    # Copies with plain ints and floats: pytrec_eval rejects numpy numbers (e.g. from pandas or a model).
     int_qrels = {qid: {doc: int(grade) for doc, grade in docs.items()} for qid, docs in qrels.items()}
+    run = {qid: {doc: float(score) for doc, score in docs.items()} for qid, docs in run.items()}
 
     # One pytrec_eval pass for every non-MRR measure, one per distinct MRR cutoff.
     results: dict[str, dict[str, float]] = {}  # result key → qid → value

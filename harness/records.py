@@ -112,7 +112,7 @@ class EncoderInfo(_Record):
 
 
 class EmbeddingStoreInfo(_Record):
-    key: str
+    key: str | None  # None: embeddings held in memory only (`harness.evaluate_model`)
     dtype: str
     chunk_rows: int
 
@@ -379,21 +379,6 @@ def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], *, tag: 
         handle.flush()
         os.fsync(handle.fileno())
 
-
-def read_trec_run(path: Path) -> dict[str, dict[str, float]]:
-    run: dict[str, dict[str, float]] = {}
-    with open(path, encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
-            cells = line.split()
-            if not cells:
-                continue
-            if len(cells) != 6:
-                raise HarnessError(f"{path}:{number}: expected 'qid Q0 docid rank score tag'")
-            run.setdefault(cells[0], {})[cells[2]] = float(cells[4])
-    return run
-
-
-# ------------------------------------------------------------------ reading
 
 def load(path: Path | str) -> RunRecord | ProfileRecord:
     """The one record loader: a record directory (or its record.json), schema 1 or 2, run or profile."""

@@ -1,27 +1,34 @@
-"""run_suite(): the one place that sequences the stages for every dataset x encoder of a suite."""
+"""run_suite(): the one place that sequences the stages for every dataset x encoder of a suite.
+
+A dataset that does not load, an encoder that does not load, or a dataset x encoder that fails (NaN
+embeddings, a full disk, ...) becomes a failed `RunOutcome` (logged as a warning) and the rest of the
+suite still runs; `RunOptions.fail_fast` re-raises the first failure instead.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
-from tqdm import tqdm
 
-from harness.profile import timing
-from harness.cache import EmbeddingStore
+from harness.cache import ChunkInfo, EmbeddingStore, cache_root
 from harness.datasets import Dataset, load_dataset
 from harness.encode.models import Encoder
-from harness.cache import cache_root
+from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate, parse_measure
+from harness.profile import timing
+from harness.progress import progress
 from harness.records import (
     DatasetInfo,
     EmbeddingStoreInfo,
     EncoderInfo,
     Performance,
+    RecallCurve,
     RunRecord,
     SuiteInfo,
     recall_curve,
@@ -29,14 +36,17 @@ from harness.records import (
     write_run_record,
 )
 from harness.retrieval import exact_top_k
-from harness.suite import DatasetSpec, EncoderSpec, Suite
+from harness.suite import EncoderSpec, Suite
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Ranking = dict[str, list[tuple[str, float]]]  # query id -> [(doc id, score)], best first
 
 
 @dataclass(frozen=True)
 class RunOptions:
-    output: Path
+    output: Path | None = None  # where run_suite writes records; None keeps them in memory only
     cache: Path | None = None
     chunk_rows: int = 16384
     store_dtype: str = "auto"  # "auto" | "fp32" | "fp16"
@@ -44,6 +54,7 @@ class RunOptions:
     progress: bool = True
     executor: str = "local"  # "local" | "ray"
     ray_address: str | None = None
+    fail_fast: bool = False  # re-raise the first failure instead of recording it and going on
 
 
 # From this corpus size on, "auto" stores fp16: half the disk and I/O (13.6 GB instead of 27 GB for MS MARCO),
@@ -58,38 +69,152 @@ def store_dtype_for(n_rows: int, requested: str) -> str:
 
 
 @dataclass(frozen=True)
-class RunOutcome:
-    path: Path
+class ModelEvaluation:
+    """One dataset x encoder, evaluated: the record, every metric per query, and the ranking."""
+
     record: RunRecord
+    per_query: dict[str, dict[str, float]]  # metric name as requested -> query id -> value
+    run: Ranking
+    recall_curve: RecallCurve  # per-query Recall@k at the standard cut-offs, for reports
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """Mean of each metric over all judged queries, keyed as requested."""
+        return self.record.metrics
+
+    def _repr_markdown_(self) -> str:
+        header = "| metric | mean |\n|---|---|\n"
+        rows = "".join(f"| {name} | {value:.4f} |\n" for name, value in self.metrics.items())
+        return f"**{self.record.dataset.name} × {self.record.encoder.name}** " \
+               f"({len(self.run)} queries)\n\n{header}{rows}"
 
 
-def run_suite(suite: Suite, options: RunOptions, *, on_record: Callable[[RunOutcome], None] | None = None,
+@dataclass(frozen=True)
+class RunOutcome:
+    """What became of one dataset x encoder of a suite: a result (and its record directory when the
+    suite writes records), or the reason it failed."""
+
+    dataset: str
+    encoder: str
+    result: ModelEvaluation | None = None
+    path: Path | None = None
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    @property
+    def record(self) -> RunRecord:
+        if self.result is None:
+            raise HarnessError(f"{self.dataset} × {self.encoder} failed, so it has no record: {self.error}")
+        return self.result.record
+
+
+@dataclass(frozen=True)
+class _Failed:
+    reason: str
+
+
+def _attempt(action: Callable[[], T], *, fail_fast: bool) -> T | _Failed:
+    """The action's value, or (unless fail_fast) why it failed. Ctrl-C is never caught."""
+    try:
+        return action()
+    except Exception as exc:
+        if fail_fast:
+            raise
+        log.debug("failure recorded as data", exc_info=True)
+        return _Failed(str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}")
+
+
+def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOutcome], None] | None = None,
               ) -> list[RunOutcome]:
-    """Evaluate every dataset x encoder. Datasets load once; each encoder loads once."""
-    datasets = {spec.name: load_dataset(spec) for spec in suite.datasets}
-    outcomes = []
+    """Evaluate every dataset x encoder, in suite order (encoders outer). Datasets load once; each encoder
+    loads once. Returns one outcome per dataset x encoder, failed ones included."""
+    outcomes: list[RunOutcome] = []
+
+    def add(outcome: RunOutcome) -> None:
+        if not outcome.ok:
+            log.warning("%s × %s failed: %s", outcome.dataset, outcome.encoder, outcome.error)
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome)
+
+    datasets = {spec.name: _attempt(lambda: load_dataset(spec), fail_fast=options.fail_fast)
+                for spec in suite.datasets}
+    loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
-        encoder = Encoder(encoder_spec)
-        for dataset_spec in suite.datasets:
-            outcome = run_one(suite, dataset_spec, datasets[dataset_spec.name], encoder, options)
-            outcomes.append(outcome)
-            if on_record:
-                on_record(outcome)
+        encoder = _attempt(lambda: Encoder(encoder_spec), fail_fast=options.fail_fast) if loaded else None
+        for name, dataset in datasets.items():
+            if isinstance(dataset, _Failed):
+                add(RunOutcome(name, encoder_spec.name, error=f"dataset {name!r} did not load: {dataset.reason}"))
+            elif isinstance(encoder, _Failed):
+                add(RunOutcome(name, encoder_spec.name,
+                               error=f"encoder {encoder_spec.name!r} did not load: {encoder.reason}"))
+            else:
+                done = _attempt(lambda: _run_and_write(suite, dataset, encoder, options), fail_fast=options.fail_fast)
+                add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
+                    else RunOutcome(name, encoder_spec.name, result=done[0], path=done[1]))
     return outcomes
 
 
-def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: Encoder,
-            options: RunOptions) -> RunOutcome:
+def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
+                   ) -> tuple[ModelEvaluation, Path | None]:
+    result = run_one(suite, dataset, encoder, options)
+    if options.output is None:
+        return result, None
+    path = write_run_record(options.output, result.record, run=result.run, per_query=result.per_query,
+                            recall_curve=result.recall_curve, tag=encoder.spec.name)
+    return result, path
+
+
+class MemoryStore:
+    """An embedding store held in memory (the interface of `cache.EmbeddingStore`): nothing is written."""
+
+    key = None
+    dtype = "fp32"
+
+    def __init__(self, n_rows: int, *, chunk_rows: int):
+        self.n_rows, self.chunk_rows = n_rows, chunk_rows
+        self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
+        self._chunks: dict[int, tuple[np.ndarray, ChunkInfo]] = {}
+
+    def rows_of(self, index: int) -> range:
+        start = index * self.chunk_rows
+        return range(start, min(start + self.chunk_rows, self.n_rows))
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.n_chunks) if i not in self._chunks]
+
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0) -> None:
+        info = ChunkInfo(rows=len(embeddings), sha256="", seconds=seconds, tokens=tokens, truncated=truncated)
+        self._chunks[index] = (np.asarray(embeddings, dtype=np.float32), info)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for index in range(self.n_chunks):
+            yield self._chunks[index][0]
+
+    def totals(self) -> ChunkInfo:
+        infos = [info for _, info in self._chunks.values()]
+        return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
+                         tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
+
+
+def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
+            store: EmbeddingStore | MemoryStore | None = None) -> ModelEvaluation:
+    """Encode (or read from the store), search, evaluate and measure one dataset x encoder. Writes only the
+    embedding store (the disk cache unless `store` is given)."""
     spec: EncoderSpec = encoder.spec
     timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
 
-    store = EmbeddingStore(
-        options.cache or cache_root(),
-        {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
-        n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
-        dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype),
-    )
+    if store is None:
+        store = EmbeddingStore(
+            options.cache or cache_root(),
+            {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
+            n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
+            dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype),
+        )
     if options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
@@ -104,11 +229,10 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
     )
 
     k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.doc_ids))
-    with tqdm(total=len(dataset.doc_ids), desc=f"search {label}", unit="doc", disable=not options.progress,
-              leave=False) as bar:
+    with progress(len(dataset.doc_ids), f"search {label}", enabled=options.progress) as update:
         started = time.perf_counter()
         top = exact_top_k(query_result.embeddings, store.chunks(), k, similarity=spec.similarity,
-                          device=encoder.device, progress=bar.update)
+                          device=encoder.device, progress=update)
         search_seconds = time.perf_counter() - started
     run = _ranking(dataset, top.scores, top.indices, suite.top_k)
 
@@ -118,13 +242,11 @@ def run_one(suite: Suite, dataset_spec: DatasetSpec, dataset: Dataset, encoder: 
                               encoded_now=encoded_now, dimension=int(query_result.embeddings.shape[1]),
                               latency=latency, search_seconds=search_seconds)
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
-    path = write_run_record(options.output, record, run=run, per_query=evaluation.per_query, recall_curve=curve,
-                            tag=spec.name)
-    return RunOutcome(path, record)
+    return ModelEvaluation(record, evaluation.per_query, run, curve)
 
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
-                     store: EmbeddingStore, encoded_now: bool, dimension: int, latency: timing.Latency,
+                     store: EmbeddingStore | MemoryStore, encoded_now: bool, dimension: int, latency: timing.Latency,
                      search_seconds: float) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured."""
     spec = encoder.spec
@@ -158,27 +280,27 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
     )
 
 
-def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, label: str, progress: bool) -> bool:
+def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | MemoryStore, label: str,
+                   show_progress: bool) -> bool:
     """Encode the chunks the store lacks; returns whether anything was encoded."""
     missing = store.missing()
     if not missing:
         return False
     todo = sum(len(store.rows_of(i)) for i in missing)
-    with tqdm(total=todo, desc=f"encode {label}", unit="doc", disable=not progress, leave=False) as bar:
+    with progress(todo, f"encode {label}", enabled=show_progress) as update:
         for index in missing:
             rows = store.rows_of(index)
             texts = dataset.doc_texts[rows.start:rows.stop]
             timing.synchronize(encoder.device)
             started = time.perf_counter()
-            result = encoder.encode_documents(texts, progress=bar.update)
+            result = encoder.encode_documents(texts, progress=update)
             timing.synchronize(encoder.device)
             seconds = time.perf_counter() - started - result.counting_s
             store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated)
     return True
 
 
-def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int,
-             ) -> dict[str, list[tuple[str, float]]]:
+def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:
     run = {}
     for row, qid in enumerate(dataset.query_ids):
         hits = [(dataset.doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])]

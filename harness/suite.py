@@ -140,11 +140,38 @@ class Suite(_Strict):
                                  f"{', '.join(unknown)}")
 
 
-def load_suite(path: str | Path) -> Suite:
-    """Read and validate a suite file; relative paths inside it resolve against its folder."""
+def shipped_folder(name: Literal["suites", "data"]) -> Path:
+    """The suites/ or data/ folder shipped with harness: inside the installed package (a wheel carries them
+    under harness/shipped/, see setup.py), else the source checkout's top level."""
+    package = Path(__file__).resolve().parent
+    for folder in (package / "shipped" / name, package.parent / name):
+        if folder.is_dir():
+            return folder
+    raise HarnessError(f"the shipped {name}/ folder is missing from this installation ({package}); reinstall harness")
+
+
+def resolve_suite_path(path: str | Path) -> Path:
+    """An existing suite file as given, else a shipped suite: ``quick``, ``quick.yaml`` or ``suites/quick.yaml``
+    name ``suites/quick.yaml`` of this installation, so the README's commands work from any directory."""
     path = Path(path)
-    if not path.is_file():
-        raise HarnessError(f"{path}: suite file not found")
+    if path.is_file():
+        return path
+    try:
+        shipped: Path | None = shipped_folder("suites")
+    except HarnessError:
+        shipped = None
+    if shipped is not None and not path.is_absolute() and path.parent in (Path("."), Path("suites")):
+        candidate = shipped / (path.name if path.suffix else f"{path.name}.yaml")
+        if candidate.is_file():
+            return candidate
+    names = ", ".join(p.stem for p in sorted(shipped.glob("*.yaml"))) if shipped else "none"
+    raise HarnessError(f"{path}: suite file not found; shipped suites (`harness list`): {names}")
+
+
+def load_suite(path: str | Path) -> Suite:
+    """Read and validate a suite file (or a shipped suite, see `resolve_suite_path`); relative paths inside it
+    resolve against its folder."""
+    path = resolve_suite_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:

@@ -7,7 +7,8 @@ import pytest
 
 from harness.cli import main
 from harness.metrics import evaluate
-from harness.records import load_per_query, load_run_record, read_trec_run
+from harness.datasets import read_run
+from harness.records import load_per_query, load_run_record
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -57,7 +58,7 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     assert record.environment.cpu_model and record.environment.libraries["torch"]
 
     # The TREC run on disk re-evaluates to the record's numbers; per-query values average to them.
-    run = read_trec_run(record_dir / "run.trec")
+    run = read_run(record_dir / "run.trec")
     assert len(run) == 21 and all(len(docs) == 50 for docs in run.values())
     from harness.datasets import load_dataset
     from harness.suite import DatasetSpec
@@ -142,3 +143,19 @@ def test_store_dtype_auto_is_fp16_from_a_million_passages():
     assert [store_dtype_for(n, "auto") for n in (420, 999_999, 1_000_000, 8_841_823)] == [
         "fp32", "fp32", "fp16", "fp16"]
     assert store_dtype_for(8_841_823, "fp32") == "fp32" and store_dtype_for(10, "fp16") == "fp16"
+
+
+def test_shipped_suites_resolve_from_any_directory_and_a_local_file_wins(tmp_path, monkeypatch, capsys):
+    from harness.suite import load_suite
+
+    monkeypatch.chdir(tmp_path)
+    shipped = (REPO / "suites" / "quick.yaml").resolve()
+    assert load_suite("suites/quick.yaml").source.resolve() == shipped
+    assert load_suite("quick").source.resolve() == shipped
+    assert load_suite("quick").datasets[0].path == (REPO / "data" / "noveleval").resolve()
+    local = write_suite((tmp_path / "suites").mkdir() or tmp_path / "suites" / "quick.yaml",
+                        SUITE.format(data=DATA / "noveleval", model="m", engine="fast", level=1))
+    assert load_suite("suites/quick.yaml").name == "smoke" and load_suite("suites/quick.yaml").source == local.relative_to(tmp_path)
+    assert main(["run", "suites/nope.yaml"]) == 2
+    assert "suites/nope.yaml: suite file not found; shipped suites (`harness list`): demo, msmarco-dev, quick" \
+        in capsys.readouterr().err

@@ -7,6 +7,7 @@ import shutil
 import pytest
 
 from harness.errors import HarnessError
+from harness.datasets import read_run
 from harness.profile.timing import Latency, Throughput
 from harness.records import (
     IrDatasetsSource,
@@ -20,7 +21,6 @@ from harness.records import (
     load_per_query,
     load_recall_curve,
     load_run_record,
-    read_trec_run,
     recall_curve,
     slug,
     write_profile_record,
@@ -67,7 +67,7 @@ def test_run_record_round_trip_on_disk(tmp_path):
     assert load(path) == rec and load(path / "record.json") == rec and load_run_record(path) == rec
     assert sorted(p.name for p in path.iterdir()) == ["per_query.json", "recall_curve.json", "record.json", "run.trec"]
     assert load_per_query(path, rec) == PER_QUERY and load_recall_curve(path, rec) == CURVE
-    assert read_trec_run(path / "run.trec") == {"q1": {"d3": 1.0 / 3.0}, "q2": {"d9": 2.5, "d1": 0.1}}
+    assert read_run(path / "run.trec") == {"q1": {"d3": 1.0 / 3.0}, "q2": {"d9": 2.5, "d1": 0.1}}
     assert (path / "run.trec").read_text().splitlines()[0] == f"q1 Q0 d3 1 {1.0 / 3.0!r} e"
     stored = json.loads((path / "record.json").read_text())
     assert stored["schema_version"] == 2 and stored["performance"]["query_latency"]["p50"] == 5.0

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
-from harness.encode.engines import EncodeResult, Progress, make_engine
+from harness.encode.engines import HALF_DTYPES, EncodeResult, Progress, make_engine
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
 
@@ -127,15 +127,35 @@ def weights_fingerprint(module: torch.nn.Module) -> str:
 class Encoder:
     """An encoder of a suite: model + settings + engine. Queries and documents get their prefixes here."""
 
-    def __init__(self, spec: EncoderSpec):
+    def __init__(self, spec: EncoderSpec, *, model=None):
         self.spec = spec
-        self.device = resolve_device(spec.device)
-        self.model = load_sentence_transformer(spec.model, device=self.device)
-        if spec.max_seq_length is not None:
-            self.model.max_seq_length = spec.max_seq_length
+        if model is None:
+            self.device = resolve_device(spec.device)
+            self.model = load_sentence_transformer(spec.model, device=self.device)
+            if spec.max_seq_length is not None:
+                self.model.max_seq_length = spec.max_seq_length
+        else:
+            self.device, self.model = _borrowed_device(model, spec), model
         self.max_seq_length = int(self.model.max_seq_length)
         self.fingerprint = weights_fingerprint(self.model)
         self.engine = make_engine(self.model, spec, self.device)
+
+    @classmethod
+    def from_model(cls, model, spec: EncoderSpec) -> Encoder:
+        """Wrap an already-loaded `SentenceTransformer` (no second load). Its device, weights and
+        `max_seq_length` are used as they are and never changed, so `spec.device` and
+        `spec.max_seq_length` must agree with the model (or be left at auto / None)."""
+        if spec.max_seq_length not in (None, model.max_seq_length):
+            raise HarnessError(
+                f"max_seq_length {spec.max_seq_length} differs from the loaded model's ({model.max_seq_length}); "
+                f"the harness does not change a model it is given: set model.max_seq_length = "
+                f"{spec.max_seq_length} yourself, or pass a model id or path instead")
+        if spec.engine == "sentence-transformers":  # that engine runs (and would cast) the model itself
+            wanted, dtype = HALF_DTYPES.get(spec.precision, torch.float32), next(model.parameters()).dtype
+            if dtype != wanted:
+                raise HarnessError(f"precision {spec.precision!r} with engine 'sentence-transformers' needs the model in "
+                                   f"{wanted}, but it is in {dtype}; cast it yourself or use engine 'fast'")
+        return cls(spec, model=model)
 
     @property
     def settings(self) -> dict[str, object]:
@@ -165,6 +185,14 @@ class Encoder:
                 "often overflow: try precision fp32 or bf16"
             )
         return result
+
+
+def _borrowed_device(model, spec: EncoderSpec) -> str:
+    device = model.device.type
+    if spec.device not in ("auto", device):
+        raise HarnessError(f"device {spec.device!r} requested, but the loaded model is on {device!r}; the harness "
+                           f"does not move a model it is given: call model.to({spec.device!r}) first")
+    return device
 
 
 def _prefixed(prefix: str, texts: Sequence[str]) -> list[str]:

@@ -1,0 +1,377 @@
+"""The public Python API (re-exported by `harness`): what the CLI does, callable from a notebook or a training loop.
+
+    import harness
+    result = harness.evaluate_model(model, "data/scifact", metrics=["nDCG@10"])   # in memory, writes no files
+    suite = harness.run_suite("suites/quick.yaml", output="results")
+    cmp = harness.compare("results/baselines", "results/new")
+    harness.report(["results/baselines", "results/new"], output="out/report")
+
+Options are keyword-only; bad input raises `HarnessError` naming the field and the fix. Heavy libraries
+(torch, sentence-transformers) load on first use, not on `import harness`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from harness.analysis.stats import Test
+from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
+from harness.errors import HarnessError
+from harness.metrics import Evaluation, evaluate as _evaluate
+from harness.suite import DEFAULT_METRICS, DatasetSpec, EncoderSpec, Suite, load_suite, shipped_folder
+from harness.tables import fmt_num, text_table
+
+if TYPE_CHECKING:
+    from harness.analysis.check import CheckReport
+    from harness.analysis.compare import Comparison, LoadedRun
+    from harness.records import RunRecord
+    from harness.report import ReportData
+    from harness.runner import ModelEvaluation, RunOutcome
+
+__all__ = ["Report", "SuiteResult", "check", "compare", "evaluate", "evaluate_model", "load_dataset", "load_qrels",
+           "load_run", "report", "results_table", "run_suite"]
+
+PathLike = str | os.PathLike[str]
+
+
+# ---------------------------------------------------------------- files and metrics
+
+
+def load_qrels(path: PathLike) -> dict[str, dict[str, int]]:
+    """A qrels file, TREC (``qid 0 docid grade``) or BEIR (``query-id<TAB>corpus-id<TAB>score``), as
+    qid -> docid -> grade."""
+    return read_qrels(path)
+
+
+def load_run(path: PathLike) -> dict[str, dict[str, float]]:
+    """A ranking, TREC run format (plain or ``.gz``) or JSON ``{qid: {docid: score}}``, as qid -> docid -> score."""
+    return read_run(path)
+
+
+def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: Sequence[str] | str, *,
+             relevance_level: int = 1) -> Evaluation:
+    """trec_eval-exact metrics (via pytrec_eval): per query and mean over every judged query (``-c``).
+
+    ``metrics`` are names such as ``MRR@10``, ``nDCG@10``, ``Recall@100``, ``MAP``, ``P@5``; results are keyed
+    by the names exactly as given."""
+    return _evaluate(qrels, run, metrics, relevance_level=relevance_level)
+
+
+def load_dataset(dataset: PathLike, *, name: str | None = None, split: str = "test", relevance_level: int = 1,
+                 drop_self_hits: bool = False) -> Dataset:
+    """A BEIR folder (``corpus.jsonl[.gz]``, ``queries.jsonl``, ``qrels/<split>.tsv``) or an ir_datasets id, loaded
+    and validated. ``data/<name>`` also finds a data set shipped with harness when run from another directory."""
+    return _load_spec(_dataset_spec(dataset, name=name, split=split, relevance_level=relevance_level,
+                                    drop_self_hits=drop_self_hits))
+
+
+def _dataset_spec(dataset: PathLike, *, name: str | None, **options: Any) -> DatasetSpec:
+    path = Path(dataset)
+    if not path.exists() and not path.is_absolute() and path.parent == Path("data"):
+        shipped = shipped_folder("data") / path.name
+        path = shipped if shipped.is_dir() else path
+    if path.exists():
+        raw = {"name": name or path.resolve().name, "path": path.resolve(), **options}
+    elif path.is_absolute() or str(dataset).startswith((".", "~", f"data{os.sep}")):
+        raise HarnessError(f"{dataset}: dataset folder not found; {BEIR_LAYOUT}; or give an ir_datasets id")
+    else:
+        raw = {"name": name or str(dataset), "ir_datasets": str(dataset), **options}
+    return _validated(DatasetSpec, raw, "dataset")
+
+
+def _validated(model: type[Any], raw: dict[str, Any], what: str) -> Any:
+    from pydantic import ValidationError
+
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg'].removeprefix('Value error, ')}"
+                             for e in exc.errors())
+        raise HarnessError(f"invalid {what} options: {problems}") from None
+
+
+# ---------------------------------------------------------------- one model, in memory
+
+
+def evaluate_model(
+    model: Any,
+    dataset: PathLike | Dataset,
+    *,
+    metrics: Sequence[str] = tuple(DEFAULT_METRICS),
+    top_k: int = 1000,
+    name: str | None = None,
+    split: str = "test",
+    relevance_level: int = 1,
+    drop_self_hits: bool = False,
+    similarity: Literal["dot", "cosine"] = "dot",
+    batch_size: int = 32,
+    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32",
+    device: Literal["auto", "cpu", "cuda"] = "auto",
+    engine: Literal["fast", "sentence-transformers"] = "fast",
+    max_seq_length: int | None = None,
+    query_prefix: str = "",
+    document_prefix: str = "",
+    latency_min_calls: int = 100,
+    progress: bool = True,
+) -> ModelEvaluation:
+    """Encode a data set with a model, search exactly, and score the ranking: all in memory, no file written
+    (no record, no embedding cache).
+
+    ``model``: a loaded ``SentenceTransformer`` (used as it is: not reloaded, moved, cast or left changed;
+    its device is used) or a model id / local path / ``bundled:all-MiniLM-L6-v2``. ``dataset``: a BEIR folder,
+    an ir_datasets id, or a `Dataset` from `load_dataset` (``split``, ``relevance_level`` and ``drop_self_hits``
+    apply when the data set is loaded here). Returns the record, every metric per query, and the ranking.
+    """
+    from harness.encode.models import Encoder
+    from harness.runner import MemoryStore, RunOptions, run_one
+
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    loaded_model = not isinstance(model, (str, os.PathLike))
+    if loaded_model:
+        _require_sentence_transformer(model)
+    model_id = _model_id(model) if loaded_model else str(model)
+    encoder_spec = _validated(EncoderSpec, {
+        "name": name or Path(model_id).name or model_id, "model": model_id, "similarity": similarity,
+        "max_seq_length": max_seq_length, "batch_size": batch_size, "precision": precision, "device": device,
+        "engine": engine, "query_prefix": query_prefix, "document_prefix": document_prefix}, "encoder")
+    if isinstance(dataset, Dataset):
+        dataset_spec = DatasetSpec.model_construct(name=dataset.name)  # loaded already: the spec only names it
+    else:
+        dataset_spec = _dataset_spec(dataset, name=None, split=split, relevance_level=relevance_level,
+                                     drop_self_hits=drop_self_hits)
+    suite = Suite(name="evaluate_model", datasets=[dataset_spec], encoders=[encoder_spec], metrics=metrics,
+                  top_k=top_k)
+    data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
+    options = RunOptions(latency_min_calls=latency_min_calls, progress=progress)
+    store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
+    with _unchanged(model) if loaded_model else nullcontext():
+        encoder = Encoder.from_model(model, encoder_spec) if loaded_model else Encoder(encoder_spec)
+        return run_one(suite, data, encoder, options, store=store)
+
+
+def _require_sentence_transformer(model: Any) -> None:
+    from sentence_transformers import SentenceTransformer
+
+    if not isinstance(model, SentenceTransformer):
+        raise HarnessError(f"model must be a loaded SentenceTransformer or a model id/path, got {type(model).__name__}")
+
+
+def _model_id(model: Any) -> str:
+    """What a loaded model was loaded from (its Hugging Face id or folder), for the record."""
+    first = model[0] if len(model) else None
+    config = getattr(getattr(first, "auto_model", None), "config", None)
+    return str(getattr(config, "_name_or_path", "") or getattr(model.model_card_data, "base_model", "")
+               or type(model).__name__)
+
+
+@contextmanager
+def _unchanged(model: Any) -> Iterator[None]:
+    """Encoding needs eval mode; a model from a training loop gets its train/eval flags back afterwards."""
+    modes = [(module, module.training) for module in model.modules()]
+    try:
+        yield
+    finally:
+        for module, training in modes:
+            module.training = training
+
+
+# ---------------------------------------------------------------- suites
+
+
+@dataclass(frozen=True)
+class SuiteResult:
+    """Every dataset x encoder of a suite: results (and record directories when written) and failures."""
+
+    suite: Suite
+    outcomes: list[RunOutcome]
+
+    @property
+    def ok(self) -> bool:
+        return all(o.ok for o in self.outcomes)
+
+    @property
+    def failures(self) -> list[RunOutcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def results(self) -> list[ModelEvaluation]:
+        return [o.result for o in self.outcomes if o.result is not None]
+
+    @property
+    def paths(self) -> list[Path]:
+        return [o.path for o in self.outcomes if o.path is not None]
+
+    def to_table(self) -> str:
+        table = results_table(self.suite.metrics, [r.record for r in self.results]) if self.results else ""
+        failed = "\n".join(f"FAILED {o.dataset} × {o.encoder}: {o.error}" for o in self.failures)
+        return "\n\n".join(part for part in (table, failed) if part)
+
+    def _repr_markdown_(self) -> str:
+        return f"**suite {self.suite.name}**\n\n{self.to_table()}"
+
+
+def results_table(metrics: Sequence[str], records: Sequence[RunRecord]) -> str:
+    """The table `harness run` prints: one row per record, metrics then speed."""
+    headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
+    rows = [[record.dataset.name, record.encoder.name, *(f"{record.metrics[m]:.4f}" for m in metrics),
+             fmt_num(record.performance.throughput.passages_per_s), f"{record.performance.query_latency.p50:.1f}",
+             f"{record.performance.search_s:.2f}"] for record in records]
+    return text_table(headers, rows)
+
+
+def run_suite(
+    suite: PathLike | Suite,
+    *,
+    output: PathLike | None = None,
+    fail_fast: bool = False,
+    cache: PathLike | None = None,
+    progress: bool = True,
+    executor: Literal["local", "ray"] = "local",
+    ray_address: str | None = None,
+) -> SuiteResult:
+    """Evaluate every dataset x encoder of a suite (a file, a shipped suite name such as ``quick``, or a `Suite`).
+
+    With ``output`` each result is also written as a record directory there (what `harness run` does);
+    without, results stay in memory. A dataset x encoder that fails is recorded in the result (and logged)
+    and the rest still runs, unless ``fail_fast``. Corpus embeddings are cached (``cache``, default
+    ``$HARNESS_CACHE`` or ``~/.cache/harness``)."""
+    from harness.runner import RunOptions, run_suite as run
+
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    options = RunOptions(output=_path(output), cache=_path(cache), progress=progress, fail_fast=fail_fast,
+                         executor=executor, ray_address=ray_address)
+    return SuiteResult(loaded, run(loaded, options))
+
+
+def _path(value: PathLike | None) -> Path | None:
+    return None if value is None else Path(value)
+
+
+# ---------------------------------------------------------------- records: compare, check, report
+
+def compare(
+    *records: PathLike | ModelEvaluation | RunOutcome | SuiteResult,
+    control: str | None = None,
+    metrics: Sequence[str] | None = None,
+    alpha: float = 0.05,
+    test: Test = "randomization",
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> Comparison:
+    """Paired significance tests between records of the same dataset (the first, or the encoder named
+    ``control``, is the control): record directories, results folders, or results in memory. Renders
+    itself as a table in Jupyter."""
+    from harness.analysis.compare import compare_pairs, label_runs, pair_by_dataset
+
+    runs = label_runs(_loaded_runs(records))
+    if len(runs) < 2:
+        raise HarnessError(f"need at least two run records to compare, found {len(runs)}")
+    pairs, warnings = pair_by_dataset(runs, control=control)
+    if not pairs:
+        raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
+    comparison = compare_pairs(pairs, metrics=metrics, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+    return replace(comparison, warnings=warnings + comparison.warnings)
+
+
+def _loaded_runs(items: Sequence[Any]) -> list[LoadedRun]:
+    from harness.analysis.compare import LoadedRun, load_runs
+    from harness.runner import ModelEvaluation, RunOutcome
+
+    runs: list[LoadedRun] = []
+    for item in items:
+        if isinstance(item, SuiteResult):
+            runs += _loaded_runs(item.outcomes)
+        elif isinstance(item, RunOutcome):
+            if item.path is not None:
+                runs += load_runs([item.path])
+            elif item.result is not None:
+                runs += _loaded_runs([item.result])
+        elif isinstance(item, ModelEvaluation):
+            runs.append(LoadedRun(Path("in-memory"), item.record, item.per_query))
+        elif isinstance(item, (str, os.PathLike)):
+            runs += load_runs([Path(item)])
+        else:
+            raise HarnessError(f"cannot compare a {type(item).__name__}: give record directories, results "
+                               "folders, or results of evaluate_model / run_suite")
+    return runs
+
+
+def check(
+    suite: PathLike | Suite,
+    *,
+    results: Sequence[PathLike] | None = None,
+    output: PathLike | None = None,
+    cache: PathLike | None = None,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+    progress: bool = True,
+) -> CheckReport:
+    """A suite's expected scores and baselines (`harness check`), on the records under ``results``, or on a
+    fresh run of the suite (records written under ``output`` if given). ``report.failed`` lists what FAILed."""
+    from harness.analysis.check import check_suite, select_records
+    from harness.analysis.compare import load_runs
+
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    if results is not None:
+        runs = load_runs([Path(p) for p in results])
+        where = ", ".join(map(str, results))
+    else:
+        ran = run_suite(loaded, output=output, cache=cache, progress=progress)
+        if not ran.ok:
+            raise HarnessError("the suite did not run: " + "; ".join(
+                f"{o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
+        runs = _loaded_runs([ran])
+        where = str(output) if output is not None else "the fresh run"
+    return check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
+
+
+@dataclass(frozen=True)
+class Report:
+    """A written report: its data (comparison, CIs, curves) and every file written."""
+
+    data: ReportData
+    files: list[Path] = field(default_factory=list)
+
+    @property
+    def html(self) -> Path | None:
+        return next((p for p in self.files if p.name == "report.html"), None)
+
+    @property
+    def markdown(self) -> Path | None:
+        return next((p for p in self.files if p.name == "report.md"), None)
+
+    def _repr_html_(self) -> str | None:  # Jupyter: the self-contained HTML report, figures included
+        return self.html.read_text(encoding="utf-8") if self.html else None
+
+    def _repr_markdown_(self) -> str:
+        comparison = self.data.comparison.to_table() if self.data.comparison else "one record per dataset"
+        where = self.markdown or self.html
+        return f"{len(self.data.runs)} run record(s), {len(self.files)} files (report: `{where}`)\n\n{comparison}"
+
+
+def report(
+    records: Sequence[PathLike],
+    *,
+    output: PathLike,
+    formats: Sequence[Literal["html", "md"]] = ("html", "md"),
+    control: str | None = None,
+    metric: str | None = None,
+    alpha: float = 0.05,
+    test: Test = "randomization",
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> Report:
+    """An HTML/Markdown report with plots and exports (`harness report`) from record directories or results
+    folders, written under ``output``."""
+    from harness.report import build_report, load_report_data
+
+    if isinstance(records, (str, os.PathLike)):
+        records = [records]
+    data = load_report_data([Path(p) for p in records], control=control, metric=metric, alpha=alpha, test=test,
+                            seed=seed, n_resamples=n_resamples)
+    return Report(data, build_report(data, Path(output), formats=formats))
