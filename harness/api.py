@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -266,16 +266,10 @@ def compare(
     """Paired significance tests between records of the same dataset (the first, or the encoder named
     ``control``, is the control): record directories, results folders, or results in memory. Renders
     itself as a table in Jupyter."""
-    from harness.analysis.compare import compare_pairs, label_runs, pair_by_dataset
+    from harness.analysis.compare import compare_runs
 
-    runs = label_runs(_loaded_runs(records))
-    if len(runs) < 2:
-        raise HarnessError(f"need at least two run records to compare, found {len(runs)}")
-    pairs, warnings = pair_by_dataset(runs, control=control)
-    if not pairs:
-        raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
-    comparison = compare_pairs(pairs, metrics=metrics, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
-    return replace(comparison, warnings=warnings + comparison.warnings)
+    return compare_runs(_loaded_runs(records), control=control, metrics=metrics, alpha=alpha, test=test, seed=seed,
+                        n_resamples=n_resamples)
 
 
 def _loaded_runs(items: Sequence[Any]) -> list[LoadedRun]:

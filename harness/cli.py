@@ -290,10 +290,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import json
 
-    from harness.analysis.compare import compare_records
+    from harness.api import compare
 
-    comparison = compare_records(args.records, control=args.control, metrics=args.metrics, alpha=args.alpha,
-                                 test=args.test, seed=args.seed, n_resamples=args.resamples)
+    comparison = compare(*args.records, control=args.control, metrics=args.metrics, alpha=args.alpha,
+                         test=args.test, seed=args.seed, n_resamples=args.resamples)
     print(comparison.to_table())
     if args.json:
         _write(args.json, json.dumps(comparison.to_dict(), indent=1) + "\n")

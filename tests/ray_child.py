@@ -58,7 +58,8 @@ def main() -> None:
     environ = dict(os.environ)
     try:
         options = RunOptions(output=Path(output), cache=Path(cache), chunk_rows=int(chunk_rows), progress=False,
-                             latency_min_calls=3, executor="ray", ray_address=nodes.address if nodes else None)
+                             latency_min_calls=3, fail_fast=True, executor="ray",
+                             ray_address=nodes.address if nodes else None)
         [result] = run_suite(load_suite(Path(suite_path)), options)
         outcome["record"] = str(result.path)
     except HarnessError as exc:

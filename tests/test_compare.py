@@ -9,7 +9,8 @@ import json
 import pytest
 
 from harness.cli import main
-from harness.analysis.compare import compare_records, load_runs
+from harness.analysis.compare import load_runs
+from harness.api import compare
 from harness.errors import HarnessError
 from harness.analysis.stats import compare_paired, holm
 from tests.record_fixtures import gpu_environment, real_records, synthetic_record
@@ -48,7 +49,7 @@ def test_real_truncation_is_a_significant_regression(real, capsys, tmp_path):
 
 def test_real_order_decides_the_control(real):
     """Treatment first: the good model is now the treatment and shows as better."""
-    comparison = compare_records([real.degraded, real.control])
+    comparison = compare(real.degraded, real.control)
     ndcg = comparison.find("noveleval", "nDCG@10", "all-MiniLM-L6-v2")
     assert ndcg is not None and ndcg.verdict(0.05, "randomization") == "better"
     assert not comparison.regressions()
@@ -56,7 +57,7 @@ def test_real_order_decides_the_control(real):
 
 def test_results_folder_and_control_option(real):
     """A results folder holds both records; --control picks which is the control."""
-    comparison = compare_records([real.folder], control="truncated-16")
+    comparison = compare(real.folder, control="truncated-16")
     assert {m.control for m in comparison.metrics} == {"truncated-16"}
     assert main(["compare", str(real.folder), "--control", "truncated-16", "--fail-on-regression"]) == 0
 
@@ -64,7 +65,7 @@ def test_results_folder_and_control_option(real):
 def test_statistics_are_the_stats_module_on_aligned_vectors(tmp_path):
     a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD)
-    comparison = compare_records([a, b], seed=3, n_resamples=2000)
+    comparison = compare(a, b, seed=3, n_resamples=2000)
     ndcg = comparison.find("toy", "nDCG@10", "new")
     expected = compare_paired([GOOD["nDCG@10"][q] for q in sorted(QIDS)], [BAD["nDCG@10"][q] for q in sorted(QIDS)],
                               seed=3, n_resamples=2000)
@@ -79,7 +80,7 @@ def test_different_dataset_fingerprints_are_refused(tmp_path, capsys):
     a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, fingerprint="fp-other")
     with pytest.raises(HarnessError, match="different data"):
-        compare_records([a, b])
+        compare(a, b)
     assert main(["compare", str(a), str(b)]) == 2
     assert "fingerprints fp-toy vs fp-other" in capsys.readouterr().err
 
@@ -88,7 +89,7 @@ def test_different_metric_definitions_warn(tmp_path):
     a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD)
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD,
                          definitions={"nDCG@10": "something else", "MAP": "definition of MAP"})
-    comparison = compare_records([a, b])
+    comparison = compare(a, b)
     assert any("nDCG@10 is defined differently" in w for w in comparison.warnings)
 
 
@@ -97,7 +98,7 @@ def test_different_query_sets_are_refused(tmp_path):
     fewer = {m: {q: v for q, v in values.items() if q != "q0"} for m, values in BAD.items()}
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=fewer)
     with pytest.raises(HarnessError, match="scored different queries"):
-        compare_records([a, b])
+        compare(a, b)
 
 
 def test_records_are_matched_by_dataset(tmp_path):
@@ -107,7 +108,7 @@ def test_records_are_matched_by_dataset(tmp_path):
         synthetic_record(tmp_path / folder, encoder=f"enc-{folder}", per_query=values, dataset="other",
                          fingerprint="fp-other")
     synthetic_record(tmp_path / "b", encoder="enc-b", per_query=BAD, dataset="lonely", fingerprint="fp-l")
-    comparison = compare_records([tmp_path / "a", tmp_path / "b"])
+    comparison = compare(tmp_path / "a", tmp_path / "b")
     assert sorted({(m.dataset, m.control, m.treatment) for m in comparison.metrics}) == [
         ("other", "enc-a", "enc-b"), ("toy", "enc-a", "enc-b")]
     assert len(comparison.metrics) == 4
@@ -128,12 +129,12 @@ def test_speed_is_compared_only_on_the_same_hardware(tmp_path):
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, passages_per_s=150)
     gpu_env = gpu_environment("NVIDIA H100 80GB HBM3")
     c = synthetic_record(tmp_path / "c", encoder="gpu", per_query=BAD, passages_per_s=9000, environment=gpu_env)
-    [same] = compare_records([a, b]).speed
+    [same] = compare(a, b).speed
     assert same.comparable and same.ratio("passages_per_s") == pytest.approx(1.5)
-    [other] = compare_records([a, c]).speed
+    [other] = compare(a, c).speed
     assert not other.comparable and other.ratio("passages_per_s") is None
     assert "different hardware" in other.reason and "H100" in other.reason
-    assert "not comparable" in compare_records([a, c]).to_table()
+    assert "not comparable" in compare(a, c).to_table()
 
 
 def test_fewer_than_two_records_is_bad_input(tmp_path, capsys):

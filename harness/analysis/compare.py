@@ -225,12 +225,11 @@ def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,
     return pairs, warnings
 
 
-def compare_records(paths: Sequence[Path], *, control: str | None = None, **options: Any) -> Comparison:
-    """`harness compare`: load, pair by dataset, compare."""
-    runs = load_runs(paths)
+def compare_runs(runs: Sequence[LoadedRun], *, control: str | None = None, **options: Any) -> Comparison:
+    """Label, pair by dataset (the first record, or the encoder named ``control``, is the control), compare."""
+    runs = label_runs(list(runs))
     if len(runs) < 2:
-        raise HarnessError(f"need at least two run records to compare, found {len(runs)} in: "
-                           + ", ".join(str(p) for p in paths))
+        raise HarnessError(f"need at least two run records to compare, found {len(runs)}")
     pairs, warnings = pair_by_dataset(runs, control=control)
     if not pairs:
         raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
