@@ -112,13 +112,21 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
     assert "| nDCG@10 |" in result._repr_markdown_()
 
 
+def test_the_baseline_engine_at_half_precision_leaves_a_loaded_model_bit_identical(loaded_tiny):
+    from harness.encode.models import weights_fingerprint
+
+    before = (weights_fingerprint(loaded_tiny), next(loaded_tiny.parameters()).dtype)
+    result = harness.evaluate_model(loaded_tiny, DATA / "noveleval", metrics=["nDCG@10"], precision="bf16",
+                                    engine="sentence-transformers", latency_min_calls=1, progress=False)
+    assert 0 < result.metrics["nDCG@10"] <= 1
+    assert (weights_fingerprint(loaded_tiny), next(loaded_tiny.parameters()).dtype) == before
+
+
 def test_evaluate_model_refuses_to_change_a_loaded_model(loaded_tiny):
     with pytest.raises(HarnessError, match="does not change a model it is given"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", max_seq_length=16)
     with pytest.raises(HarnessError, match="does not move a model it is given"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", device="cuda")
-    with pytest.raises(HarnessError, match="needs the model in torch.float16, but it is in torch.float32"):
-        harness.evaluate_model(loaded_tiny, DATA / "noveleval", precision="fp16", engine="sentence-transformers")
     with pytest.raises(HarnessError, match="invalid encoder options: precision"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", precision="int4")
     with pytest.raises(HarnessError, match="a BEIR folder holds corpus.jsonl"):

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
-from harness.encode.engines import HALF_DTYPES, EncodeResult, Progress, make_engine
+from harness.encode.engines import EncodeResult, Progress, make_engine
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
 
@@ -150,11 +150,6 @@ class Encoder:
                 f"max_seq_length {spec.max_seq_length} differs from the loaded model's ({model.max_seq_length}); "
                 f"the harness does not change a model it is given: set model.max_seq_length = "
                 f"{spec.max_seq_length} yourself, or pass a model id or path instead")
-        if spec.engine == "sentence-transformers":  # that engine runs (and would cast) the model itself
-            wanted, dtype = HALF_DTYPES.get(spec.precision, torch.float32), next(model.parameters()).dtype
-            if dtype != wanted:
-                raise HarnessError(f"precision {spec.precision!r} with engine 'sentence-transformers' needs the model in "
-                                   f"{wanted}, but it is in {dtype}; cast it yourself or use engine 'fast'")
         return cls(spec, model=model)
 
     @property
