@@ -43,6 +43,7 @@ class ChunkInfo:
     seconds: float
     tokens: int
     truncated: int = 0
+    pieces: tuple[tuple[int, float], ...] = ()  # (rows, seconds) of timed pieces within the chunk, in order
 
 
 class EmbeddingStore:
@@ -79,7 +80,8 @@ class EmbeddingStore:
         """The chunk's sidecar if the chunk is complete and intact; otherwise None (and it is removed)."""
         array_file, info_file = self._files(index)
         try:
-            info = ChunkInfo(**json.loads(info_file.read_text()))
+            data = json.loads(info_file.read_text())
+            info = ChunkInfo(**{**data, "pieces": tuple(tuple(p) for p in data.get("pieces", ()))})
         except (OSError, ValueError, TypeError):
             return None
         if index not in self._verified:
@@ -93,7 +95,8 @@ class EmbeddingStore:
     def missing(self) -> list[int]:
         return [i for i in range(self.n_chunks) if self.info(i) is None]
 
-    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0) -> None:
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
+              pieces: tuple[tuple[int, float], ...] = ()) -> None:
         expected = len(self.rows_of(index))
         if embeddings.shape[0] != expected:
             raise ValueError(f"chunk {index} needs {expected} rows, got {embeddings.shape[0]}")
@@ -107,7 +110,7 @@ class EmbeddingStore:
                 os.fsync(handle.fileno())
             os.replace(tmp, array_file)
             info = {"rows": expected, "sha256": _sha256(array_file), "seconds": seconds, "tokens": tokens,
-                    "truncated": truncated}
+                    "truncated": truncated, "pieces": [list(p) for p in pieces]}
             _atomic_write(info_file, json.dumps(info).encode())
         except OSError as exc:
             for path in (array_file, info_file, tmp):
@@ -125,10 +128,14 @@ class EmbeddingStore:
         for index in range(self.n_chunks):
             yield self.read(index)
 
+    def infos(self) -> list[ChunkInfo]:
+        """The complete chunks' sidecars, in chunk order."""
+        return [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
+
     def totals(self) -> ChunkInfo:
         """Rows, encoding seconds, tokens and truncations summed over the complete chunks
         (seconds as measured when each chunk was written)."""
-        infos = [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
+        infos = self.infos()
         return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
                          tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
 

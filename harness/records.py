@@ -117,6 +117,22 @@ class EmbeddingStoreInfo(_Record):
     chunk_rows: int
 
 
+class TimedRows(_Record):
+    """A timed piece of corpus encoding: rows encoded and the seconds they took."""
+
+    rows: int = Field(gt=0)
+    seconds: float = Field(ge=0)
+
+
+class ChunkTiming(_Record):
+    """One embedding-store chunk's encoding time, and the pieces within it as the engine reported progress
+    (consecutive batches, merged to at most ``runner.MAX_TIMED_PIECES`` per chunk; empty when not reported)."""
+
+    rows: int
+    seconds: float
+    pieces: list[TimedRows] = []
+
+
 class Performance(_Record):
     """What a run cost. Corpus figures come from the run that encoded the corpus (see ``corpus_from_cache``)."""
 
@@ -131,6 +147,8 @@ class Performance(_Record):
     peak_rss_mb: float
     peak_gpu_mb: float | None
     embedding_store: EmbeddingStoreInfo
+    # raw encode times per store chunk (the samples of `harness check`'s speed gate); empty in older records
+    corpus_chunk_seconds: list[ChunkTiming] = []
 
 
 class GpuInfo(_Record):

@@ -24,6 +24,7 @@ from harness.metrics import Evaluation, evaluate, parse_measure
 from harness.profile import timing
 from harness.progress import progress
 from harness.records import (
+    ChunkTiming,
     DatasetInfo,
     EmbeddingStoreInfo,
     EncoderInfo,
@@ -31,6 +32,7 @@ from harness.records import (
     RecallCurve,
     RunRecord,
     SuiteInfo,
+    TimedRows,
     recall_curve,
     utc_now,
     write_run_record,
@@ -186,16 +188,21 @@ class MemoryStore:
     def missing(self) -> list[int]:
         return [i for i in range(self.n_chunks) if i not in self._chunks]
 
-    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0) -> None:
-        info = ChunkInfo(rows=len(embeddings), sha256="", seconds=seconds, tokens=tokens, truncated=truncated)
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
+              pieces: tuple[tuple[int, float], ...] = ()) -> None:
+        info = ChunkInfo(rows=len(embeddings), sha256="", seconds=seconds, tokens=tokens, truncated=truncated,
+                         pieces=pieces)
         self._chunks[index] = (np.asarray(embeddings, dtype=np.float32), info)
 
     def chunks(self) -> Iterator[np.ndarray]:
         for index in range(self.n_chunks):
             yield self._chunks[index][0]
 
+    def infos(self) -> list[ChunkInfo]:
+        return [self._chunks[i][1] for i in sorted(self._chunks)]
+
     def totals(self) -> ChunkInfo:
-        infos = [info for _, info in self._chunks.values()]
+        infos = self.infos()
         return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
                          tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
 
@@ -263,6 +270,9 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         peak_rss_mb=timing.peak_rss_mb(),
         peak_gpu_mb=timing.peak_gpu_mb(encoder.device),
         embedding_store=EmbeddingStoreInfo(key=store.key, dtype=store.dtype, chunk_rows=store.chunk_rows),
+        corpus_chunk_seconds=[ChunkTiming(rows=i.rows, seconds=i.seconds,
+                                          pieces=[TimedRows(rows=r, seconds=t) for r, t in i.pieces])
+                              for i in store.infos()],
     )
     return RunRecord(
         suite=SuiteInfo(name=suite.name, path=str(suite.source) if suite.source else None),
@@ -293,11 +303,43 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | M
             texts = dataset.doc_texts[rows.start:rows.stop]
             timing.synchronize(encoder.device)
             started = time.perf_counter()
-            result = encoder.encode_documents(texts, progress=update)
+            pieces = _PieceTimer(started, update)
+            result = encoder.encode_documents(texts, progress=pieces)
             timing.synchronize(encoder.device)
             seconds = time.perf_counter() - started - result.counting_s
-            store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated)
+            store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated,
+                        pieces=merge_pieces(pieces.pieces, MAX_TIMED_PIECES))
     return True
+
+
+# Speed gates need many timing samples even when the corpus is one store chunk: the engine reports progress
+# after every batch, and the time between two reports is one sample. Batches are the engine's own unit, so timing
+# them changes nothing about the work (splitting a chunk into smaller encode calls would: shorter length sorts,
+# more padding, the small-input path). Long chunks merge consecutive batches to bound the record's size.
+MAX_TIMED_PIECES = 64
+
+
+class _PieceTimer:
+    """A progress callback that also records (rows, seconds since the previous report)."""
+
+    def __init__(self, started: float, update: Callable[[int], None]):
+        self.last, self.update = started, update
+        self.pieces: list[tuple[int, float]] = []
+
+    def __call__(self, rows: int) -> None:
+        now = time.perf_counter()
+        self.pieces.append((rows, now - self.last))
+        self.last = now
+        self.update(rows)
+
+
+def merge_pieces(pieces: list[tuple[int, float]], limit: int) -> tuple[tuple[int, float], ...]:
+    """At most `limit` pieces: consecutive ones summed in groups of near-equal count, order kept."""
+    if len(pieces) <= limit:
+        return tuple(pieces)
+    bounds = np.linspace(0, len(pieces), limit + 1).round().astype(int)
+    return tuple((sum(r for r, _ in pieces[a:b]), sum(t for _, t in pieces[a:b]))
+                 for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:

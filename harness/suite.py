@@ -26,13 +26,34 @@ class Expectation(_Strict):
     tolerance: float = Field(default=0.0, ge=0)
 
 
+class SpeedGate(_Strict):
+    """Encoding throughput and query p99 latency against the baseline's, on the same hardware only.
+
+    Each is a speed ratio, new / baseline (for latency: baseline p99 / new p99), bootstrapped from the
+    records' raw timings (per-batch corpus encode times, per-call query latencies). A figure FAILs only when
+    the slowdown is significant *and* beyond the margin: the one-sided (1 - alpha) upper confidence bound of
+    the ratio is below 1 - max_slowdown.
+    """
+
+    max_slowdown: float = Field(default=0.10, ge=0, lt=1)
+    alpha: float = Field(default=0.05, gt=0, lt=1)
+
+
+class NonInferiorityMargin(_Strict):
+    """"Not worse by more than ``margin``" (metric units): PASS only when the one-sided (1 - alpha) lower
+    confidence bound of mean(new - baseline) over the queries is above -margin."""
+
+    margin: float = Field(gt=0)
+
+
 class Baseline(_Strict):
     """A baseline to hold an encoder to (``harness check``): records of an earlier run of the same suite.
 
     A metric FAILs when it dropped by more than ``max_drop`` *and* the drop is significant at
     ``alpha`` (paired test on the per-query values, Holm-adjusted over every baseline comparison of
-    the check). ``min_passages_per_s`` is a floor on encoding throughput as a fraction of the
-    baseline's, checked only when both ran on the same hardware (``harness.profile.timing.hardware_key``).
+    the check). ``noninferior`` turns "no significant drop" around for the metrics it names: the new
+    encoder must *show* that it is not worse by more than the margin (one-sided paired t at ``alpha``).
+    ``speed`` gates encoding throughput and query latency (see ``SpeedGate``).
     """
 
     records: Path  # a record directory or a results folder, relative to the suite file
@@ -41,7 +62,18 @@ class Baseline(_Strict):
     max_drop: float = Field(default=0.0, ge=0)
     alpha: float = Field(default=0.05, gt=0, lt=1)
     test: Test = "randomization"
-    min_passages_per_s: float | None = Field(default=None, gt=0)
+    noninferior: dict[str, NonInferiorityMargin] | None = None  # metric -> margin
+    speed: SpeedGate | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _migrate_speed_floor(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "min_passages_per_s" in data:
+            raise ValueError(
+                "min_passages_per_s was removed: a floor of a fraction of the baseline's passages/s let a 0.36x "
+                "engine pass; write `speed: {max_slowdown: 0.10}` instead (fails on a significant slowdown beyond "
+                "10% on the same hardware; see docs/reports.md)")
+        return data
 
 
 class DatasetSpec(_Strict):
@@ -134,10 +166,12 @@ class Suite(_Strict):
                 if unknown:
                     raise ValueError(f"encoder {encoder.name!r}: expect for {dataset!r} names metrics the suite "
                                      f"does not compute: {', '.join(unknown)} (metrics: {', '.join(self.metrics)})")
-            unknown = [m for m in (encoder.baseline.metrics or []) if m not in self.metrics] if encoder.baseline else []
-            if unknown:
-                raise ValueError(f"encoder {encoder.name!r}: baseline metrics not in the suite's metrics: "
-                                 f"{', '.join(unknown)}")
+            for key in ("metrics", "noninferior"):
+                named = getattr(encoder.baseline, key) or [] if encoder.baseline else []
+                unknown = [m for m in named if m not in self.metrics]
+                if unknown:
+                    raise ValueError(f"encoder {encoder.name!r}: baseline {key} names metrics the suite does not "
+                                     f"compute: {', '.join(unknown)} (metrics: {', '.join(self.metrics)})")
 
 
 def shipped_folder(name: Literal["suites", "data"]) -> Path:
@@ -215,6 +249,8 @@ _MODELS: dict[str, type[BaseModel]] = {
     "encoders": EncoderSpec,
     "expect": Expectation,
     "baseline": Baseline,
+    "noninferior": NonInferiorityMargin,
+    "speed": SpeedGate,
 }
 
 
@@ -239,8 +275,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model = _MODELS[""]
     if parents and parents[0] in ("datasets", "encoders"):
         model = _MODELS[parents[0]]
-    if "expect" in parents:
-        model = Expectation
-    if "baseline" in parents:
-        model = Baseline
+    for key in ("expect", "baseline", "noninferior", "speed"):  # noninferior and speed sit inside baseline
+        if key in parents:
+            model = _MODELS[key]
     return [name for name in model.model_fields if name != "source"]

@@ -3,28 +3,42 @@
 Outcomes, per check (Pyserini's two-click reproductions use the first three):
 
 * ``OK``: the expected score is met (equal within 5e-5, i.e. to the 4 printed decimals, or the
-  tolerance if smaller); no drop against the baseline; a speed floor is met.
+  tolerance if smaller); no drop against the baseline; non-inferiority shown; no slowdown.
 * ``OK-within-tolerance``: within the declared tolerance; or a drop against the baseline that is
-  not both larger than ``max_drop`` and significant.
+  not both larger than ``max_drop`` and significant; or a slowdown that is not both significant and
+  beyond ``max_slowdown``.
 * ``FAIL``: outside the tolerance; a drop larger than ``max_drop`` that is significant at ``alpha``
-  (Holm-adjusted over every baseline comparison of the check); a speed floor missed.
-* ``SKIP``: a speed floor that cannot be judged (different hardware, no figure).
+  (Holm-adjusted over every baseline comparison of the check); non-inferiority not shown (the lower
+  bound of Δ is at or below -margin); a slowdown beyond ``max_slowdown`` that is significant.
+* ``SKIP``: a speed check that cannot be judged: different hardware, a corpus read from the embedding
+  cache (its passages/s is an older run's), or a record without raw timings.
+
+Non-inferiority needs no multiplicity correction: the gate passes only if *every* metric x dataset
+shows it (an intersection-union test), so the chance of a false pass stays at most alpha.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from harness.analysis.compare import LoadedRun, MetricComparison, compare_pairs, compare_speed, label_runs, load_runs
-from harness.analysis.stats import Test, holm
+from harness.analysis.compare import (
+    LoadedRun,
+    MetricComparison,
+    aligned,
+    compare_pairs,
+    compare_speed,
+    label_runs,
+    load_runs,
+)
+from harness.analysis.stats import SpeedRatio, Test, holm, latency_speed_ratio, noninferiority, throughput_ratio
 from harness.errors import HarnessError
-from harness.suite import EncoderSpec, Expectation, Suite
+from harness.records import Performance
+from harness.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
 from harness.tables import fmt_p, html_table, markdown_table, text_table
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
@@ -35,7 +49,7 @@ EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table
 class CheckResult:
     dataset: str
     encoder: str
-    kind: Literal["expect", "baseline", "speed"]
+    kind: Literal["expect", "baseline", "noninferior", "speed"]
     metric: str
     status: Status
     expected: float | None = None
@@ -44,6 +58,8 @@ class CheckResult:
     tolerance: float | None = None
     p_value: float | None = None
     message: str = ""
+    bound: float | None = None  # the confidence bound a verdict rests on: lower bound of Δ (noninferior),
+    #                             upper bound of the speed ratio (speed)
 
     @property
     def name(self) -> str:
@@ -68,14 +84,15 @@ class CheckReport:
                 "results": [asdict(r) for r in self.results]}
 
     TABLE_HEADERS = ("status", "dataset", "encoder", "check", "metric", "expected", "actual", "delta", "tolerance",
-                     "p", "note")
+                     "bound", "p", "note")
 
     def table_rows(self) -> list[list[str]]:
         def num(x: float | None, fmt: str = ".4f") -> str:
             return "-" if x is None else format(x, fmt)
 
         return [[r.status, r.dataset, r.encoder, r.kind, r.metric, num(r.expected), num(r.actual),
-                 num(r.delta, "+.4f"), num(r.tolerance), "-" if r.p_value is None else fmt_p(r.p_value), r.message]
+                 num(r.delta, "+.4f"), num(r.tolerance), num(r.bound, "+.4f" if r.kind == "noninferior" else ".4f"),
+                 "-" if r.p_value is None else fmt_p(r.p_value), r.message]
                 for r in self.results]
 
     def verdict(self) -> str:
@@ -118,6 +135,8 @@ def describe(r: CheckResult) -> str:
         parts.append(f"delta {r.delta:+.4f}")
     if r.tolerance is not None:
         parts.append(f"tolerance {r.tolerance:.4f}")
+    if r.bound is not None:
+        parts.append(f"bound {r.bound:+.4f}")
     if r.p_value is not None:
         parts.append(f"p {fmt_p(r.p_value)}")
     return ", ".join(parts) + (f" ({r.message})" if r.message else "")
@@ -210,8 +229,13 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, 
                                        alpha=spec.alpha, dataset=base.dataset, encoder=encoder.name,
                                        metric=m.metric, test=spec.test))
     for base, current, encoder in pairs:
-        if encoder.baseline and encoder.baseline.min_passages_per_s is not None:
-            results.append(speed_result(base, current, encoder.baseline.min_passages_per_s, encoder.name))
+        spec = encoder.baseline
+        assert spec is not None
+        for metric, margin in (spec.noninferior or {}).items():
+            results.append(noninferior_result(base, current, metric, margin, alpha=spec.alpha, encoder=encoder.name))
+        if spec.speed is not None:
+            results += speed_results(base, current, spec.speed, encoder=encoder.name, seed=seed,
+                                     n_resamples=n_resamples)
     return results
 
 
@@ -232,22 +256,87 @@ def baseline_result(baseline: float, actual: float, p_holm: float, *, max_drop: 
                        note)
 
 
-def speed_result(base: LoadedRun, current: LoadedRun, floor: float, encoder: str) -> CheckResult:
+def noninferior_result(base: LoadedRun, current: LoadedRun, metric: str, margin: NonInferiorityMargin, *,
+                       alpha: float, encoder: str) -> CheckResult:
+    """PASS (OK) only when the one-sided lower confidence bound of mean(new - baseline) is above -margin."""
+    if metric not in base.per_query or metric not in current.per_query:
+        raise HarnessError(f"{current.path if metric not in current.per_query else base.path}: no per-query "
+                           f"{metric}, which baseline.noninferior names; rerun with this suite")
+    c, t = aligned(base, current, metric)
+    result = noninferiority(c, t, margin=margin.margin, alpha=alpha)
+    level = f"{1 - alpha:.0%} lower bound of Δ"
+    if result.noninferior:
+        status: Status = "OK"
+        note = f"non-inferior: {level} {result.lower:+.4f} > -{margin.margin:g} (one-sided paired t, n={result.n})"
+    else:
+        status = "FAIL"
+        note = (f"non-inferiority not shown: {level} {result.lower:+.4f} <= -{margin.margin:g} "
+                f"(one-sided paired t, n={result.n})")
+    return CheckResult(base.dataset, encoder, "noninferior", metric, status, sum(c) / len(c), sum(t) / len(t),
+                       result.delta, margin.margin, result.p_value, note, bound=result.lower)
+
+
+def encode_timings(performance: Performance) -> tuple[list[int], list[float]]:
+    """The corpus encode timing samples of a record, (rows, seconds): the timed pieces within each store chunk
+    when every chunk has them, else one sample per chunk; empty for records written before they were kept."""
+    chunks = performance.corpus_chunk_seconds
+    if chunks and all(c.pieces for c in chunks):
+        pieces = [p for c in chunks for p in c.pieces]
+        return [p.rows for p in pieces], [p.seconds for p in pieces]
+    return [c.rows for c in chunks], [c.seconds for c in chunks]
+
+
+def speed_verdict(ratio: SpeedRatio, gate: SpeedGate) -> tuple[Status, str]:
+    """Pure: FAIL only for a slowdown that is significant and beyond the margin (upper bound < 1 - margin)."""
+    bound = f"{1 - gate.alpha:.0%} upper bound {ratio.upper:.2f}x"
+    if ratio.slower_than(gate.max_slowdown):
+        return "FAIL", f"{ratio.ratio:.2f}x the baseline: slower than {1 - gate.max_slowdown:.2f}x ({bound})"
+    if ratio.ratio < 1:
+        return "OK-within-tolerance", (f"{ratio.ratio:.2f}x the baseline: not significantly slower than "
+                                       f"{1 - gate.max_slowdown:.2f}x ({bound})")
+    return "OK", f"{ratio.ratio:.2f}x the baseline: no slowdown"
+
+
+def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encoder: str, seed: int,
+                  n_resamples: int) -> list[CheckResult]:
+    """Throughput and query p99 latency against the baseline on the same hardware (see ``SpeedGate``)."""
     speed = compare_speed(base, current)
-    expected = speed.control_figures.passages_per_s
-    actual = speed.treatment_figures.passages_per_s
-    common = dict(dataset=base.dataset, encoder=encoder, kind="speed", metric="passages/s", tolerance=floor)
+    old, new = base.record.performance, current.record.performance
+    common = dict(dataset=base.dataset, encoder=encoder, kind="speed", tolerance=gate.max_slowdown)
+    figures = [("passages/s", old.throughput.passages_per_s, new.throughput.passages_per_s),
+               ("query p99 ms", old.query_latency.p99, new.query_latency.p99)]
     if not speed.comparable:
-        return CheckResult(**common, status="SKIP", expected=expected, actual=actual,
-                           message=f"not comparable: {speed.reason}")
-    ratio = speed.ratio("passages_per_s")
-    if ratio is None or not math.isfinite(ratio):
-        return CheckResult(**common, status="SKIP", message="no passages/s figure in a record")
-    status: Status = "OK" if ratio >= floor else "FAIL"
-    cached = " (corpus embeddings came from the cache: the figure is the run that encoded them)" \
-        if current.record.performance.corpus_from_cache else ""
-    return CheckResult(**common, status=status, expected=expected, actual=actual,
-                       message=f"{ratio:.2f}x the baseline's passages/s; floor {floor:.2f}x{cached}")
+        return [CheckResult(**common, metric=m, status="SKIP", expected=e, actual=a,
+                            message=f"not comparable: {speed.reason}") for m, e, a in figures]
+    results = []
+    (_, old_pps, new_pps), (_, old_p99, new_p99) = figures
+    old_t, new_t = encode_timings(old), encode_timings(new)
+    cached = [label for label, perf in (("baseline", old), ("new", new)) if perf.corpus_from_cache]
+    untimed = [label for label, samples in (("baseline", old_t), ("new", new_t)) if not samples[0]]
+    skip = ""
+    if cached:
+        skip = (f"corpus embeddings of the {' and '.join(cached)} record{'s' if len(cached) > 1 else ''} came from "
+                "the embedding cache: passages/s is the figure of the run that encoded them; rerun with a fresh "
+                "cache to measure it")
+    elif untimed:
+        skip = (f"no raw encode times in the {' and '.join(untimed)} record{'s' if len(untimed) > 1 else ''} "
+                "(written before records kept them); rerun to gate throughput")
+    if skip:
+        results.append(CheckResult(**common, metric="passages/s", status="SKIP", expected=old_pps, actual=new_pps,
+                                   message=skip))
+    else:
+        ratio = throughput_ratio(*old_t, *new_t, alpha=gate.alpha, n_resamples=n_resamples, seed=seed)
+        status, note = speed_verdict(ratio, gate)
+        results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
+                                   bound=ratio.upper, message=f"{note}; {ratio.n_control} vs {ratio.n_treatment} "
+                                                              "timed pieces"))
+    ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha,
+                                n_resamples=n_resamples, seed=seed)
+    status, note = speed_verdict(ratio, gate)
+    results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,
+                               bound=ratio.upper, message=f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs "
+                                                          f"{ratio.n_treatment} calls"))
+    return results
 
 
 def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None) -> None:

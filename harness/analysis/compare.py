@@ -90,8 +90,14 @@ class MetricComparison:
         s = self.stats
         return [self.dataset, self.metric, f"{self.control} {s.control_mean:.4f}",
                 f"{self.treatment} {s.treatment_mean:.4f}", f"{s.delta:+.4f}",
-                f"[{s.delta_ci[0]:+.4f}, {s.delta_ci[1]:+.4f}]", fmt_p(s.p_t_test), fmt_p(s.p_randomization),
+                f"[{s.delta_ci[0]:+.4f}, {s.delta_ci[1]:+.4f}]", "-" if s.mde is None else f"{s.mde:.4f}",
+                fmt_p(s.p_t_test), fmt_p(s.p_randomization),
                 fmt_p(self.p_holm[test]), f"{s.wins}/{s.ties}/{s.losses}", self.verdict(alpha, test)]
+
+
+CACHED_MARK = "†"
+CACHED_NOTE = (f"{CACHED_MARK} corpus embeddings came from the embedding cache: passages/s (and tokens/s) are the "
+               "figures of the run that encoded them, not of this run; rerun with a fresh cache to measure them")
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,12 @@ class SpeedComparison:
     reason: str  # why not comparable (empty when comparable)
     control_figures: SpeedFigures
     treatment_figures: SpeedFigures
+    control_cached: bool = False  # corpus from the embedding cache: its passages/s is an older run's
+    treatment_cached: bool = False
+
+    @property
+    def cached(self) -> bool:
+        return self.control_cached or self.treatment_cached
 
     def ratio(self, figure: str) -> float | None:
         c, t = getattr(self.control_figures, figure), getattr(self.treatment_figures, figure)
@@ -139,6 +151,7 @@ class SpeedComparison:
         return {"dataset": self.dataset, "control": self.control, "treatment": self.treatment,
                 "comparable": self.comparable, "reason": self.reason,
                 "control_figures": asdict(self.control_figures), "treatment_figures": asdict(self.treatment_figures),
+                "control_corpus_from_cache": self.control_cached, "treatment_corpus_from_cache": self.treatment_cached,
                 "ratios": {f: self.ratio(f) for f in SpeedFigures.names()}}
 
 
@@ -167,7 +180,7 @@ class Comparison:
 
     @property
     def table_headers(self) -> list[str]:
-        return ["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "p t-test", "p rand.",
+        return ["dataset", "metric", "control", "treatment", "Δ", "95% CI of Δ", "MDE", "p t-test", "p rand.",
                 f"p Holm ({self.test})", "W/T/L", "verdict"]
 
     def table_rows(self) -> list[list[str]]:
@@ -177,15 +190,27 @@ class Comparison:
         rows = []
         for s in self.speed:
             note = "comparable" if s.comparable else f"not comparable: {s.reason}"
-            for name, figures in ((s.control, s.control_figures), (s.treatment, s.treatment_figures)):
-                rows.append([s.dataset, name, *map(fmt_num, figures.values()), note])
+            for name, figures, cached in ((s.control, s.control_figures, s.control_cached),
+                                          (s.treatment, s.treatment_figures, s.treatment_cached)):
+                cells = list(map(fmt_num, figures.values()))
+                if cached:
+                    cells[0] += f" {CACHED_MARK}"
+                rows.append([s.dataset, name, *cells, note])
             if s.comparable:
-                rows.append([s.dataset, "ratio", *(fmt_ratio(s.ratio(f)) for f in SpeedFigures.names()), ""])
+                ratios = [fmt_ratio(s.ratio(f)) for f in SpeedFigures.names()]
+                if s.cached:
+                    ratios[0] += f" {CACHED_MARK}"
+                rows.append([s.dataset, "ratio", *ratios, ""])
         return rows
 
     def footnote(self) -> str:
-        return (f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over {len(self.metrics)} "
-                f"comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses")
+        notes = [f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over {len(self.metrics)} "
+                 f"comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses; MDE = the smallest |Δ| a "
+                 f"paired t-test on these queries detects with 80% power at alpha 0.05 (`harness power`): a "
+                 f"smaller Δ that is n.s. is not evidence of no change"]
+        if any(s.cached for s in self.speed):
+            notes.append(CACHED_NOTE)
+        return "; ".join(notes)
 
     def _render(self, table) -> list[str]:
         parts = [table(self.table_headers, self.table_rows())]
@@ -313,4 +338,6 @@ def compare_speed(control: LoadedRun, treatment: LoadedRun) -> SpeedComparison:
     a, b = control.record.environment.hardware_key, treatment.record.environment.hardware_key
     reason = "" if a == b else f"different hardware ({a} vs {b})"
     return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,
-                           SpeedFigures.of(control.record.performance), SpeedFigures.of(treatment.record.performance))
+                           SpeedFigures.of(control.record.performance), SpeedFigures.of(treatment.record.performance),
+                           control_cached=control.record.performance.corpus_from_cache,
+                           treatment_cached=treatment.record.performance.corpus_from_cache)
