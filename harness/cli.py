@@ -105,6 +105,19 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=cmd_check)
 
+    power = sub.add_parser("power", help="minimum detectable paired effect per dataset and metric (and queries "
+                                         "needed for an effect)")
+    power.add_argument("records", type=Path, nargs="+",
+                       help="record directories or results folders; several records of a dataset are paired with "
+                            "its first (their per-query differences give the variance)")
+    power.add_argument("--alpha", type=float, default=0.05, help="two-sided significance level (default 0.05)")
+    power.add_argument("--power", type=float, default=0.8, help="probability of detecting the effect (default 0.8)")
+    power.add_argument("--effect", type=float, default=None,
+                       help="also print the queries needed to detect this mean difference (metric units)")
+    power.add_argument("--metric", action="append", dest="metrics", help="only this metric (repeatable)")
+    power.add_argument("--json", type=Path, help="also write the table as JSON here")
+    power.set_defaults(func=cmd_power)
+
     report = sub.add_parser("report", help="HTML/Markdown report with plots and exports from records")
     report.add_argument("records", type=Path, nargs="+", help="record directories or results folders")
     report.add_argument("--format", action="append", choices=("html", "md"), dest="formats",
@@ -326,6 +339,19 @@ def cmd_check(args: argparse.Namespace) -> int:
     print(report.to_table())
     write_outputs(report, json_path=args.json, junit_path=args.junit)
     return 1 if report.failed else 0
+
+
+def cmd_power(args: argparse.Namespace) -> int:
+    import json
+
+    from harness.analysis.power import power_report
+
+    report = power_report(args.records, alpha=args.alpha, power=args.power, effect=args.effect,
+                          metrics=args.metrics)
+    print(report.to_table())
+    if args.json:
+        _write(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
+    return 0
 
 
 def cmd_report(args: argparse.Namespace) -> int:

@@ -74,17 +74,25 @@ def gpu_environment(name: str) -> dict:
 def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]], dataset: str = "toy",
                          fingerprint: str = "fp-toy", suite: str = "toy-suite", environment: dict | None = None,
                          passages_per_s: float = 100.0, definitions: dict[str, str] | None = None,
-                         model: str | None = None, created_at: str = "2026-01-01T00:00:00+00:00"):
+                         model: str | None = None, created_at: str = "2026-01-01T00:00:00+00:00",
+                         pieces: list[tuple[int, float]] | None = None, latencies_ms: list[float] | None = None,
+                         corpus_from_cache: bool = False):
     """A RunRecord with hand-chosen per-query values (metric means follow from them).
 
-    The speed figures are those of 1,000 passages encoded in 1000 / passages_per_s seconds; the query
-    latencies are 4, 5 and 9 ms.
+    The speed figures are those of 1,000 passages encoded in 1000 / passages_per_s seconds (as the timed
+    `pieces` (rows, seconds) of one store chunk when given, else none kept); the query latencies are
+    `latencies_ms` (default 4, 5 and 9 ms).
     """
     from harness.profile.timing import Latency, Throughput
     from harness.records import RunRecord
 
     n_queries = len(next(iter(per_query.values())))
     seconds = 1000 / passages_per_s
+    chunks = []
+    if pieces:
+        seconds = sum(t for _, t in pieces)
+        passages_per_s = 1000 / seconds
+        chunks = [{"rows": 1000, "seconds": seconds, "pieces": [{"rows": r, "seconds": t} for r, t in pieces]}]
     return RunRecord.model_validate(dict(
         suite={"name": suite, "path": None},
         dataset={"name": dataset, "source": {"kind": "beir", "path": "/nonexistent", "split": "test"},
@@ -98,10 +106,11 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
         top_k=10,
         performance={"corpus_encode_s": seconds, "corpus_tokens": 50_000,
                      "throughput": Throughput.from_seconds(seconds, passages=1000, tokens=50_000),
-                     "truncated_documents": 0, "corpus_from_cache": False,
-                     "query_latency": Latency.from_values([4.0, 5.0, 9.0]), "search_s": 0.5,
+                     "truncated_documents": 0, "corpus_from_cache": corpus_from_cache,
+                     "query_latency": Latency.from_values(latencies_ms or [4.0, 5.0, 9.0]), "search_s": 0.5,
                      "queries_per_s_search": n_queries / 0.5, "peak_rss_mb": 500.0, "peak_gpu_mb": None,
-                     "embedding_store": {"key": "k", "dtype": "fp32", "chunk_rows": 16384}},
+                     "embedding_store": {"key": "k", "dtype": "fp32", "chunk_rows": 16384},
+                     "corpus_chunk_seconds": chunks},
         environment=environment or ENV,
         created_at=created_at,
     ))

@@ -142,3 +142,21 @@ def test_fewer_than_two_records_is_bad_input(tmp_path, capsys):
     assert main(["compare", str(a)]) == 2
     assert "need at least two run records" in capsys.readouterr().err
     assert main(["compare", str(tmp_path / "missing"), str(a)]) == 2
+
+
+def test_cached_corpus_speed_is_marked_and_every_comparison_shows_its_mde(tmp_path):
+    a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD, passages_per_s=100)
+    b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, passages_per_s=300, corpus_from_cache=True)
+    comparison = compare_records([a, b])
+    [speed] = comparison.speed
+    assert speed.treatment_cached and not speed.control_cached
+    rows = {r[1]: r for r in comparison.speed_rows()}
+    assert rows["new"][2].endswith("†") and not rows["base"][2].endswith("†") and rows["ratio"][2].endswith("†")
+    assert "† corpus embeddings came from the embedding cache" in comparison.to_table()
+    assert comparison.to_dict()["speed"][0]["treatment_corpus_from_cache"] is True
+    # MDE beside each comparison: the t-based MDE of that comparison's per-query differences
+    headers = comparison.table_headers
+    for m, row in zip(comparison.metrics, comparison.table_rows()):
+        assert row[headers.index("MDE")] == f"{m.stats.mde:.4f}"
+    fresh = compare_records([a, synthetic_record(tmp_path / "c", encoder="c", per_query=BAD)])
+    assert "†" not in fresh.to_table()

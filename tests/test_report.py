@@ -226,3 +226,36 @@ def test_html_renders_in_headless_chromium(report, tmp_path):
     assert pixels[..., :3].std() > 0.05  # not a blank page
     # The top of the page is the white report background with dark text and coloured plots below.
     assert len(np.unique((pixels[..., :3] * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50
+
+
+def test_speed_from_the_cache_is_labelled_and_comparisons_show_their_mde(tmp_path):
+    """A record whose corpus came from the embedding cache: its passages/s is marked with a footnote, never
+    shown as this run's; the paired-comparison table has the MDE beside each delta (also in results.csv)."""
+    from harness.analysis.compare import CACHED_NOTE
+    from harness.report.document import build_document
+    from harness.report.render import to_markdown
+    from tests.record_fixtures import synthetic_record
+
+    qids = [f"q{i}" for i in range(8)]
+    base = {"nDCG@10": {q: 0.1 * i for i, q in enumerate(qids)}}
+    new = {"nDCG@10": {q: 0.1 * i + (0.05 if i % 2 else -0.02) for i, q in enumerate(qids)}}
+    synthetic_record(tmp_path / "r", encoder="base", per_query=base, passages_per_s=100)
+    synthetic_record(tmp_path / "r", encoder="new", per_query=new, passages_per_s=400, corpus_from_cache=True)
+    data = load_report_data([tmp_path / "r"], n_resamples=200)
+    md = to_markdown(build_document(data, []), relative_to=tmp_path)
+    assert "| toy | new | 400.0 †" in md and "| toy | base | 100.0 |" in md
+    assert CACHED_NOTE in md
+    [m] = data.comparison.metrics
+    assert f"{m.stats.mde:.4f}" in md and "MDE" in md
+    assert m.stats.mde == pytest.approx(compare_mde(base, new))
+
+
+def compare_mde(base, new) -> float:
+    """The t-based MDE (alpha 0.05 two-sided, power 0.8) of the per-query differences, by hand."""
+    from scipy.stats import t
+
+    d = [new["nDCG@10"][q] - base["nDCG@10"][q] for q in base["nDCG@10"]]
+    n = len(d)
+    mean = sum(d) / n
+    sd = (sum((x - mean) ** 2 for x in d) / (n - 1)) ** 0.5
+    return (t.ppf(0.975, n - 1) + t.ppf(0.8, n - 1)) * sd / n ** 0.5

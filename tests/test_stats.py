@@ -19,8 +19,13 @@ from harness.analysis.stats import (
     bootstrap_ci,
     compare_paired,
     holm,
+    latency_speed_ratio,
+    minimum_detectable_effect,
+    noninferiority,
     paired_t_test,
+    queries_needed,
     randomization_test,
+    throughput_ratio,
     win_tie_loss,
 )
 
@@ -298,3 +303,109 @@ def test_one_list_of_test_names():
         assert parser.parse_args([*command, "--test", "t-test"]).test == "t-test"
         with pytest.raises(Exception, match="invalid choice: 'wilcoxon'"):
             parser.parse_args([*command, "--test", "wilcoxon"])
+
+
+# --- non-inferiority -----------------------------------------------------------------
+
+# d = treatment - control = [0.1, 0.3, 0.0, 0.3, -0.1]: mean 0.12, sample variance 0.128 / 4 = 0.032,
+# so se = sqrt(0.032 / 5) = 0.08 exactly; t_{0.95, 4} = 2.131847 (tables), lower = 0.12 - 0.170548 = -0.050548.
+NI_CONTROL = [0.2, 0.4, 0.5, 0.1, 0.6]
+NI_TREATMENT = [0.3, 0.7, 0.5, 0.4, 0.5]
+
+
+def test_noninferiority_lower_bound_by_hand():
+    result = noninferiority(NI_CONTROL, NI_TREATMENT, margin=0.06, alpha=0.05)
+    assert result.n == 5 and result.delta == pytest.approx(0.12)
+    assert result.lower == pytest.approx(0.12 - 2.131847 * 0.08, abs=1e-6)
+    assert result.noninferior  # -0.0505 > -0.06
+    assert result.p_value == pytest.approx(t_dist.sf((0.12 + 0.06) / 0.08, 4)) and result.p_value < 0.05
+
+
+def test_noninferiority_fails_when_the_bound_touches_the_margin():
+    # margin 0.05: t = (0.12 + 0.05) / 0.08 = 2.125 < 2.131847, so the lower bound -0.0505 is below -0.05.
+    result = noninferiority(NI_CONTROL, NI_TREATMENT, margin=0.05, alpha=0.05)
+    assert not result.noninferior and result.lower < -0.05
+    assert 0.05 < result.p_value < 0.051  # the same verdict from the p-value side
+    # A better mean is not enough: the verdict rests on the bound, so a noisy gain can still fail.
+    assert result.delta > 0
+
+
+def test_noninferiority_degenerate_cases():
+    same = noninferiority([0.5, 0.2, 0.9], [0.5, 0.2, 0.9], margin=0.01)
+    assert same.noninferior and same.lower == 0.0 and same.p_value == 0.0
+    shifted_down = noninferiority([0.5, 0.2, 0.9], [0.48, 0.18, 0.88], margin=0.01)  # every query -0.02
+    assert not shifted_down.noninferior and shifted_down.lower == pytest.approx(-0.02)
+    one = noninferiority([0.5], [0.9], margin=0.5)
+    assert not one.noninferior and one.lower == -math.inf and one.p_value == 1.0
+    with pytest.raises(ValueError, match="margin"):
+        noninferiority([0.1, 0.2], [0.1, 0.2], margin=-0.1)
+
+
+# --- power ----------------------------------------------------------------------------
+
+
+def test_minimum_detectable_effect_by_hand():
+    # t_{0.975, 9} = 2.262157, t_{0.80, 9} = 0.883404 (tables): MDE = 3.145561 * 0.1 / sqrt(10)
+    assert minimum_detectable_effect(0.1, 10) == pytest.approx(3.145561 * 0.1 / math.sqrt(10), abs=1e-6)
+    # alpha and power move it the right way; more queries shrink it as 1/sqrt(n) (roughly)
+    assert minimum_detectable_effect(0.1, 10, alpha=0.01) > minimum_detectable_effect(0.1, 10)
+    assert minimum_detectable_effect(0.1, 10, power=0.9) > minimum_detectable_effect(0.1, 10)
+    assert minimum_detectable_effect(0.1, 40) < minimum_detectable_effect(0.1, 10) / 2
+    assert minimum_detectable_effect(0.0, 10) == 0.0
+    with pytest.raises(ValueError, match="at least 2 queries"):
+        minimum_detectable_effect(0.1, 1)
+
+
+def test_queries_needed_by_hand():
+    # sd 0.1, effect 0.05. n = 33: (t_{.975,32} 2.036933 + t_{.8,32} 0.852998) * 0.1 / sqrt(33) = 0.050307 > 0.05;
+    # n = 34: (2.034515 + 0.852649) * 0.1 / sqrt(34) = 0.049514 <= 0.05. (The normal approximation says 32.)
+    assert queries_needed(0.1, 0.05) == 34
+    assert minimum_detectable_effect(0.1, 34) <= 0.05 < minimum_detectable_effect(0.1, 33)
+    assert queries_needed(0.0, 0.05) == 2
+    with pytest.raises(ValueError, match="effect"):
+        queries_needed(0.1, 0.0)
+
+
+def test_compare_paired_reports_the_mde_of_its_deltas():
+    result = compare_paired(NI_CONTROL, NI_TREATMENT, n_resamples=200)
+    # sd of d = sqrt(0.032); t_{0.975,4} = 2.776445, t_{0.8,4} = 0.940965
+    assert result.mde == pytest.approx((2.776445 + 0.940965) * math.sqrt(0.032) / math.sqrt(5), abs=1e-6)
+    assert PairedComparison.from_dict(json.loads(json.dumps(result.to_dict()))) == result
+
+
+# --- speed ratios ---------------------------------------------------------------------
+
+
+def test_throughput_ratio_weighs_pieces_by_their_rows():
+    # control: 100 rows in 4 s = 25/s (the mean of the per-piece rates, 20/s, would be wrong); treatment 25/s
+    result = throughput_ratio([10, 90], [1.0, 3.0], [50], [2.0], n_resamples=500)
+    assert result.ratio == pytest.approx(1.0)
+    constant = throughput_ratio([10] * 20, [0.1] * 20, [10] * 20, [0.2] * 20, n_resamples=500)
+    assert constant.ratio == pytest.approx(0.5) and constant.upper == pytest.approx(0.5)
+    assert constant.slower_than(0.10) and not constant.slower_than(0.6)
+
+
+def test_speed_ratio_bound_separates_noise_from_a_slowdown():
+    rng = np.random.default_rng(7)
+    rows = [32] * 40
+    base = list(rng.gamma(20.0, 0.01, 40))  # ~0.2 s per batch, +-22%
+    same = list(rng.gamma(20.0, 0.01, 40))
+    slower = list(rng.gamma(20.0, 0.017, 40))  # ~0.59x the speed
+    unchanged = throughput_ratio(rows, base, rows, same, seed=1)
+    assert not unchanged.slower_than(0.10) and unchanged.upper > 0.9
+    lost = throughput_ratio(rows, base, rows, slower, seed=1)
+    assert lost.slower_than(0.10) and lost.ratio < lost.upper < 0.9
+    assert throughput_ratio(rows, base, rows, slower, seed=1) == lost  # seeded: the same bound again
+
+
+def test_latency_speed_ratio_is_inverse_p99():
+    control = [4.0] * 99 + [10.0]
+    treatment = [8.0] * 99 + [20.0]
+    result = latency_speed_ratio(control, treatment, n_resamples=300)
+    assert result.ratio == pytest.approx(np.percentile(control, 99) / np.percentile(treatment, 99)) == \
+        pytest.approx(0.5)
+    assert result.upper > result.ratio and result.n_control == result.n_treatment == 100  # the tail call is rare
+    constant = latency_speed_ratio([4.0] * 50, [8.0] * 50, n_resamples=300)
+    assert constant.ratio == constant.upper == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="positive"):
+        latency_speed_ratio([1.0, -1.0], [1.0])

@@ -58,8 +58,9 @@ class CheckResult:
     tolerance: float | None = None
     p_value: float | None = None
     message: str = ""
+    # speed checks: delta is the relative change in speed (new / baseline - 1; for latency speed = 1 / p99)
     bound: float | None = None  # the confidence bound a verdict rests on: lower bound of Δ (noninferior),
-    #                             upper bound of the speed ratio (speed)
+    #                             upper bound of the speed ratio new / baseline (speed)
 
     @property
     def name(self) -> str:
@@ -328,13 +329,13 @@ def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encod
         ratio = throughput_ratio(*old_t, *new_t, alpha=gate.alpha, n_resamples=n_resamples, seed=seed)
         status, note = speed_verdict(ratio, gate)
         results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
-                                   bound=ratio.upper, message=f"{note}; {ratio.n_control} vs {ratio.n_treatment} "
+                                   delta=ratio.ratio - 1, bound=ratio.upper, message=f"{note}; {ratio.n_control} vs {ratio.n_treatment} "
                                                               "timed pieces"))
     ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha,
                                 n_resamples=n_resamples, seed=seed)
     status, note = speed_verdict(ratio, gate)
     results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,
-                               bound=ratio.upper, message=f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs "
+                               delta=ratio.ratio - 1, bound=ratio.upper, message=f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs "
                                                           f"{ratio.n_treatment} calls"))
     return results
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, Union
 
-from harness.analysis.compare import SPEED_HEADERS, SpeedFigures
+from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
 from harness.records import utc_now
 from harness.report.data import DOWN, UP, ReportData
 from harness.report.figures import FigureFile
@@ -42,7 +42,10 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
         blocks += [f for f in figures if f.dataset == dataset and f.key in ("bars", "deltas", "recall")]
     if data.comparison and data.comparison.metrics:
         c = data.comparison
-        blocks += [Heading("Paired comparisons"), Table(c.table_headers, c.table_rows())]
+        blocks += [Heading("Paired comparisons"), Table(c.table_headers, c.table_rows()),
+                   Para("MDE: the minimum detectable effect of each comparison, the smallest |Δ| a paired t-test on "
+                        "these queries detects with 80% power at alpha 0.05 (`harness power`); an n.s. Δ below it "
+                        "is not evidence that nothing changed.", "note")]
     if data.runs or data.profiles:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
     blocks += [Heading("Environment"), _environment_table(data)]
@@ -78,14 +81,18 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     for run in data.runs:
         perf = run.record.performance
         passages, p50, p99, rss, gpu = SpeedFigures.of(perf).values()
-        rows.append([run.dataset, run.label, *map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss,
-                                                            gpu)), names[run.record.environment.hardware_key]])
+        cells = list(map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss, gpu)))
+        if perf.corpus_from_cache:  # an older run's encoding figures: mark them, never pass them off as this run's
+            cells[0], cells[1] = f"{cells[0]} {CACHED_MARK}", f"{cells[1]} {CACHED_MARK}"
+        rows.append([run.dataset, run.label, *cells, names[run.record.environment.hardware_key]])
     blocks: list[Block] = []
     if rows:
         blocks.append(Table(["dataset", "encoder", SPEED_HEADERS[0], "tokens/s", *SPEED_HEADERS[1:], "hardware"],
                             rows))
         legend = "; ".join(f"{n} = {k}" for k, n in names.items())
         blocks.append(Para(f"Speed figures are comparable only within the same hardware group ({legend}).", "note"))
+        if any(r.record.performance.corpus_from_cache for r in data.runs):
+            blocks.append(Para(CACHED_NOTE, "note"))
     blocks += [f for f in figures if f.key == "latency"]
     if data.profiles:
         blocks += [f for f in figures if f.key in ("throughput", "profile-latency")]

@@ -21,7 +21,7 @@ MTEB_TASKS = {
     "climate-fever": "ClimateFEVER", "webis-touche2020": "Touche2020", "touche2020": "Touche2020",
 }
 FLAT_FIELDS = ["dataset", "encoder", "model", "metric", "value", "ci_low", "ci_high", "n_queries", "control",
-               "delta", "delta_ci_low", "delta_ci_high", "p_t_test", "p_randomization", "p_holm", "verdict",
+               "delta", "delta_ci_low", "delta_ci_high", "mde", "p_t_test", "p_randomization", "p_holm", "verdict",
                "record"]
 
 
@@ -39,6 +39,7 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
                 "n_queries": len(run.per_query.get(metric, {})),
                 "control": m.control if m else None, "delta": m.stats.delta if m else None,
                 "delta_ci_low": m.stats.delta_ci[0] if m else None, "delta_ci_high": m.stats.delta_ci[1] if m else None,
+                "mde": m.stats.mde if m else None,
                 "p_t_test": m.stats.p_t_test if m else None, "p_randomization": m.stats.p_randomization if m else None,
                 "p_holm": m.p_holm[c.test] if m and c else None,
                 "verdict": m.verdict(c.alpha, c.test) if m and c else None, "record": str(run.path),
