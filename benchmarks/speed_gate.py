@@ -56,8 +56,14 @@ def main() -> int:
     parser.add_argument("--reruns", type=int, default=10, help="reruns of the unchanged fast engine (default 10)")
     parser.add_argument("--max-slowdown", type=float, default=0.10)
     parser.add_argument("--alpha", type=float, default=0.05)
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads (default: torch's; 1 is steadier on an oversubscribed host)")
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
 
     suite = parse_suite(SUITE, source=REPO / "suites" / "speed-gate.yaml")
     dataset = load_dataset(suite.datasets[0])
@@ -76,7 +82,7 @@ def main() -> int:
         perf = result.record.performance
         print(f"  {label}: {perf.throughput.passages_per_s:.1f} passages/s, query p99 {perf.query_latency.p99:.2f} ms, "
               f"{sum(len(c.pieces) for c in perf.corpus_chunk_seconds)} timed pieces "
-              f"({time.perf_counter() - started:.0f} s)", file=sys.stderr)
+              f"({time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
         return LoadedRun(Path(label), result.record, result.per_query, label)
 
     fast.encode_documents(dataset.doc_texts[:64])  # warm every engine once, outside the timed runs
@@ -91,20 +97,23 @@ def main() -> int:
         encoder = aten if label.startswith("oneDNN") else st if label.startswith("sentence") else fast
         current = run(label, encoder)
         checks = speed_results(baseline, current, gate, encoder="minilm", seed=0, n_resamples=10_000)
-        rows.append({"run": label, **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
+        rows.append({"run": label, "load_average": os.getloadavg()[0], **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
                                                  "baseline": c.expected, "new": c.actual, "message": c.message}
                                       for c in checks}})
 
     reruns = [r for r in rows if r["run"].startswith("rerun")]
     false_alarms = sum(any(r[m]["status"] == "FAIL" for m in ("passages/s", "query p99 ms")) for r in reruns)
-    print(f"\nCPU: {cpu_model()} ({os.cpu_count()} cores); NovelEval, all-MiniLM-L6-v2, max_slowdown "
-          f"{gate.max_slowdown}, alpha {gate.alpha}\n")
-    print("| run | passages/s | speed ratio (upper bound) | verdict | query p99 ms | speed ratio (upper bound) | verdict |")
-    print("|---|---:|---|---|---:|---|---|")
+    import torch
+
+    print(f"\nCPU: {cpu_model()} ({os.cpu_count()} cores, torch threads {torch.get_num_threads()}); NovelEval, "
+          f"all-MiniLM-L6-v2, max_slowdown {gate.max_slowdown}, alpha {gate.alpha}\n")
+    print("| run | load avg | passages/s | speed ratio (upper bound) | verdict | query p99 ms | speed ratio "
+          "(upper bound) | verdict |")
+    print("|---|---:|---:|---|---|---:|---|---|")
     for r in rows:
         t, q = r["passages/s"], r["query p99 ms"]
-        print(f"| {r['run']} | {t['new']:.1f} | {_ratio(t)} | {t['status']} | {q['new']:.2f} | {_ratio(q)} | "
-              f"{q['status']} |")
+        print(f"| {r['run']} | {r['load_average']:.1f} | {t['new']:.1f} | {_ratio(t)} | {t['status']} | "
+              f"{q['new']:.2f} | {_ratio(q)} | {q['status']} |")
     print(f"\nbaseline: {rows and rows[0]['passages/s']['baseline']:.1f} passages/s, query p99 "
           f"{rows and rows[0]['query p99 ms']['baseline']:.2f} ms")
     print(f"false alarms: {false_alarms} of {len(reruns)} reruns of the unchanged code")
