@@ -147,7 +147,7 @@ def test_fewer_than_two_records_is_bad_input(tmp_path, capsys):
 def test_cached_corpus_speed_is_marked_and_every_comparison_shows_its_mde(tmp_path):
     a = synthetic_record(tmp_path / "a", encoder="base", per_query=GOOD, passages_per_s=100)
     b = synthetic_record(tmp_path / "b", encoder="new", per_query=BAD, passages_per_s=300, corpus_from_cache=True)
-    comparison = compare_records([a, b])
+    comparison = compare(a, b)
     [speed] = comparison.speed
     assert speed.treatment_cached and not speed.control_cached
     rows = {r[1]: r for r in comparison.speed_rows()}
@@ -158,5 +158,5 @@ def test_cached_corpus_speed_is_marked_and_every_comparison_shows_its_mde(tmp_pa
     headers = comparison.table_headers
     for m, row in zip(comparison.metrics, comparison.table_rows()):
         assert row[headers.index("MDE")] == f"{m.stats.mde:.4f}"
-    fresh = compare_records([a, synthetic_record(tmp_path / "c", encoder="c", per_query=BAD)])
+    fresh = compare(a, synthetic_record(tmp_path / "c", encoder="c", per_query=BAD))
     assert "†" not in fresh.to_table()

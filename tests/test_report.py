@@ -14,7 +14,8 @@ import pytest
 
 from harness.cli import main
 from harness.analysis.check import check_suite, select_records
-from harness.analysis.compare import compare_records, load_runs
+from harness.analysis.compare import load_runs
+from harness.api import compare
 from harness.records import load
 from harness.report import load_report_data, plots
 from harness.report.exports import mteb_key
@@ -139,7 +140,7 @@ def test_shipped_records_keep_their_curves():
 
 def test_comparison_check_and_report_data_render_in_jupyter(tmp_path_factory):
     real = real_records(tmp_path_factory)
-    comparison = compare_records([real.folder], n_resamples=200)
+    comparison = compare(real.folder, n_resamples=200)
     ndcg = comparison.find("noveleval", "nDCG@10", "truncated-16")
     markdown = comparison._repr_markdown_()
     assert f"{ndcg.stats.delta:+.4f}" in markdown and f"truncated-16 {ndcg.stats.treatment_mean:.4f}" in markdown
