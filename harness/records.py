@@ -117,6 +117,15 @@ class EmbeddingStoreInfo(_Record):
     chunk_rows: int
 
 
+class EncodingHost(_Record):
+    """A machine that encoded corpus chunks of a record in its run (a Ray run may use several)."""
+
+    host: str
+    hardware_key: str  # `timing.hardware_key` of the encoding process: CPU model | torch threads | GPU
+    chunks: int
+    rows: int
+
+
 class Performance(_Record):
     """What a run cost. Corpus figures come from the run that encoded the corpus (see ``corpus_from_cache``)."""
 
@@ -125,6 +134,9 @@ class Performance(_Record):
     throughput: Throughput  # corpus encoding
     truncated_documents: int
     corpus_from_cache: bool
+    # Who encoded the chunks encoded in this run (empty: all came from the store, or an older record).
+    # Corpus passages/s is per encoding process: rows over the summed encode time of the chunks.
+    encoding_hosts: list[EncodingHost] = []
     query_latency: Latency  # one query per call, milliseconds
     search_s: float
     queries_per_s_search: float | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -27,6 +27,7 @@ from harness.records import (
     DatasetInfo,
     EmbeddingStoreInfo,
     EncoderInfo,
+    EncodingHost,
     Performance,
     RecallCurve,
     RunRecord,
@@ -218,9 +219,9 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     if options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
-        encoded_now = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
+        hosts = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
     else:
-        encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
+        hosts = _encode_corpus(dataset, encoder, store, label, options.progress)
 
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = timing.measure_latency(
@@ -239,7 +240,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
-                              encoded_now=encoded_now, dimension=int(query_result.embeddings.shape[1]),
+                              encoded_now=bool(hosts), encoding_hosts=hosts, dimension=int(query_result.embeddings.shape[1]),
                               latency=latency, search_seconds=search_seconds)
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
     return ModelEvaluation(record, evaluation.per_query, run, curve)
@@ -247,7 +248,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
                      store: EmbeddingStore | MemoryStore, encoded_now: bool, dimension: int, latency: timing.Latency,
-                     search_seconds: float) -> RunRecord:
+                     search_seconds: float, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured."""
     spec = encoder.spec
     totals = store.totals()
@@ -257,6 +258,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.doc_ids), tokens=totals.tokens),
         truncated_documents=totals.truncated,
         corpus_from_cache=not encoded_now,
+        encoding_hosts=list(encoding_hosts),
         query_latency=latency,
         search_s=search_seconds,
         queries_per_s_search=len(dataset.query_ids) / search_seconds if search_seconds else None,
@@ -281,23 +283,50 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
 
 
 def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | MemoryStore, label: str,
-                   show_progress: bool) -> bool:
-    """Encode the chunks the store lacks; returns whether anything was encoded."""
+                   show_progress: bool) -> list[EncodingHost]:
+    """Encode the chunks the store lacks, in this process; returns who encoded them (empty: nothing was)."""
     missing = store.missing()
     if not missing:
-        return False
+        return []
+    host, hardware = this_host()
     todo = sum(len(store.rows_of(i)) for i in missing)
     with progress(todo, f"encode {label}", enabled=show_progress) as update:
         for index in missing:
             rows = store.rows_of(index)
-            texts = dataset.doc_texts[rows.start:rows.stop]
-            timing.synchronize(encoder.device)
-            started = time.perf_counter()
-            result = encoder.encode_documents(texts, progress=update)
-            timing.synchronize(encoder.device)
-            seconds = time.perf_counter() - started - result.counting_s
-            store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated)
-    return True
+            encode_chunk(encoder, dataset.doc_texts[rows.start:rows.stop], index, progress=update).write(store)
+    return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]
+
+
+@dataclass(frozen=True)
+class EncodedChunk:
+    """One chunk of the embedding store, encoded: its embeddings and what the store keeps with them. Both
+    executors make it with `encode_chunk` (the Ray workers ship its fields back to the driver)."""
+
+    index: int
+    embeddings: np.ndarray
+    seconds: float  # encode time, the baseline engine's token re-counting excluded
+    tokens: int
+    truncated: int
+
+    def write(self, store: EmbeddingStore | MemoryStore) -> None:
+        store.write(self.index, self.embeddings, seconds=self.seconds, tokens=self.tokens, truncated=self.truncated)
+
+
+def encode_chunk(encoder: Encoder, texts: Sequence[str], index: int, *,
+                 progress: Callable[[int], None] | None = None) -> EncodedChunk:
+    """Encode the texts of store chunk `index`, timed (device synchronised), with its token counts."""
+    timing.synchronize(encoder.device)
+    started = time.perf_counter()
+    result = encoder.encode_documents(texts, progress=progress)
+    timing.synchronize(encoder.device)
+    seconds = time.perf_counter() - started - result.counting_s
+    return EncodedChunk(index, result.embeddings, seconds, result.n_tokens, result.n_truncated)
+
+
+def this_host() -> tuple[str, str]:
+    """(host name, hardware key) of this process: where a chunk encoded here was encoded."""
+    env = timing.environment()
+    return str(env["hostname"]), timing.hardware_key(env)
 
 
 def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:

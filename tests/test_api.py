@@ -99,7 +99,7 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
     assert len(result.run) == 21 and all(len(hits) == 20 for hits in result.run.values())
     for metric, mean in result.metrics.items():
         assert sum(result.per_query[metric].values()) / 21 == pytest.approx(mean, abs=1e-12)
-    assert result.record.encoder["model"] == str(tiny_model)  # what the model was loaded from
+    assert result.record.encoder.model == str(tiny_model)  # what the model was loaded from
 
     # The same numbers as loading the model by path, and as re-scoring the returned ranking.
     by_path = harness.evaluate_model(str(tiny_model), str(DATA / "noveleval"), metrics=["nDCG@10", "MRR@10"],
