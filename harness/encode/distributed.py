@@ -48,7 +48,7 @@ def import_ray():
         import ray.data  # noqa: F401  (ray without the [data] extra lacks pandas/pyarrow)
     except ImportError as exc:
         raise HarnessError(f"executor 'ray' needs Ray Data, which is not installed ({exc}); "
-                           "install it with: pip install '.[ray]'  (or pip install 'ray[data]>=2.9')") from None
+                           "install it with: pip install '.[ray]'  (or pip install 'ray[data]>=2.60')") from None
     return ray
 
 
@@ -211,10 +211,7 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
     for index in missing:
         rows = store.rows_of(index)
         items.append({"chunk": index, "texts": list(dataset.doc_texts[rows.start:rows.stop])})
-    try:  # one chunk per block, so chunks spread over the workers
-        chunks = ray.data.from_items(items, override_num_blocks=len(items))
-    except TypeError:  # Ray < 2.10
-        chunks = ray.data.from_items(items, parallelism=len(items))
+    chunks = ray.data.from_items(items, override_num_blocks=len(items))  # one chunk per block: spread over workers
     del items
     encoded = chunks.map_batches(
         ChunkEncoder,
