@@ -30,6 +30,7 @@ import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,7 +148,9 @@ def st_model_at(model, precision: str):
         return copy.deepcopy(model).to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
     from torch.ao.quantization import quantize_dynamic
 
-    return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+    with warnings.catch_warnings():  # torch.ao dynamic quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
 
 
 def best_batch_size(st_model, texts: list[str], sizes: tuple[int, ...], device: str) -> tuple[int, dict[int, float]]:
