@@ -240,8 +240,8 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
-                              encoded_now=bool(hosts), encoding_hosts=hosts, dimension=int(query_result.embeddings.shape[1]),
-                              latency=latency, search_seconds=search_seconds)
+                              encoded_now=bool(hosts), dimension=int(query_result.embeddings.shape[1]),
+                              latency=latency, search_seconds=search_seconds, encoding_hosts=hosts)
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
     return ModelEvaluation(record, evaluation.per_query, run, curve)
 

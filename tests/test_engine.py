@@ -1,7 +1,7 @@
 """The fast engine (harness.encode.engines) against plain `SentenceTransformer.encode` on real text.
 
-Equality bar (issue 3): fp32 cosine >= 0.99999 per vector, fp16/bf16 >= 0.999; int8 has a floor per kernel path. Samples are
-small so the file runs in about two minutes on 2 cores; the real-text sets include SciFact abstracts long
+Equality bar (issue 3): fp32 cosine >= 0.99999 per vector, fp16/bf16 >= 0.999; int8 has a floor per kernel
+path. Samples are small so the file runs in about two minutes on 2 cores; the real-text sets include SciFact abstracts long
 enough to hit truncation.
 """
 

@@ -119,7 +119,8 @@ def int8_path(requested: str | None = None) -> str:
     refused on a CPU without VNNI, where it would saturate silently."""
     choice = (requested or os.environ.get(INT8_PATH_ENV) or "auto").strip().lower()
     if choice not in ("auto", INT8_FULL_RANGE, INT8_REDUCED_RANGE):
-        raise HarnessError(f"int8 kernel path {choice!r} unknown (from {'the caller' if requested else INT8_PATH_ENV}); "
+        source = "the caller" if requested else INT8_PATH_ENV
+        raise HarnessError(f"int8 kernel path {choice!r} unknown (from {source}); "
                            f"allowed: auto, {INT8_FULL_RANGE}, {INT8_REDUCED_RANGE}")
     if choice == "auto":
         return INT8_FULL_RANGE if cpu_has_vnni() else INT8_REDUCED_RANGE
