@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.cache import ChunkInfo, EmbeddingStore, cache_root
 from harness.datasets import Dataset, load_dataset
+from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate, parse_measure
@@ -295,38 +296,6 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | M
             rows = store.rows_of(index)
             encode_chunk(encoder, dataset.doc_texts[rows.start:rows.stop], index, progress=update).write(store)
     return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]
-
-
-@dataclass(frozen=True)
-class EncodedChunk:
-    """One chunk of the embedding store, encoded: its embeddings and what the store keeps with them. Both
-    executors make it with `encode_chunk` (the Ray workers ship its fields back to the driver)."""
-
-    index: int
-    embeddings: np.ndarray
-    seconds: float  # encode time, the baseline engine's token re-counting excluded
-    tokens: int
-    truncated: int
-
-    def write(self, store: EmbeddingStore | MemoryStore) -> None:
-        store.write(self.index, self.embeddings, seconds=self.seconds, tokens=self.tokens, truncated=self.truncated)
-
-
-def encode_chunk(encoder: Encoder, texts: Sequence[str], index: int, *,
-                 progress: Callable[[int], None] | None = None) -> EncodedChunk:
-    """Encode the texts of store chunk `index`, timed (device synchronised), with its token counts."""
-    timing.synchronize(encoder.device)
-    started = time.perf_counter()
-    result = encoder.encode_documents(texts, progress=progress)
-    timing.synchronize(encoder.device)
-    seconds = time.perf_counter() - started - result.counting_s
-    return EncodedChunk(index, result.embeddings, seconds, result.n_tokens, result.n_truncated)
-
-
-def this_host() -> tuple[str, str]:
-    """(host name, hardware key) of this process: where a chunk encoded here was encoded."""
-    env = timing.environment()
-    return str(env["hostname"]), timing.hardware_key(env)
 
 
 def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:

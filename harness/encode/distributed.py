@@ -3,7 +3,7 @@
 The embedding store's missing chunks become the rows of a Ray Dataset (one chunk = one row = one
 block); `map_batches` runs them through a pool of actors, each of which loads the encoder once
 (`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks with the single-process
-path's own chunk encoder (`runner.encode_chunk`: same unit, text order, batches, timing and token and
+path's own chunk encoder (`chunks.encode_chunk`: same unit, text order, batches, timing and token and
 truncation counts), so the embeddings and the record are the same. The driver writes each finished
 chunk into the same `EmbeddingStore` as results stream back, so a run killed at any point resumes from
 the chunks already written; the record lists the hosts that encoded (`Performance.encoding_hosts`); the
@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from harness.cache import STORE_DTYPES, EmbeddingStore
 from harness.datasets import Dataset
+from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
 from harness.records import EncodingHost
@@ -60,8 +61,6 @@ class ChunkEncoder:
     """
 
     def __init__(self, spec: EncoderSpec, *, device: str, fingerprint: str, max_seq_length: int, dtype: str):
-        from harness.runner import this_host
-
         self.host, self.hardware_key = this_host()
         self.worker = f"{self.host}:{os.getpid()}"
         self.dtype = STORE_DTYPES[dtype]
@@ -90,8 +89,6 @@ class ChunkEncoder:
                "worker": self.worker, "host": self.host, "hardware_key": self.hardware_key, "error": self.error}
         if self.error:
             return row
-        from harness.runner import encode_chunk
-
         try:
             chunk = encode_chunk(self.encoder, texts, index)
         except HarnessError as exc:
@@ -199,8 +196,6 @@ def _worker_plan(ray, encoder: Encoder, n_missing: int, num_workers: int | None,
 def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing: list[int], *,
          progress: bool, num_workers: int | None, cpus_per_worker: float | None) -> list[EncodingHost]:
     import ray.data
-
-    from harness.runner import EncodedChunk
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # our own bar below counts documents written to the store
