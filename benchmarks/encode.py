@@ -1,25 +1,36 @@
-"""Encoding speed: plain `SentenceTransformer.encode` (batch 32, fp32) against harness.encode.engines.FastEngine.
+"""Encoding speed: plain `SentenceTransformer.encode` against harness.encode.engines.FastEngine, per precision.
 
-Both run in this process on the same real MS MARCO passages (the TREC DL 2019 pool), interleaved: every round
-splits the passages into chunks and times each engine on each chunk in a shuffled order, so a noisy or shared
-machine slows both alike. Reported: passages/s and tokens/s per engine (median over rounds), the ratio of
-medians, and the median of the per-chunk paired ratios (the robust figure on a busy machine); for int8 (CPU)
-and half precision also the cosine of its embeddings against the baseline's fp32 ones; and single-query
-latency at batch 1 (p50/p99), the two engines alternating query by query.
+Prints the CPU model and the ISA flags a speed ratio depends on (AVX-512, VNNI, bf16, AMX) first: the
+ratios hold for that CPU only (oneDNN's gain over MKL differs by vendor and generation).
+
+The sentence-transformers baseline gets its best batch size: for each of its precisions, a sweep over
+`--st-batch-sizes` (default 16/32/64/128, best of two passes on the sample) picks the fastest, which the timed
+rounds then use. The baselines: fp32; bf16 (a cast copy of the model, what a user would run); int8
+(`torch.ao.quantization.quantize_dynamic` on the Linear layers of a copy, what a user would run; CPU only).
+Ours is compared with ST fp32 *and* with ST at the same precision.
+
+All engines run in this process on the same real MS MARCO passages (the TREC DL 2019 pool), interleaved:
+every round splits the passages into chunks and times each engine on each chunk in a shuffled order, so a
+noisy or shared machine slows all alike. Reported: passages/s and tokens/s per engine (median over rounds),
+ratios of medians, and the median of the per-chunk paired ratios (the robust figure on a busy machine);
+cosines of each engine's embeddings against ST fp32's; and single-query latency at batch 1 (p50/p99), the
+two fp32 engines alternating query by query.
 
     PYTHONPATH=. python benchmarks/encode.py                       # both models, CPU (and CUDA if present)
-    PYTHONPATH=. python benchmarks/encode.py --model bundled:all-MiniLM-L6-v2 --n 512 --json out.json
+    PYTHONPATH=. python benchmarks/encode.py --model bundled:all-MiniLM-L6-v2 --n 256 --json out.json
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import gzip
 import json
 import os
 import random
 import sys
 import time
+import warnings
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -32,11 +43,32 @@ sys.path.insert(0, str(REPO))
 
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
-from harness.profile.timing import Latency, environment, synchronize  # noqa: E402
+from harness.profile.timing import Latency, cpu_model, environment, synchronize  # noqa: E402
 
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
 MODELS = ("bundled:all-MiniLM-L6-v2", "random:distilbert-base")
 CORPORA = {"msmarco": DL19, "scifact": REPO / "data" / "scifact"}  # scifact: long abstracts (truncation)
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
+ST_BATCH_SIZES = (16, 32, 64, 128)
+
+
+def cpu_isa() -> dict[str, bool]:
+    """Which of the ISA extensions that decide CPU encoding speed this CPU has (from /proc/cpuinfo)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            flags = next((set(line.split(":", 1)[1].split()) for line in handle if line.startswith("flags")), set())
+    except OSError:
+        pass
+    return {flag: flag in flags for flag in ISA_FLAGS}
+
+
+def cpu_line() -> str:
+    have = [flag for flag, present in cpu_isa().items() if present]
+    missing = [flag for flag, present in cpu_isa().items() if not present]
+    return (f"CPU: {cpu_model()} ({os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}); "
+            f"ISA: {' '.join(have) or 'none of ' + ' '.join(ISA_FLAGS)}"
+            + (f"; lacks: {' '.join(missing)}" if missing else ""))
 
 
 def passages(n: int, seed: int = 0, corpus: Path = DL19) -> list[str]:
@@ -59,45 +91,80 @@ def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a * b).sum(axis=1)
 
 
-def throughput(engines: dict, texts: list[str], *, rounds: int, chunk: int, device: str, seed: int = 0) -> dict:
-    """Time every engine on every chunk of `texts`, `rounds` times, in a shuffled order per chunk."""
+def throughput(engines: dict, texts: list[str], tokens: list[int], *, rounds: int, chunk: int, device: str,
+               reference: dict[str, str], seed: int = 0) -> dict:
+    """Time every engine on every chunk of `texts`, `rounds` times, in a shuffled order per chunk.
+    `tokens[i]`: tokens the model sees for text i (after truncation), counted once outside the timing.
+    `reference[name]`: the engine `name` is compared with (paired, per chunk), besides "st-fp32"."""
     rng = random.Random(seed)
-    chunks = [texts[i:i + chunk] for i in range(0, len(texts), chunk)]
+    starts = range(0, len(texts), chunk)
     seconds = {name: [] for name in engines}  # per round
-    paired = {name: [] for name in engines}  # per chunk: baseline seconds / this engine's seconds
-    tokens = {}
+    taken = {name: [] for name in engines}  # per (round, chunk)
     for _ in range(rounds):
         spent = dict.fromkeys(engines, 0.0)
-        for part in chunks:
+        for start in starts:
+            part = texts[start:start + chunk]
             names = list(engines)
             rng.shuffle(names)
-            taken = {}
             for name in names:
                 synchronize(device)
-                start = time.perf_counter()
-                n_tokens = engines[name](part)
+                began = time.perf_counter()
+                engines[name](part)
                 synchronize(device)
-                taken[name] = time.perf_counter() - start
-                tokens.setdefault(name, {})[id(part)] = n_tokens
-            for name in names:
-                spent[name] += taken[name]
-                paired[name].append(taken["baseline"] / taken[name])
+                elapsed = time.perf_counter() - began
+                spent[name] += elapsed
+                taken[name].append(elapsed)
         for name in engines:
             seconds[name].append(spent[name])
+    median = {name: float(np.median(v)) for name, v in seconds.items()}
+
+    def paired(control: str, name: str) -> list[float]:
+        return [c / t for c, t in zip(taken[control], taken[name])]
+
     result = {}
-    base = float(np.median(seconds["baseline"]))
     for name in engines:
-        median = float(np.median(seconds[name]))
-        n_tokens = sum(tokens[name].values())
+        same = reference.get(name, "st-fp32")
+        vs_fp32, vs_same = paired("st-fp32", name), paired(same, name)
         result[name] = {
-            "passages_per_s": len(texts) / median,
-            "tokens_per_s": n_tokens / median,
+            "passages_per_s": len(texts) / median[name],
+            "tokens_per_s": sum(tokens) / median[name],
             "seconds_per_round": seconds[name],
-            "ratio": base / median,
-            "paired_ratio_median": float(np.median(paired[name])),
-            "paired_ratio_iqr": [float(np.percentile(paired[name], 25)), float(np.percentile(paired[name], 75))],
+            "ratio_vs_st_fp32": median["st-fp32"] / median[name],
+            "paired_vs_st_fp32": float(np.median(vs_fp32)),
+            "paired_vs_st_fp32_iqr": [float(np.percentile(vs_fp32, 25)), float(np.percentile(vs_fp32, 75))],
+            "same_precision_st": same,
+            "ratio_vs_same_precision_st": median[same] / median[name],
+            "paired_vs_same_precision_st": float(np.median(vs_same)),
         }
     return result
+
+
+def st_model_at(model, precision: str):
+    """The model as a sentence-transformers user would run it at `precision`: fp32 as loaded, fp16/bf16 a cast
+    copy, int8 a copy with dynamically quantised Linear layers (torch's defaults)."""
+    if precision == "fp32":
+        return model
+    if precision in ("fp16", "bf16"):
+        return copy.deepcopy(model).to({"fp16": torch.float16, "bf16": torch.bfloat16}[precision])
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao dynamic quantization is deprecated in favour of torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(copy.deepcopy(model), {torch.nn.Linear}, dtype=torch.qint8)
+
+
+def best_batch_size(st_model, texts: list[str], sizes: tuple[int, ...], device: str) -> tuple[int, dict[int, float]]:
+    """The batch size at which `st_model.encode` is fastest on `texts` (best of two passes each)."""
+    rates: dict[int, float] = {}
+    for size in sizes:
+        st_model.encode(texts[:size], batch_size=size, show_progress_bar=False)  # warm-up
+        for _ in range(2):
+            synchronize(device)
+            began = time.perf_counter()
+            st_model.encode(texts, batch_size=size, convert_to_numpy=True, show_progress_bar=False)
+            synchronize(device)
+            rates[size] = max(rates.get(size, 0.0), len(texts) / (time.perf_counter() - began))
+    return max(rates, key=rates.get), rates
 
 
 def latency(calls: dict, texts: list[str], *, n: int, warmup: int, device: str) -> dict:
@@ -123,55 +190,78 @@ def bench_model(name: str, device: str, args) -> dict:
     if args.max_seq_length:
         model.max_seq_length = args.max_seq_length
     texts = passages(args.n, seed=args.seed, corpus=CORPORA[args.texts])
-    tokenizer = model.tokenizer
-
-    def st_call(part):
-        model.encode(part, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
-        return sum(min(len(ids), model.max_seq_length) for ids in tokenizer(part)["input_ids"])
+    tokens = [min(len(ids), model.max_seq_length) for ids in model.tokenizer(texts)["input_ids"]]
 
     precisions = ["fp32", "int8", "bf16"] if device == "cpu" else ["fp32", "fp16", "bf16"]
     if args.precision:
         precisions = args.precision
-    engines = {p: FastEngine(model, precision=p, device=device, threads=args.threads,
-                             max_tokens=args.max_tokens) for p in precisions}
-    calls = {"baseline": st_call}
-    calls.update({f"fast-{p}": (lambda e: lambda part: e.encode(part).n_tokens)(e) for p, e in engines.items()})
+    fast = {p: FastEngine(model, precision=p, device=device, threads=args.threads, max_tokens=args.max_tokens)
+            for p in precisions}
+
+    # The baseline at each precision, at its best batch size (swept on a sample).
+    sample = texts[:min(len(texts), args.sweep_n)]
+    st_models, st_batch, st_sweep = {}, {}, {}
+    for precision in dict.fromkeys(["fp32", *precisions]):
+        if precision == "int8" and device != "cpu":
+            continue
+        st_models[precision] = st_model_at(model, precision)
+        st_batch[precision], st_sweep[precision] = best_batch_size(st_models[precision], sample,
+                                                                   tuple(args.st_batch_sizes), device)
+        rates = ", ".join(f"b{b} {r:.1f}" for b, r in st_sweep[precision].items())
+        print(f"  ST {precision} batch sweep (passages/s on {len(sample)}): {rates} -> batch {st_batch[precision]}",
+              flush=True)
+
+    def st_call(st, batch):
+        return lambda part: st.encode(part, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
+
+    calls = {f"st-{p}": st_call(st_models[p], st_batch[p]) for p in st_models}
+    calls.update({f"fast-{p}": (lambda e: lambda part: e.encode(part))(e) for p, e in fast.items()})
+    reference = {f"fast-{p}": f"st-{p}" for p in fast if p in st_models}
 
     # quality against the baseline's fp32 embeddings, on the first chunk
     sample = texts[:min(len(texts), 128)]
-    reference = model.encode(sample, batch_size=32, convert_to_numpy=True, show_progress_bar=False)
+    expected = calls["st-fp32"](sample)
     quality = {}
-    for precision, engine in engines.items():
-        cos = cosines(engine.encode(sample).embeddings, reference)
-        quality[f"fast-{precision}"] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()),
-                                        "n": len(sample)}
+    for engine, call in calls.items():
+        result = call(sample)
+        cos = cosines(result.embeddings if hasattr(result, "embeddings") else np.asarray(result, np.float32),
+                      expected)
+        quality[engine] = {"cosine_min": float(cos.min()), "cosine_mean": float(cos.mean()), "n": len(sample)}
     for call in calls.values():  # warm-up (allocators, oneDNN kernel creation, CUDA context)
         call(texts[:16])
 
-    speed = throughput(calls, texts, rounds=args.rounds, chunk=args.chunk or len(texts), device=device,
-                       seed=args.seed)
-    lat_calls = {"baseline": lambda part: model.encode(part, batch_size=1, convert_to_numpy=True,
-                                                       show_progress_bar=False),
-                 "fast-fp32": engines.get("fp32", next(iter(engines.values()))).encode}
+    speed = throughput(calls, texts, tokens, rounds=args.rounds, chunk=args.chunk or len(texts), device=device,
+                       reference=reference, seed=args.seed)
+    lat_calls = {"st-fp32": lambda part: model.encode(part, batch_size=1, convert_to_numpy=True,
+                                                      show_progress_bar=False),
+                 "fast-fp32": fast.get("fp32", next(iter(fast.values()))).encode}
     lat = latency(lat_calls, queries(), n=args.latency_n, warmup=5, device=device)
-    return {"model": name, "device": device, "texts": args.texts, "n_passages": len(texts),
-            "max_seq_length": model.max_seq_length,
-            "throughput": speed, "quality_vs_fp32_baseline": quality, "latency_ms": lat}
+    return {"model": name, "device": device, "cpu": cpu_model(), "isa": cpu_isa(), "texts": args.texts,
+            "n_passages": len(texts), "max_seq_length": model.max_seq_length,
+            "int8_path": fast["int8"].int8_path if "int8" in fast else None,
+            "st_batch_size": st_batch, "st_batch_sweep": st_sweep,
+            "throughput": speed, "quality_vs_st_fp32": quality, "latency_ms": lat}
 
 
 def print_table(results: list[dict]) -> None:
     print()
-    print(f"{'model':28s} {'device':6s} {'engine':10s} {'passages/s':>11s} {'tokens/s':>10s} {'ratio':>6s} "
-          f"{'paired':>7s} {'cos min':>8s} {'cos mean':>8s}")
+    print(cpu_line())
+    print(f"{'model':28s} {'device':6s} {'engine':10s} {'batch':>5s} {'passages/s':>11s} {'tokens/s':>9s} "
+          f"{'vs ST fp32':>10s} {'paired':>7s} {'vs ST same':>10s} {'paired':>7s} {'cos min':>8s} {'cos mean':>8s}")
     for res in results:
         for engine, fig in res["throughput"].items():
-            q = res["quality_vs_fp32_baseline"].get(engine, {})
-            print(f"{res['model'][-28:]:28s} {res['device']:6s} {engine:10s} {fig['passages_per_s']:11.1f} "
-                  f"{fig['tokens_per_s']:10.0f} {fig['ratio']:6.2f} {fig['paired_ratio_median']:7.2f} "
+            q = res["quality_vs_st_fp32"].get(engine, {})
+            batch = str(res["st_batch_size"].get(engine.removeprefix("st-"), "")) if engine.startswith("st-") else "tok"
+            same = (f"{fig['ratio_vs_same_precision_st']:10.2f} {fig['paired_vs_same_precision_st']:7.2f}"
+                    if engine.startswith("fast-") and fig["same_precision_st"] != "st-fp32" else f"{'':10s} {'':7s}")
+            print(f"{res['model'][-28:]:28s} {res['device']:6s} {engine:10s} {batch:>5s} {fig['passages_per_s']:11.1f} "
+                  f"{fig['tokens_per_s']:9.0f} {fig['ratio_vs_st_fp32']:10.2f} {fig['paired_vs_st_fp32']:7.2f} {same} "
                   f"{q.get('cosine_min', float('nan')):8.5f} {q.get('cosine_mean', float('nan')):8.5f}")
         for engine, lat in res["latency_ms"].items():
             print(f"{res['model'][-28:]:28s} {res['device']:6s} {engine:10s} single query: p50 {lat['p50']:.2f} ms, "
                   f"p99 {lat['p99']:.2f} ms (n={lat['n']})")
+        if res.get("int8_path"):
+            print(f"{res['model'][-28:]:28s} fast-int8 kernel path: {res['int8_path']}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -188,10 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-tokens", type=int, help="fast-engine padded-token budget per batch")
     parser.add_argument("--max-seq-length", type=int)
     parser.add_argument("--latency-n", type=int, default=100, help="single-query calls per engine")
+    parser.add_argument("--st-batch-sizes", type=int, nargs="+", default=list(ST_BATCH_SIZES),
+                        help="batch sizes swept for the sentence-transformers baseline (default 16 32 64 128)")
+    parser.add_argument("--sweep-n", type=int, default=256, help="passages of the baseline's batch-size sweep")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    print(cpu_line(), flush=True)
     results = []
     for device in devices:
         for name in args.model or MODELS:

@@ -23,7 +23,8 @@ from harness.analysis.stats import Test
 from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate as _evaluate
-from harness.suite import DEFAULT_METRICS, DatasetSpec, EncoderSpec, Suite, load_suite, shipped_folder
+from harness.suite import (DEFAULT_METRICS, DatasetSpec, EncoderSpec, Suite, cutoff_problem, load_suite,
+                           shipped_folder)
 from harness.tables import fmt_num, text_table
 
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ def evaluate_model(
     from harness.runner import MemoryStore, RunOptions, run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    problem = cutoff_problem(metrics, top_k)
+    if problem:
+        raise HarnessError(f"evaluate_model(metrics=..., top_k={top_k}): {problem}")
     loaded_model = not isinstance(model, (str, os.PathLike))
     if loaded_model:
         _require_sentence_transformer(model)

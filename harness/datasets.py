@@ -10,6 +10,7 @@ import gzip
 import hashlib
 import json
 import logging
+import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -229,25 +230,36 @@ def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     """A ranking as qid -> docid -> score: a TREC run (``qid Q0 docid rank score tag``, plain or gzipped), or
-    JSON ``{qid: {docid: score}}`` (a ``.json`` file)."""
+    JSON ``{qid: {docid: score}}`` (a ``.json`` file).
+
+    TREC lines are read as trec_eval reads them (``get_trec_results.c``): blank lines and lines starting with
+    ``#`` are skipped, text after the tag is ignored, the Q0 and rank columns are not used (the order comes
+    from the scores). Where trec_eval would fail or guess, this raises HarnessError at ``file:line``: fewer
+    than six columns, a score that is not a number (trec_eval's ``atof`` would read it as 0) or is NaN, and a
+    document ranked twice for one query (trec_eval stops with "duplicate docs").
+    """
     path = Path(path)
     if path.name.endswith((".json", ".json.gz")):
         return _json_run(path)
     run: dict[str, dict[str, float]] = {}
     for number, line in _open_text(path):
         cells = line.split()
-        if not cells:
+        if not cells or cells[0].startswith("#"):
             continue
+        if len(cells) < 6:
+            raise HarnessError(f"{path}:{number}: expected 'qid Q0 docid rank score tag', got {cells!r}")
+        qid, _, docid, _, score = cells[:5]
         try:
-            qid, _, docid, _, score = cells[:5]
-            if len(cells) != 6:
-                raise ValueError
             value = float(score)
         except ValueError:
-            raise HarnessError(f"{path}:{number}: expected 'qid Q0 docid rank score tag', got {cells!r}") from None
+            value = math.nan
+        if math.isnan(value):
+            raise HarnessError(f"{path}:{number}: score {score!r} of document {docid!r} (query {qid!r}) is not a "
+                               "number; the fifth column must be the retrieval score")
         docs = run.setdefault(qid, {})
         if docid in docs:
-            raise HarnessError(f"{path}:{number}: document {docid!r} is ranked twice for query {qid!r}")
+            raise HarnessError(f"{path}:{number}: document {docid!r} is ranked twice for query {qid!r}; "
+                               "trec_eval refuses such a run too (\"duplicate docs\"): keep one line per document")
         docs[docid] = value
     if not run:
         raise HarnessError(f"{path}: the run is empty")

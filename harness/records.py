@@ -126,11 +126,20 @@ class TimedRows(_Record):
 
 class ChunkTiming(_Record):
     """One embedding-store chunk's encoding time, and the pieces within it as the engine reported progress
-    (consecutive batches, merged to at most ``runner.MAX_TIMED_PIECES`` per chunk; empty when not reported)."""
+    (consecutive batches, merged to at most ``encode.chunks.MAX_TIMED_PIECES`` per chunk; empty when not reported)."""
 
     rows: int
     seconds: float
     pieces: list[TimedRows] = []
+
+
+class EncodingHost(_Record):
+    """A machine that encoded corpus chunks of a record in its run (a Ray run may use several)."""
+
+    host: str
+    hardware_key: str  # `timing.hardware_key` of the encoding process: CPU model | torch threads | GPU
+    chunks: int
+    rows: int
 
 
 class Performance(_Record):
@@ -141,6 +150,9 @@ class Performance(_Record):
     throughput: Throughput  # corpus encoding
     truncated_documents: int
     corpus_from_cache: bool
+    # Who encoded the chunks encoded in this run (empty: all came from the store, or an older record).
+    # Corpus passages/s is per encoding process: rows over the summed encode time of the chunks.
+    encoding_hosts: list[EncodingHost] = []
     query_latency: Latency  # one query per call, milliseconds
     search_s: float
     queries_per_s_search: float | None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.cache import ChunkInfo, EmbeddingStore, cache_root
 from harness.datasets import Dataset, load_dataset
+from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate, parse_measure
@@ -28,6 +29,7 @@ from harness.records import (
     DatasetInfo,
     EmbeddingStoreInfo,
     EncoderInfo,
+    EncodingHost,
     Performance,
     RecallCurve,
     RunRecord,
@@ -225,9 +227,9 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     if options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
-        encoded_now = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
+        hosts = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
     else:
-        encoded_now = _encode_corpus(dataset, encoder, store, label, options.progress)
+        hosts = _encode_corpus(dataset, encoder, store, label, options.progress)
 
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = timing.measure_latency(
@@ -246,15 +248,15 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
-                              encoded_now=encoded_now, dimension=int(query_result.embeddings.shape[1]),
-                              latency=latency, search_seconds=search_seconds)
+                              encoded_now=bool(hosts), dimension=int(query_result.embeddings.shape[1]),
+                              latency=latency, search_seconds=search_seconds, encoding_hosts=hosts)
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
     return ModelEvaluation(record, evaluation.per_query, run, curve)
 
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
                      store: EmbeddingStore | MemoryStore, encoded_now: bool, dimension: int, latency: timing.Latency,
-                     search_seconds: float) -> RunRecord:
+                     search_seconds: float, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured."""
     spec = encoder.spec
     totals = store.totals()
@@ -264,6 +266,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.doc_ids), tokens=totals.tokens),
         truncated_documents=totals.truncated,
         corpus_from_cache=not encoded_now,
+        encoding_hosts=list(encoding_hosts),
         query_latency=latency,
         search_s=search_seconds,
         queries_per_s_search=len(dataset.query_ids) / search_seconds if search_seconds else None,
@@ -291,55 +294,18 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
 
 
 def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | MemoryStore, label: str,
-                   show_progress: bool) -> bool:
-    """Encode the chunks the store lacks; returns whether anything was encoded."""
+                   show_progress: bool) -> list[EncodingHost]:
+    """Encode the chunks the store lacks, in this process; returns who encoded them (empty: nothing was)."""
     missing = store.missing()
     if not missing:
-        return False
+        return []
+    host, hardware = this_host()
     todo = sum(len(store.rows_of(i)) for i in missing)
     with progress(todo, f"encode {label}", enabled=show_progress) as update:
         for index in missing:
             rows = store.rows_of(index)
-            texts = dataset.doc_texts[rows.start:rows.stop]
-            timing.synchronize(encoder.device)
-            started = time.perf_counter()
-            pieces = _PieceTimer(started, update)
-            result = encoder.encode_documents(texts, progress=pieces)
-            timing.synchronize(encoder.device)
-            seconds = time.perf_counter() - started - result.counting_s
-            store.write(index, result.embeddings, seconds=seconds, tokens=result.n_tokens, truncated=result.n_truncated,
-                        pieces=merge_pieces(pieces.pieces, MAX_TIMED_PIECES))
-    return True
-
-
-# Speed gates need many timing samples even when the corpus is one store chunk: the engine reports progress
-# after every batch, and the time between two reports is one sample. Batches are the engine's own unit, so timing
-# them changes nothing about the work (splitting a chunk into smaller encode calls would: shorter length sorts,
-# more padding, the small-input path). Long chunks merge consecutive batches to bound the record's size.
-MAX_TIMED_PIECES = 64
-
-
-class _PieceTimer:
-    """A progress callback that also records (rows, seconds since the previous report)."""
-
-    def __init__(self, started: float, update: Callable[[int], None]):
-        self.last, self.update = started, update
-        self.pieces: list[tuple[int, float]] = []
-
-    def __call__(self, rows: int) -> None:
-        now = time.perf_counter()
-        self.pieces.append((rows, now - self.last))
-        self.last = now
-        self.update(rows)
-
-
-def merge_pieces(pieces: list[tuple[int, float]], limit: int) -> tuple[tuple[int, float], ...]:
-    """At most `limit` pieces: consecutive ones summed in groups of near-equal count, order kept."""
-    if len(pieces) <= limit:
-        return tuple(pieces)
-    bounds = np.linspace(0, len(pieces), limit + 1).round().astype(int)
-    return tuple((sum(r for r, _ in pieces[a:b]), sum(t for _, t in pieces[a:b]))
-                 for a, b in zip(bounds[:-1], bounds[1:]))
+            encode_chunk(encoder, dataset.doc_texts[rows.start:rows.stop], index, progress=update).write(store)
+    return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]
 
 
 def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:

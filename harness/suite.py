@@ -147,6 +147,9 @@ class Suite(_Strict):
     def _check(self) -> Suite:
         for metric in self.metrics:
             parse_measure(metric)
+        problem = cutoff_problem(self.metrics, self.top_k)
+        if problem:
+            raise ValueError(problem)
         for kind, items in (("datasets", self.datasets), ("encoders", self.encoders)):
             names = [item.name for item in items]
             duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -172,6 +175,19 @@ class Suite(_Strict):
                 if unknown:
                     raise ValueError(f"encoder {encoder.name!r}: baseline {key} names metrics the suite does not "
                                      f"compute: {', '.join(unknown)} (metrics: {', '.join(self.metrics)})")
+
+
+def cutoff_problem(metrics: list[str], top_k: int) -> str | None:
+    """Why a metric cannot be computed from the top_k documents retrieved per query (None: all can). A
+    cutoff above top_k would silently equal the metric at top_k (Recall@1000 = Recall@100 with top_k 100)."""
+    beyond = [m for m in metrics if (parse_measure(m).cutoff or 0) > top_k]
+    if not beyond:
+        return None
+    highest = max(parse_measure(m).cutoff or 0 for m in beyond)
+    return (f"metric{'s' if len(beyond) > 1 else ''} {', '.join(beyond)} cut{'' if len(beyond) > 1 else 's'} "
+            f"above top_k {top_k}: only {top_k} documents are retrieved per query, so "
+            f"{'they' if len(beyond) > 1 else 'it'} would equal the value at {top_k}; "
+            f"raise top_k to {highest} or lower the cutoff")
 
 
 def shipped_folder(name: Literal["suites", "data"]) -> Path:

@@ -122,6 +122,13 @@ def test_the_baseline_engine_at_half_precision_leaves_a_loaded_model_bit_identic
     assert (weights_fingerprint(loaded_tiny), next(loaded_tiny.parameters()).dtype) == before
 
 
+def test_evaluate_model_refuses_a_cutoff_above_top_k_before_encoding(tiny_model):
+    """The default metrics include Recall@1000: with top_k=100 it would equal Recall@100."""
+    with pytest.raises(harness.HarnessError, match=r"evaluate_model\(metrics=\.\.\., top_k=100\): metric "
+                                                   r"Recall@1000 cuts above top_k 100.*raise top_k to 1000"):
+        harness.evaluate_model(str(tiny_model), "no/such/folder", top_k=100)
+
+
 def test_evaluate_model_refuses_to_change_a_loaded_model(loaded_tiny):
     with pytest.raises(HarnessError, match="does not change a model it is given"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", max_seq_length=16)

@@ -423,7 +423,7 @@ top_k: 20
 
 
 def test_merge_pieces_keeps_order_and_totals():
-    from harness.runner import merge_pieces
+    from harness.encode.chunks import merge_pieces
 
     pieces = [(10 + i, 0.1 * (i + 1)) for i in range(10)]
     assert merge_pieces(pieces, 64) == tuple(pieces)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import IR_DATASETS_FILES, load_dataset
+from harness.datasets import IR_DATASETS_FILES, load_dataset, read_run
 from harness.errors import HarnessError
 from harness.suite import DatasetSpec
 from tests.conftest import DATA, write_beir
@@ -213,3 +213,40 @@ def test_ir_datasets_offline_names_the_files_needed(tmp_path, monkeypatch, datas
 def test_unknown_ir_datasets_id():
     with pytest.raises(HarnessError, match="unknown ir_datasets id 'no-such/set'"):
         load_dataset(DatasetSpec(name="x", ir_datasets="no-such/set"))
+
+
+# ---------------------------------------------------------------- run files (read_run), as trec_eval reads them
+
+def _run_file(tmp_path, text: str) -> Path:
+    path = tmp_path / "run.trec"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_run_lines_trec_eval_accepts_are_read(tmp_path):
+    """trec_eval (get_trec_results.c) ignores text after the tag, blank lines and '#' comment lines, and
+    takes the order from the scores, not the rank column."""
+    path = _run_file(tmp_path, "# produced by bm25, k1=0.9\n"
+                               "q1 Q0 d1 1 2.5 tag trailing words\n"
+                               "\n"
+                               "  q1\tQ0\td2  7  -1e-3   tag\n"
+                               "   # an indented comment\n"
+                               "q2 0 d1 1 7 other-tag\n")
+    assert read_run(path) == {"q1": {"d1": 2.5, "d2": -0.001}, "q2": {"d1": 7.0}}
+
+
+@pytest.mark.parametrize("line, message", [
+    ("q1 Q0 d2 2 high tag", r"run\.trec:2: score 'high' of document 'd2' \(query 'q1'\) is not a number"),
+    ("q1 Q0 d2 2 nan tag", r"run\.trec:2: score 'nan' of document 'd2'"),
+    ("q1 Q0 d2 2 0.5", r"run\.trec:2: expected 'qid Q0 docid rank score tag'"),
+    ("q1 Q0 d1 2 0.5 tag", r"run\.trec:2: document 'd1' is ranked twice for query 'q1'; trec_eval refuses"),
+])
+def test_run_lines_trec_eval_refuses_or_misreads_are_errors_at_file_and_line(tmp_path, line, message):
+    path = _run_file(tmp_path, f"q1 Q0 d1 1 0.9 tag\n{line}\n")
+    with pytest.raises(HarnessError, match=message):
+        read_run(path)
+
+
+def test_the_same_document_under_two_queries_is_not_a_duplicate(tmp_path):
+    path = _run_file(tmp_path, "q1 Q0 d1 1 0.9 tag\nq2 Q0 d1 1 0.8 tag\n")
+    assert read_run(path) == {"q1": {"d1": 0.9}, "q2": {"d1": 0.8}}

@@ -83,6 +83,28 @@ def test_top_k_must_be_positive(tmp_path, value):
         load_suite(_suite(tmp_path, GOOD.replace("top_k: 100", f"top_k: {value}")))
 
 
+def test_a_cutoff_above_top_k_is_rejected_naming_the_metric_and_the_fix(tmp_path):
+    """With top_k 100, Recall@1000 would silently equal Recall@100."""
+    text = GOOD.replace("metrics: [MRR@10, nDCG@10]", "metrics: [MRR@10, nDCG@10, Recall@100, Recall@1000]")
+    with pytest.raises(HarnessError) as err:
+        load_suite(_suite(tmp_path, text))
+    message = str(err.value)
+    assert "suite.yaml: invalid suite" in message
+    assert "metric Recall@1000 cuts above top_k 100" in message and "raise top_k to 1000" in message
+    assert "Recall@100," not in message  # a cutoff equal to top_k is fine
+    load_suite(_suite(tmp_path, text.replace("top_k: 100", "top_k: 1000")))
+
+
+def test_cli_exits_2_on_a_cutoff_above_top_k(tmp_path, capsys):
+    from harness.cli import main
+
+    text = GOOD.replace("metrics: [MRR@10, nDCG@10]", "metrics: [nDCG@10, R@500, P@200]")
+    assert main(["run", str(_suite(tmp_path, text)), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "metrics R@500, P@200 cut above top_k 100" in err and "raise top_k to 500" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_enum_value_says_what_is_allowed(tmp_path):
     with pytest.raises(HarnessError, match=r"encoders\.0\.similarity: Input should be 'dot' or 'cosine'"):
         load_suite(_suite(tmp_path, GOOD.replace("    model: bundled", "    similarity: l2\n    model: bundled")))

@@ -2,11 +2,12 @@
 
 The embedding store's missing chunks become the rows of a Ray Dataset (one chunk = one row = one
 block); `map_batches` runs them through a pool of actors, each of which loads the encoder once
-(`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks -- the same unit,
-the same text order and the same batches as the single-process path, so the embeddings are the same.
-The driver writes each finished chunk into the same `EmbeddingStore` as results stream back, so a
-run killed at any point resumes from the chunks already written; the rest of the pipeline (query
-encoding, search, metrics, record) runs on the driver, unchanged.
+(`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks with the single-process
+path's own chunk encoder (`chunks.encode_chunk`: same unit, text order, batches, timing and token and
+truncation counts), so the embeddings and the record are the same. The driver writes each finished
+chunk into the same `EmbeddingStore` as results stream back, so a run killed at any point resumes from
+the chunks already written; the record lists the hosts that encoded (`Performance.encoding_hosts`); the
+rest of the pipeline (query encoding, search, metrics, record) runs on the driver, unchanged.
 
     address=None        start a local Ray instance for this run and shut it down afterwards
     address="host:port" connect to a running cluster (`ray start --head` on the head node); "auto"
@@ -20,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +29,10 @@ from tqdm import tqdm
 
 from harness.cache import STORE_DTYPES, EmbeddingStore
 from harness.datasets import Dataset
+from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
-from harness.profile.timing import synchronize
+from harness.records import EncodingHost
 from harness.suite import EncoderSpec
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ def import_ray():
         import ray.data  # noqa: F401  (ray without the [data] extra lacks pandas/pyarrow)
     except ImportError as exc:
         raise HarnessError(f"executor 'ray' needs Ray Data, which is not installed ({exc}); "
-                           "install it with: pip install '.[ray]'  (or pip install 'ray[data]>=2.9')") from None
+                           "install it with: pip install '.[ray]'  (or pip install 'ray[data]>=2.60')") from None
     return ray
 
 
@@ -60,7 +61,8 @@ class ChunkEncoder:
     """
 
     def __init__(self, spec: EncoderSpec, *, device: str, fingerprint: str, max_seq_length: int, dtype: str):
-        self.worker = f"{_hostname()}:{os.getpid()}"
+        self.host, self.hardware_key = this_host()
+        self.worker = f"{self.host}:{os.getpid()}"
         self.dtype = STORE_DTYPES[dtype]
         self.error = ""
         try:
@@ -77,31 +79,33 @@ class ChunkEncoder:
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         rows = [self._encode(int(chunk), [str(t) for t in texts])
                 for chunk, texts in zip(batch["chunk"], batch["texts"])]
-        arrays = {key: np.asarray([r[key] for r in rows]) for key in ("chunk", "rows", "dim", "seconds", "tokens")}
-        for key in ("data", "worker", "error"):
+        arrays = {key: np.asarray([r[key] for r in rows]) for key in _NUMBERS}
+        for key in _OBJECTS:
             arrays[key] = np.array([r[key] for r in rows], dtype=object)
         return arrays
 
-    def _encode(self, chunk: int, texts: list[str]) -> dict[str, Any]:
-        row = {"chunk": chunk, "rows": 0, "dim": 0, "data": b"", "seconds": 0.0, "tokens": 0,
-               "worker": self.worker, "error": self.error}
+    def _encode(self, index: int, texts: list[str]) -> dict[str, Any]:
+        row = {"chunk": index, "rows": 0, "dim": 0, "data": b"", "seconds": 0.0, "tokens": 0, "truncated": 0,
+               "worker": self.worker, "host": self.host, "hardware_key": self.hardware_key, "error": self.error}
         if self.error:
             return row
         try:
-            synchronize(self.encoder.device)
-            started = time.perf_counter()
-            result = self.encoder.encode_documents(texts)
-            synchronize(self.encoder.device)
+            chunk = encode_chunk(self.encoder, texts, index)
         except HarnessError as exc:
-            return {**row, "error": f"Ray worker {self.worker}, chunk {chunk}: {exc}"}
-        data = np.ascontiguousarray(result.embeddings, dtype=self.dtype)
-        return {**row, "rows": data.shape[0], "dim": data.shape[1], "data": data.tobytes(),
-                "seconds": time.perf_counter() - started - result.counting_s, "tokens": int(result.n_tokens)}
+            return {**row, "error": f"Ray worker {self.worker}, chunk {index}: {exc}"}
+        data = np.ascontiguousarray(chunk.embeddings, dtype=self.dtype)
+        return {**row, "rows": data.shape[0], "dim": data.shape[1], "data": data.tobytes(), "seconds": chunk.seconds,
+                "tokens": chunk.tokens, "truncated": chunk.truncated}
+
+
+_NUMBERS = ("chunk", "rows", "dim", "seconds", "tokens", "truncated")  # the columns of a ChunkEncoder row
+_OBJECTS = ("data", "worker", "host", "hardware_key", "error")
 
 
 def encode_on_ray(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, *, address: str | None,
-                  progress: bool, num_workers: int | None = None, cpus_per_worker: float | None = None) -> bool:
-    """Encode the chunks `store` lacks on Ray actors; returns whether anything was encoded.
+                  progress: bool, num_workers: int | None = None, cpus_per_worker: float | None = None,
+                  ) -> list[EncodingHost]:
+    """Encode the chunks `store` lacks on Ray actors; returns the hosts that encoded them (empty: nothing was).
 
     Workers: one GPU actor per cluster GPU when the cluster has GPUs (and the encoder's device is not
     'cpu'); otherwise CPU actors of `cpus_per_worker` CPUs each (default: one actor per node, with all
@@ -110,18 +114,17 @@ def encode_on_ray(dataset: Dataset, encoder: Encoder, store: EmbeddingStore, *, 
     """
     missing = store.missing()
     if not missing:
-        return False
+        return []
     ray = import_ray()
     started_here = not ray.is_initialized()
     if started_here:
         _init(ray, address)
     try:
-        _run(ray, dataset, encoder, store, missing, progress=progress, num_workers=num_workers,
-             cpus_per_worker=cpus_per_worker)
+        return _run(ray, dataset, encoder, store, missing, progress=progress, num_workers=num_workers,
+                    cpus_per_worker=cpus_per_worker)
     finally:
         if started_here:
             ray.shutdown()
-    return True
 
 
 def worker_env(*, local: bool) -> dict[str, str]:
@@ -191,7 +194,7 @@ def _worker_plan(ray, encoder: Encoder, n_missing: int, num_workers: int | None,
 
 
 def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing: list[int], *,
-         progress: bool, num_workers: int | None, cpus_per_worker: float | None) -> None:
+         progress: bool, num_workers: int | None, cpus_per_worker: float | None) -> list[EncodingHost]:
     import ray.data
 
     context = ray.data.DataContext.get_current()
@@ -203,10 +206,7 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
     for index in missing:
         rows = store.rows_of(index)
         items.append({"chunk": index, "texts": list(dataset.doc_texts[rows.start:rows.stop])})
-    try:  # one chunk per block, so chunks spread over the workers
-        chunks = ray.data.from_items(items, override_num_blocks=len(items))
-    except TypeError:  # Ray < 2.10
-        chunks = ray.data.from_items(items, parallelism=len(items))
+    chunks = ray.data.from_items(items, override_num_blocks=len(items))  # one chunk per block: spread over workers
     del items
     encoded = chunks.map_batches(
         ChunkEncoder,
@@ -221,16 +221,21 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
     label = f"encode {dataset.name} × {encoder.spec.name} on Ray ({workers} {device} workers)"
     written: set[int] = set()
     used: set[str] = set()
+    hosts: dict[tuple[str, str], list[int]] = {}  # (host, hardware key) -> [chunks, rows]
     with tqdm(total=todo, desc=label, unit="doc", disable=not progress, leave=False) as bar:
         for row in encoded.iter_rows():
             if row["error"]:
                 raise HarnessError(str(row["error"]))
-            index = int(row["chunk"])
             embeddings = np.frombuffer(row["data"], dtype=STORE_DTYPES[store.dtype])
             embeddings = embeddings.reshape(int(row["rows"]), int(row["dim"]))
-            store.write(index, embeddings, seconds=float(row["seconds"]), tokens=int(row["tokens"]))
-            written.add(index)
+            chunk = EncodedChunk(int(row["chunk"]), embeddings, float(row["seconds"]), int(row["tokens"]),
+                                 int(row["truncated"]))
+            chunk.write(store)
+            written.add(chunk.index)
             used.add(str(row["worker"]))
+            tally = hosts.setdefault((str(row["host"]), str(row["hardware_key"])), [0, 0])
+            tally[0] += 1
+            tally[1] += len(embeddings)
             bar.update(len(embeddings))
     log.info("%s: encoded %d chunks on %d Ray workers (%s)", dataset.name, len(written), len(used),
              ", ".join(sorted(used)))
@@ -238,9 +243,6 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
         lost = sorted(set(missing) - written)
         raise HarnessError(f"Ray returned no embeddings for {len(lost)} chunks (first: {lost[0]}) of "
                            f"{store.path}; rerun to encode them")
+    return [EncodingHost(host=host, hardware_key=key, chunks=chunks, rows=rows)
+            for (host, key), (chunks, rows) in sorted(hosts.items())]
 
-
-def _hostname() -> str:
-    import socket
-
-    return socket.gethostname()

@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
+from harness.encode.kernels import int8_path as _int8_path
 from harness.encode.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
@@ -125,18 +126,21 @@ class FastEngine:
     batch (default by device); `min_fill` starts a new batch at a text shorter than that fraction of its
     batch's longest (bounds padding). `threads` sets torch's intra-op threads during `encode` only
     (restored after). `compile=True` (CUDA) wraps the transformer in `torch.compile(dynamic=True)`.
+    `int8_path` forces the int8 kernel path (`kernels.int8_path`); `self.int8_path` says which one runs
+    (None unless precision is int8).
     """
 
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", batch_size: int | None = None,
                  max_tokens: int | None = None, threads: int | None = None, compile: bool = False,
                  cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3,
-                 min_fill: float | None = None):
+                 min_fill: float | None = None, int8_path: str | None = None):
         self.model = model
         self.device = torch.device(device)
         problem = precision_problem(precision, engine="fast", device=self.device.type)
         if problem:
             raise HarnessError(problem)
         self.precision = precision
+        self.int8_path = _int8_path(int8_path) if precision == "int8" else None
         self.max_rows = batch_size
         kind = "cuda" if self.device.type == "cuda" else "cpu"
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS[kind])
@@ -159,7 +163,7 @@ class FastEngine:
     def _precision_copy(self, net: torch.nn.Module) -> torch.nn.Module:
         """The network to run: the caller's own for fp32 on GPU (or with aten kernels), else a converted copy."""
         if self.precision == "int8":
-            return convert_linears(copy.deepcopy(net), Int8Linear)
+            return convert_linears(copy.deepcopy(net), lambda linear: Int8Linear(linear, path=self.int8_path))
         if self.precision in HALF_DTYPES:
             net = copy.deepcopy(net).to(HALF_DTYPES[self.precision])
         if not self.onednn or self.precision == "fp16":

@@ -8,6 +8,7 @@ layout and calling oneDNN directly gives the same fp32 results 2-3x faster per m
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable
 
@@ -16,6 +17,8 @@ import torch
 from harness.errors import HarnessError
 
 PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
+INT8_FULL_RANGE, INT8_REDUCED_RANGE = "vnni", "reduce-range"  # the two int8 kernel paths (`int8_path`)
+INT8_PATH_ENV = "HARNESS_INT8_PATH"  # auto | vnni | reduce-range
 
 
 class PackedLinear(torch.nn.Module):
@@ -37,10 +40,11 @@ class PackedLinear(torch.nn.Module):
 
 class Int8Linear(torch.nn.Module):
     """Dynamic int8 `nn.Linear` (CPU): weights quantised per output channel once, activations per tensor
-    at run time (fbgemm). Full 8-bit activation range where the CPU has VNNI (no int16 saturation);
-    otherwise the 7-bit range torch uses by default."""
+    at run time (fbgemm). `path` (default: `int8_path()`) picks the activation range: the full 8 bits
+    ("vnni": needs VNNI, else int16 accumulation saturates) or the 7 bits torch uses by default
+    ("reduce-range": any CPU, slightly less precise)."""
 
-    def __init__(self, linear: torch.nn.Linear):
+    def __init__(self, linear: torch.nn.Linear, *, path: str | None = None):
         super().__init__()
         from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
@@ -50,13 +54,14 @@ class Int8Linear(torch.nn.Module):
             quantized = quantize_dynamic(torch.nn.Sequential(linear),
                                          {torch.nn.Linear: per_channel_dynamic_qconfig})[0]
         self.packed = quantized._packed_params._packed_params
-        self.reduce_range = not cpu_has_vnni()
+        self.path = int8_path(path)
+        self.reduce_range = self.path == INT8_REDUCED_RANGE
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.ops.quantized.linear_dynamic(x, self.packed, self.reduce_range)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+        return f"in_features={self.in_features}, out_features={self.out_features}, int8 {self.path}"
 
 
 def convert_linears(net: torch.nn.Module, kind: Callable[[torch.nn.Linear], torch.nn.Module]) -> torch.nn.Module:
@@ -105,3 +110,21 @@ def cpu_has_vnni() -> bool:
     except OSError:
         pass
     return False
+
+
+def int8_path(requested: str | None = None) -> str:
+    """The int8 kernel path to run: "vnni" (full 8-bit activations) where the CPU has VNNI, else
+    "reduce-range" (7-bit activations). `requested` (default: $HARNESS_INT8_PATH, else "auto") forces one:
+    "reduce-range" runs anywhere (how a CPU without VNNI computes, testable on one with it); "vnni" is
+    refused on a CPU without VNNI, where it would saturate silently."""
+    choice = (requested or os.environ.get(INT8_PATH_ENV) or "auto").strip().lower()
+    if choice not in ("auto", INT8_FULL_RANGE, INT8_REDUCED_RANGE):
+        source = "the caller" if requested else INT8_PATH_ENV
+        raise HarnessError(f"int8 kernel path {choice!r} unknown (from {source}); "
+                           f"allowed: auto, {INT8_FULL_RANGE}, {INT8_REDUCED_RANGE}")
+    if choice == "auto":
+        return INT8_FULL_RANGE if cpu_has_vnni() else INT8_REDUCED_RANGE
+    if choice == INT8_FULL_RANGE and not cpu_has_vnni():
+        raise HarnessError(f"int8 kernel path {INT8_FULL_RANGE!r} needs a CPU with AVX-512 VNNI or AVX-VNNI, which "
+                           f"this one lacks; use auto or {INT8_REDUCED_RANGE}")
+    return choice
