@@ -109,6 +109,17 @@ def test_never_re_encodes_and_the_cli_flag_overrides_the_suite(tmp_path, tiny_mo
     assert b.corpus_embeddings.store.created_at > "2000-01-01T00:00:00+00:00"
 
 
+@pytest.mark.parametrize("command", ["run", "check"])
+def test_reuse_embeddings_option_of_run_and_check(command, capsys):
+    from harness.cli import build_parser
+
+    args = build_parser().parse_args([command, "quick", "--reuse-embeddings", "never"])
+    assert args.reuse_embeddings == "never"
+    assert build_parser().parse_args([command, "quick"]).reuse_embeddings is None  # the suite decides
+    assert main([command, "quick", "--reuse-embeddings", "sometimes"]) == 2
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+
+
 def test_a_resumed_store_says_so(tmp_path, tiny_model):
     first = run_once(tmp_path, tiny_model, chunk_rows=100)  # 420 rows: 5 chunks
     [store] = (tmp_path / "cache" / "embeddings").iterdir()

@@ -141,7 +141,8 @@ def engine_code_version() -> str:
 def embedding_versions() -> dict[str, str | None]:
     """Every version, besides the encoder's settings, that can change embeddings: the harness's engine code and
     the installed libraries. Part of the embedding cache key and of every record's embedding provenance."""
-    return {"harness-encode": engine_code_version(), **{name: library_version(name) for name in EMBEDDING_LIBRARIES}}
+    libraries = {name: library_version(name) for name in EMBEDDING_LIBRARIES}
+    return {"harness-encode": engine_code_version(), **libraries}
 
 
 def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]) -> dict[str, object]:
