@@ -23,7 +23,8 @@ from harness.analysis.stats import Test
 from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate as _evaluate
-from harness.suite import (DEFAULT_METRICS, DatasetSpec, EncoderSpec, Suite, cutoff_problem, load_suite,
+from harness.suite import (DEFAULT_METRICS, DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite, cutoff_problem,
+                           load_suite,
                            shipped_folder)
 from harness.tables import fmt_num, text_table
 
@@ -237,18 +238,21 @@ def run_suite(
     progress: bool = True,
     executor: Literal["local", "ray"] = "local",
     ray_address: str | None = None,
+    reuse_embeddings: ReuseEmbeddings | None = None,
 ) -> SuiteResult:
     """Evaluate every dataset x encoder of a suite (a file, a shipped suite name such as ``quick``, or a `Suite`).
 
     With ``output`` each result is also written as a record directory there (what `harness run` does);
     without, results stay in memory. A dataset x encoder that fails is recorded in the result (and logged)
     and the rest still runs, unless ``fail_fast``. Corpus embeddings are cached (``cache``, default
-    ``$HARNESS_CACHE`` or ``~/.cache/harness``)."""
+    ``$HARNESS_CACHE`` or ``~/.cache/harness``) and reused when their key (weights, data, settings, engine code
+    and library versions) matches; ``reuse_embeddings="never"`` encodes every corpus again (default: the
+    suite's ``reuse_embeddings``)."""
     from harness.runner import RunOptions, run_suite as run
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
     options = RunOptions(output=_path(output), cache=_path(cache), progress=progress, fail_fast=fail_fast,
-                         executor=executor, ray_address=ray_address)
+                         executor=executor, ray_address=ray_address, reuse_embeddings=reuse_embeddings)
     return SuiteResult(loaded, run(loaded, options))
 
 
@@ -305,6 +309,7 @@ def check(
     results: Sequence[PathLike] | None = None,
     output: PathLike | None = None,
     cache: PathLike | None = None,
+    reuse_embeddings: ReuseEmbeddings | None = None,
     seed: int = 0,
     n_resamples: int = 10_000,
     progress: bool = True,
@@ -319,7 +324,7 @@ def check(
         runs = load_runs([Path(p) for p in results])
         where = ", ".join(map(str, results))
     else:
-        ran = run_suite(loaded, output=output, cache=cache, progress=progress)
+        ran = run_suite(loaded, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings)
         if not ran.ok:
             raise HarnessError("the suite did not run: " + "; ".join(
                 f"{o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))

@@ -1,12 +1,14 @@
 """On-disk embedding store: corpus embeddings in fixed-size chunks, resumable and checksummed.
 
     <cache>/embeddings/<key>/
-        meta.json             what the key stands for (model, dataset, settings), shape, dtype
+        meta.json             what the key stands for (model, dataset, settings, versions), shape, dtype,
+                              and who created the store (time, host, CPU)
         chunk-000000.npy      rows [0, chunk_rows) of the corpus embeddings
         chunk-000000.json     {"rows", "sha256", "seconds", "tokens"} -- written after the .npy
 
 A chunk counts only when both files exist and the checksum matches, so a run killed at any point
-resumes from the last complete chunk; a corrupt or truncated chunk is re-encoded, never used.
+resumes from the last complete chunk; a corrupt or truncated chunk is re-encoded, never used. Chunks of a
+store whose meta.json is missing or unreadable are of unknown origin: they are removed, never used.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import platform
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from harness.errors import HarnessError
+from harness.profile.timing import cpu_model
+from harness.records import StoreOrigin, utc_now
 
 def cache_root() -> Path:
     """Where embedding stores (and generated random-weight models) live: $HARNESS_CACHE or ~/.cache/harness."""
@@ -47,7 +52,11 @@ class ChunkInfo:
 
 
 class EmbeddingStore:
-    def __init__(self, root: Path, parts: dict[str, object], *, n_rows: int, chunk_rows: int, dtype: str):
+    """The store of one key. ``reuse=False`` starts it afresh: its chunks are removed and it is created again by
+    this run (``origin``), so every chunk is encoded anew."""
+
+    def __init__(self, root: Path, parts: dict[str, object], *, n_rows: int, chunk_rows: int, dtype: str,
+                 reuse: bool = True):
         if dtype not in STORE_DTYPES:
             raise HarnessError(f"embedding store dtype {dtype!r} unknown; allowed: {', '.join(STORE_DTYPES)}")
         self.key = store_key({**parts, "dtype": dtype, "chunk_rows": chunk_rows})
@@ -59,14 +68,27 @@ class EmbeddingStore:
         self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
         try:
             self.path.mkdir(parents=True, exist_ok=True)
-            meta = self.path / "meta.json"
-            if not meta.exists():
-                _atomic_write(meta, json.dumps({"parts": parts, "n_rows": n_rows, "chunk_rows": chunk_rows,
-                                                "dtype": dtype, "created": time.time()}, indent=1).encode())
+            self.origin = (reuse and self._recorded_origin()) or self._create()
         except OSError as exc:
             raise HarnessError(f"{self.path}: cannot create the embedding cache ({exc.strerror}); "
                                "set HARNESS_CACHE to a writable folder") from None
         self._verified: set[int] = set()
+
+    def _recorded_origin(self) -> StoreOrigin | None:
+        try:
+            return StoreOrigin.model_validate(json.loads((self.path / "meta.json").read_text())["created_by"])
+        except (OSError, ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+            return None
+
+    def _create(self) -> StoreOrigin:
+        """Remove any chunks and record this process as the store's creator."""
+        for chunk in self.path.glob("chunk-*"):
+            chunk.unlink(missing_ok=True)
+        origin = StoreOrigin(created_at=utc_now(), hostname=platform.node(), cpu_model=cpu_model())
+        meta = {"parts": self.parts, "n_rows": self.n_rows, "chunk_rows": self.chunk_rows, "dtype": self.dtype,
+                "created_by": origin.model_dump()}
+        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=1).encode())
+        return origin
 
     def _files(self, index: int) -> tuple[Path, Path]:
         stem = self.path / f"chunk-{index:06d}"

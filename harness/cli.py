@@ -38,6 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
+    _reuse_option(run)
     run.set_defaults(func=cmd_run)
 
     cache = sub.add_parser("cache", help="list or clear cached corpus embeddings")
@@ -98,6 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", "-o", type=Path, default=Path("out/check"),
                        help="where a fresh run writes its records (default: out/check)")
     check.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
+    _reuse_option(check)
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--resamples", type=int, default=10_000)
     check.add_argument("--json", type=Path, help="write the summary as JSON here")
@@ -130,6 +132,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _reuse_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--reuse-embeddings", choices=("auto", "never"), default=None,
+                        help="auto: reuse cached corpus embeddings whose key (weights, data, settings, engine code and "
+                             "library versions) matches; never: encode every corpus again (default: the suite's "
+                             "reuse_embeddings, else auto)")
+
+
 def _stats_options(parser: argparse.ArgumentParser) -> None:
     from harness.analysis.stats import TESTS
 
@@ -150,7 +159,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     suite = load_suite(args.suite)
     options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
                          store_dtype=args.store_dtype, progress=not args.no_progress,
-                         executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast)
+                         executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast,
+                         reuse_embeddings=args.reuse_embeddings)
     outcomes = run_suite(suite, options, on_outcome=_print_outcome)
     records = [o.record for o in outcomes if o.ok]
     if records:
@@ -329,7 +339,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     else:
         from harness.runner import RunOptions, run_suite
 
-        options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress)
+        options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
+                             reuse_embeddings=args.reuse_embeddings)
         outcomes = run_suite(suite, options, on_outcome=_print_outcome)
         if _exit_for_failures(outcomes):
             return 2

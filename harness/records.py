@@ -28,8 +28,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
 
 from harness.errors import HarnessError
-from harness.profile.timing import Latency, Throughput, hardware_key
-from harness.suite import EncoderSpec
+from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
+from harness.suite import EncoderSpec, ReuseEmbeddings
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -142,6 +142,45 @@ class EncodingHost(_Record):
     rows: int
 
 
+class StoreOrigin(_Record):
+    """The run that created an embedding store (kept in its meta.json): when, where, on which CPU. Its versions
+    are the record's ``EmbeddingProvenance.versions``: they are part of the store's key."""
+
+    created_at: str
+    hostname: str
+    cpu_model: str
+
+
+class EmbeddingProvenance(_Record):
+    """Where a record's corpus embeddings came from: encoded by this run ("this-run"), read from the embedding
+    store ("cache"), or both: a store that an interrupted run had partly written, resumed ("cache+this-run")."""
+
+    source: Literal["this-run", "cache", "cache+this-run"]
+    reuse: ReuseEmbeddings  # the policy of the run
+    chunks: int
+    chunks_encoded: int
+    versions: dict[str, str | None]  # engine code and libraries (``harness.encode.models.embedding_versions``)
+    store: StoreOrigin | None  # None: held in memory only (``harness.evaluate_model``)
+
+    @classmethod
+    def of_chunks(cls, *, chunks: int, chunks_encoded: int, reuse: ReuseEmbeddings, versions: dict[str, str | None],
+                  store: StoreOrigin | None) -> EmbeddingProvenance:
+        return cls(source=cls._source(chunks, chunks_encoded), reuse=reuse, chunks=chunks,
+                   chunks_encoded=chunks_encoded, versions=versions, store=store)
+
+    @staticmethod
+    def _source(chunks: int, chunks_encoded: int) -> str:
+        return "cache" if chunks_encoded == 0 else "this-run" if chunks_encoded == chunks else "cache+this-run"
+
+    @model_validator(mode="after")
+    def _source_counts_chunks(self) -> EmbeddingProvenance:
+        expected = self._source(self.chunks, self.chunks_encoded)
+        if self.source != expected:
+            raise ValueError(f"source {self.source!r} with {self.chunks_encoded} of {self.chunks} chunks encoded "
+                             f"by this run should be {expected!r}")
+        return self
+
+
 class Performance(_Record):
     """What a run cost. Corpus figures come from the run that encoded the corpus (see ``corpus_from_cache``)."""
 
@@ -161,6 +200,9 @@ class Performance(_Record):
     embedding_store: EmbeddingStoreInfo
     # raw encode times per store chunk (the samples of `harness check`'s speed gate); empty in older records
     corpus_chunk_seconds: list[ChunkTiming] = []
+    # Records that predate these fields: process-wide peaks, embedding origin unknown.
+    peak_rss_method: PeakRssMethod = "process-peak"
+    corpus_embeddings: EmbeddingProvenance | None = None
 
 
 class GpuInfo(_Record):

@@ -19,7 +19,7 @@ import numpy as np
 from harness.cache import ChunkInfo, EmbeddingStore, cache_root
 from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
-from harness.encode.models import Encoder
+from harness.encode.models import Encoder, embedding_versions
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate, parse_measure
 from harness.profile import timing
@@ -27,6 +27,7 @@ from harness.progress import progress
 from harness.records import (
     ChunkTiming,
     DatasetInfo,
+    EmbeddingProvenance,
     EmbeddingStoreInfo,
     EncoderInfo,
     EncodingHost,
@@ -40,7 +41,7 @@ from harness.records import (
     write_run_record,
 )
 from harness.retrieval import exact_top_k
-from harness.suite import EncoderSpec, Suite
+from harness.suite import EncoderSpec, ReuseEmbeddings, Suite
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,7 @@ class RunOptions:
     executor: str = "local"  # "local" | "ray"
     ray_address: str | None = None
     fail_fast: bool = False  # re-raise the first failure instead of recording it and going on
+    reuse_embeddings: ReuseEmbeddings | None = None  # None: the suite's `reuse_embeddings`
 
 
 # From this corpus size on, "auto" stores fp16: half the disk and I/O (13.6 GB instead of 27 GB for MS MARCO),
@@ -177,6 +179,7 @@ class MemoryStore:
 
     key = None
     dtype = "fp32"
+    origin = None
 
     def __init__(self, n_rows: int, *, chunk_rows: int):
         self.n_rows, self.chunk_rows = n_rows, chunk_rows
@@ -214,16 +217,18 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     """Encode (or read from the store), search, evaluate and measure one dataset x encoder. Writes only the
     embedding store (the disk cache unless `store` is given)."""
     spec: EncoderSpec = encoder.spec
+    rss_method = timing.reset_peak_rss()
     timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
+    reuse = options.reuse_embeddings or suite.reuse_embeddings
 
     if store is None:
         store = EmbeddingStore(
-            options.cache or cache_root(),
-            {"model": encoder.fingerprint, "dataset": dataset.fingerprint, "encoder": encoder.settings_key},
+            options.cache or cache_root(), encoder.store_parts(dataset.fingerprint),
             n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
-            dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype),
+            dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype), reuse=reuse == "auto",
         )
+    chunks_encoded = len(store.missing())
     if options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
@@ -248,15 +253,19 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
-                              encoded_now=bool(hosts), dimension=int(query_result.embeddings.shape[1]),
-                              latency=latency, search_seconds=search_seconds, encoding_hosts=hosts)
+                              dimension=int(query_result.embeddings.shape[1]), latency=latency,
+                              search_seconds=search_seconds, encoding_hosts=hosts, peak_rss_method=rss_method,
+                              embeddings=EmbeddingProvenance.of_chunks(
+                                  chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
+                                  versions=embedding_versions(), store=store.origin))
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
     return ModelEvaluation(record, evaluation.per_query, run, curve)
 
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
-                     store: EmbeddingStore | MemoryStore, encoded_now: bool, dimension: int, latency: timing.Latency,
-                     search_seconds: float, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
+                     store: EmbeddingStore | MemoryStore, dimension: int, latency: timing.Latency,
+                     search_seconds: float, peak_rss_method: timing.PeakRssMethod,
+                     embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured."""
     spec = encoder.spec
     totals = store.totals()
@@ -265,7 +274,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         corpus_tokens=totals.tokens,
         throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.doc_ids), tokens=totals.tokens),
         truncated_documents=totals.truncated,
-        corpus_from_cache=not encoded_now,
+        corpus_from_cache=embeddings.chunks_encoded == 0,
         encoding_hosts=list(encoding_hosts),
         query_latency=latency,
         search_s=search_seconds,
@@ -276,6 +285,8 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         corpus_chunk_seconds=[ChunkTiming(rows=i.rows, seconds=i.seconds,
                                           pieces=[TimedRows(rows=r, seconds=t) for r, t in i.pieces])
                               for i in store.infos()],
+        peak_rss_method=peak_rss_method,
+        corpus_embeddings=embeddings,
     )
     return RunRecord(
         suite=SuiteInfo(name=suite.name, path=str(suite.source) if suite.source else None),

@@ -15,6 +15,9 @@ from harness.errors import HarnessError
 from harness.metrics import parse_measure
 
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
+# Cached corpus embeddings: "auto" reuses a store whose key (weights, data, settings, versions) matches;
+# "never" re-encodes every corpus (and refreshes the store).
+ReuseEmbeddings = Literal["auto", "never"]
 
 
 class _Strict(BaseModel):
@@ -141,6 +144,7 @@ class Suite(_Strict):
     encoders: list[EncoderSpec] = Field(min_length=1)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     top_k: int = Field(default=1000, gt=0)
+    reuse_embeddings: ReuseEmbeddings = "auto"
     source: Path | None = None
 
     @model_validator(mode="after")

@@ -15,8 +15,22 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent
 DATA = REPO / "data"
-# One cache per checkout: each real set is encoded once and reused by every test (and by later local runs).
+# One cache per checkout: each real set is encoded once and reused by every test (and by later local runs, as
+# long as the embedding key -- weights, data, settings, engine code and library versions -- is unchanged).
 os.environ.setdefault("HARNESS_CACHE", str(REPO / ".cache" / "harness-tests"))
+
+
+def reference_embeddings_path(model, dataset_fingerprint: str, *, batch_size: int) -> Path:
+    """Where a golden test keeps a direct `SentenceTransformer.encode` of a dataset's corpus: keyed like the
+    embedding cache (`embedding_key_parts`, versions included), so that after an engine or library change the
+    harness and its reference are both encoded afresh instead of two stale caches agreeing."""
+    from harness.cache import cache_root, store_key
+    from harness.encode.models import embedding_key_parts, weights_fingerprint
+
+    settings = {"engine": "SentenceTransformer.encode", "batch_size": batch_size, "precision": "fp32",
+                "device": model.device.type, "max_seq_length": model.max_seq_length}
+    parts = embedding_key_parts(model=weights_fingerprint(model), dataset=dataset_fingerprint, settings=settings)
+    return cache_root() / "direct-st" / f"{store_key(parts)}.npy"
 
 
 def write_tiny_model(folder: Path, *, poison: bool = False) -> Path:

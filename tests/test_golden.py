@@ -1,19 +1,20 @@
 """Golden end-to-end scores on real data with the real all-MiniLM-L6-v2 (slow: each encodes a whole set).
 
 Embeddings are cached under $HARNESS_CACHE, so local re-runs take seconds; a fresh CI run encodes
-DL19 pool twice (harness + direct baseline) and SciFact once.
+DL19 pool twice (harness + direct baseline) and SciFact once. Both caches are keyed by the engine code and
+library versions (`harness.encode.models.embedding_key_parts`): after a change there both sides encode again.
 """
 
 import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import pytrec_eval
 
+from harness.encode.models import embedding_versions
 from harness.runner import RunOptions, run_suite
 from harness.suite import load_suite
-from tests.conftest import REPO
+from tests.conftest import REPO, reference_embeddings_path
 
 pytestmark = pytest.mark.slow
 
@@ -30,19 +31,17 @@ def demo(tmp_path_factory):
     return _run("demo", tmp_path_factory)
 
 
-def _direct_embeddings(texts: list[str], cache_name: str) -> np.ndarray:
-    """Plain SentenceTransformer.encode, cached on disk for local re-runs."""
-    path = Path(os.environ["HARNESS_CACHE"]) / "direct-st" / f"{cache_name}.npy"
+def _direct_embeddings(model, texts: list[str], dataset_fingerprint: str) -> np.ndarray:
+    """Plain SentenceTransformer.encode, cached on disk for local re-runs under a versioned key."""
+    path = reference_embeddings_path(model, dataset_fingerprint, batch_size=32)
     if path.exists():
         return np.load(path)
-    from sentence_transformers import SentenceTransformer
-
-    from harness.encode.models import bundled_minilm_path
-
-    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     embeddings = model.encode(texts, batch_size=32, convert_to_numpy=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, embeddings)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        np.save(handle, embeddings)
+    os.replace(tmp, path)
     return embeddings
 
 
@@ -51,12 +50,18 @@ def test_demo_reproduces_a_direct_sentence_transformers_and_pytrec_eval_computat
     import gzip
     import json
 
+    from sentence_transformers import SentenceTransformer
+
+    from harness.encode.models import bundled_minilm_path
+
     suite, outcome = demo
+    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     folder = REPO / "data" / "msmarco-trecdl2019-pool"
     with gzip.open(folder / "corpus.jsonl.gz", "rt", encoding="utf-8") as f:
         rows = [json.loads(line) for line in f]
     doc_ids = [r["_id"] for r in rows]
-    docs = _direct_embeddings([(r["title"] + " " + r["text"]).strip() for r in rows], "dl19-pool-minilm")
+    docs = _direct_embeddings(model, [(r["title"] + " " + r["text"]).strip() for r in rows],
+                              outcome.record.dataset.fingerprint)
     with open(folder / "queries.jsonl", encoding="utf-8") as f:
         queries = {q["_id"]: q["text"] for q in map(json.loads, f)}
     qrels: dict[str, dict[str, int]] = {}
@@ -66,11 +71,6 @@ def test_demo_reproduces_a_direct_sentence_transformers_and_pytrec_eval_computat
             qid, did, grade = line.split("\t")
             qrels.setdefault(qid, {})[did] = int(grade)
     qids = sorted(qrels)
-    from sentence_transformers import SentenceTransformer
-
-    from harness.encode.models import bundled_minilm_path
-
-    model = SentenceTransformer(str(bundled_minilm_path()), device="cpu")
     q_emb = model.encode([queries[q] for q in qids], convert_to_numpy=True)
     scores = q_emb @ docs.T
     run, run10 = {}, {}
@@ -103,6 +103,8 @@ def test_demo_record_carries_performance(demo):
     assert perf.corpus_tokens > 14581 * 20
     assert perf.query_latency.n >= 100
     assert 0 < perf.query_latency.p50 <= perf.query_latency.p99
+    # The corpus embeddings (fresh or cached) were made by this engine code and these libraries.
+    assert perf.corpus_embeddings.versions == embedding_versions()
 
 
 def test_scifact_matches_mteb_published_ndcg(tmp_path_factory):

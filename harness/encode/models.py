@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -15,8 +16,10 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
+from harness.encode import kernels
 from harness.encode.engines import EncodeResult, Progress, make_engine
 from harness.errors import HarnessError
+from harness.profile.timing import library_version
 from harness.suite import EncoderSpec
 
 BUNDLED_PREFIX = "bundled:"
@@ -116,6 +119,38 @@ def load_sentence_transformer(model: str, *, device: str):
         raise HarnessError(f"cannot load model: {problem}") from None
 
 
+# The libraries whose upgrade can change embeddings (tokenisation, kernels, pooling).
+EMBEDDING_LIBRARIES = ("torch", "transformers", "sentence-transformers", "tokenizers")
+
+
+def engine_code_files() -> list[Path]:
+    """Every module of harness/encode/: engines, tokenisation, kernels, precision rules, loading."""
+    return sorted(Path(__file__).resolve().parent.glob("*.py"))
+
+
+@functools.cache
+def engine_code_version() -> str:
+    """A hash of `engine_code_files()`: an edit there re-keys the embedding cache, with no version constant to
+    forget to bump."""
+    digest = hashlib.sha256()
+    for path in engine_code_files():
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def embedding_versions() -> dict[str, str | None]:
+    """Every version, besides the encoder's settings, that can change embeddings: the harness's engine code and
+    the installed libraries. Part of the embedding cache key and of every record's embedding provenance."""
+    libraries = {name: library_version(name) for name in EMBEDDING_LIBRARIES}
+    return {"harness-encode": engine_code_version(), **libraries}
+
+
+def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]) -> dict[str, object]:
+    """What cached embeddings are keyed by (`harness.cache.store_key`): weights fingerprint x dataset fingerprint x
+    the settings that change embeddings x `embedding_versions()`."""
+    return {"model": model, "dataset": dataset, "encoder": settings, "versions": embedding_versions()}
+
+
 def weights_fingerprint(module: torch.nn.Module) -> str:
     digest = hashlib.sha256()
     for name, tensor in sorted(module.state_dict().items()):
@@ -160,10 +195,18 @@ class Encoder:
 
     @property
     def settings_key(self) -> dict[str, object]:
-        """The settings that change document embeddings (the embedding cache is keyed by them)."""
+        """The settings that change document embeddings (the embedding cache is keyed by them): the device type,
+        and for int8 the kernel path."""
         keys = ("precision", "engine", "document_prefix")
-        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
-                "device": self.device}
+        settings = {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
+                    "device": self.device}
+        if self.spec.precision == "int8":  # the two activation ranges give different embeddings
+            settings["int8_kernel"] = getattr(self.engine, "int8_path", None) or kernels.int8_path()
+        return settings
+
+    def store_parts(self, dataset_fingerprint: str) -> dict[str, object]:
+        """The embedding cache key parts of this encoder's embeddings of a dataset."""
+        return embedding_key_parts(model=self.fingerprint, dataset=dataset_fingerprint, settings=self.settings_key)
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
         return self._checked(self.engine.encode(_prefixed(self.spec.document_prefix, texts), progress=progress))

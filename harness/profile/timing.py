@@ -12,6 +12,8 @@ import resource
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
+from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, model_validator
@@ -107,9 +109,35 @@ def measure_latency(
     return Latency.from_values(values)
 
 
+# How a peak RSS figure was measured: since `reset_peak_rss` cleared the kernel's high-water mark, or the
+# process's peak since it started (earlier work included) where the reset is not allowed.
+PeakRssMethod = Literal["hwm-reset", "process-peak"]
+CLEAR_REFS = Path("/proc/self/clear_refs")
+PROC_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> PeakRssMethod:
+    """Reset this process's resident high-water mark (Linux: "5" into /proc/self/clear_refs), so that
+    `peak_rss_mb` reads the peak from now on. Returns how the next `peak_rss_mb` is to be read: "hwm-reset",
+    or "process-peak" where the reset is not allowed (not Linux, a locked-down /proc)."""
+    try:
+        with open(CLEAR_REFS, "w", encoding="ascii") as handle:
+            handle.write("5")
+    except OSError:
+        return "process-peak"
+    return "hwm-reset"
+
+
 def peak_rss_mb() -> float:
-    """Peak resident set size of this process so far (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    """Peak resident set size (MiB) since the last `reset_peak_rss`, or since the process started."""
+    try:
+        with open(PROC_STATUS, encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
 
 
 def peak_gpu_mb(device: str) -> float | None:
@@ -138,7 +166,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str | None:
+def library_version(package: str) -> str | None:
     try:
         return metadata.version(package)
     except metadata.PackageNotFoundError:
@@ -158,7 +186,7 @@ def environment() -> dict[str, object]:
         "cpu_affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "torch_threads": torch.get_num_threads(),
         "memory_total_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-        "libraries": {name: _version(name) for name in (
+        "libraries": {name: library_version(name) for name in (
             "torch", "transformers", "sentence-transformers", "tokenizers", "numpy", "pytrec-eval-terrier",
             "ir-datasets")},
         "gpu": None,
