@@ -209,7 +209,7 @@ datasets:
   - {{name: small, path: {tiny}}}
 encoders:
   - {{name: wide, model: {wide_model}, device: cpu}}
-metrics: [nDCG@10]
+metrics: [nDCG@3]
 top_k: 3
 """)
     large, small = (o.record.performance for o in run_suite(

@@ -77,7 +77,9 @@ def _without_timings_and_hosts(record) -> dict:
     for part, fields in TIMINGS_AND_HOSTS.items():
         for field in fields:
             del data[part][field]
-    del data["performance"]["corpus_embeddings"]["store"]  # each run made its own store, at its own time
+    embeddings = data["performance"]["corpus_embeddings"]
+    del embeddings["store"]  # each run made its own store, at its own time
+    del embeddings["source"], embeddings["chunks_encoded"]  # the Ray run resumed a store: checked apart
     return data
 
 
@@ -96,6 +98,7 @@ def test_ray_run_is_identical_to_the_single_process_run(local_run):
     local_chunks = _chunks(tmp / "cache-local")
     target = ray_cache / "embeddings" / local_chunks[0].parent.name
     target.mkdir(parents=True)
+    shutil.copy(local_chunks[0].parent / "meta.json", target / "meta.json")  # the store's creator: chunks count
     for chunk in local_chunks[:2]:
         for suffix in (".npy", ".json"):
             shutil.copy(chunk.with_suffix(suffix), target / chunk.with_suffix(suffix).name)
@@ -119,6 +122,8 @@ def test_ray_run_is_identical_to_the_single_process_run(local_run):
     assert local.record.performance.truncated_documents > 0  # NovelEval passages exceed the tiny model's 128
     assert _without_timings_and_hosts(ray) == _without_timings_and_hosts(local.record)
     assert ray.performance.corpus_from_cache is False
+    assert (ray.performance.corpus_embeddings.source, ray.performance.corpus_embeddings.chunks_encoded) == \
+        ("cache+this-run", 6)
     # Who encoded: locally this host, all 7 chunks; on Ray the 6 missing chunks, on this machine's CPU.
     [here] = local.record.performance.encoding_hosts
     assert (here.chunks, here.rows) == (7, 420) and here.hardware_key.startswith(local.record.environment.cpu_model)
