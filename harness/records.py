@@ -256,6 +256,13 @@ class RunRecord(_Record):
     created_at: str
     files: RecordFiles = RecordFiles()
 
+    @property
+    def speed_hardware_key(self) -> str:
+        """Where its speed figures were measured: this process's hardware (queries, search) joined with that of
+        every host that encoded corpus chunks in the run (Ray workers may run on other machines)."""
+        hosts = (h.hardware_key for h in self.performance.encoding_hosts)
+        return " + ".join(dict.fromkeys([self.environment.hardware_key, *hosts]))
+
 
 # ------------------------------------------------------------------ profile records
 

@@ -160,3 +160,23 @@ def test_cached_corpus_speed_is_marked_and_every_comparison_shows_its_mde(tmp_pa
         assert row[headers.index("MDE")] == f"{m.stats.mde:.4f}"
     fresh = compare(a, synthetic_record(tmp_path / "c", encoder="c", per_query=BAD))
     assert "†" not in fresh.to_table()
+
+
+def test_speed_of_a_run_encoded_on_other_hosts_is_not_compared_with_a_local_one(tmp_path):
+    """Same driver machine, but the corpus was encoded by a Ray worker on another CPU: passages/s differ in kind."""
+    from dataclasses import replace
+
+    from harness.analysis.compare import compare_speed
+    from harness.records import EncodingHost
+
+    a, b = load_runs([synthetic_record(tmp_path / d, encoder=d, per_query=GOOD) for d in ("a", "b")])
+    here = EncodingHost(host="vm", hardware_key=a.record.environment.hardware_key, chunks=1, rows=10)
+    there = EncodingHost(host="gpu-node", hardware_key="AMD EPYC 9654 | 96 threads | NVIDIA H100", chunks=1, rows=10)
+
+    def encoded_by(run, host):
+        performance = run.record.performance.model_copy(update={"encoding_hosts": [host]})
+        return replace(run, record=run.record.model_copy(update={"performance": performance}))
+
+    assert compare_speed(encoded_by(a, here), encoded_by(b, here)).comparable
+    remote = compare_speed(encoded_by(a, here), encoded_by(b, there))
+    assert not remote.comparable and "NVIDIA H100" in remote.reason

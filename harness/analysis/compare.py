@@ -335,7 +335,7 @@ def aligned(control: LoadedRun, treatment: LoadedRun, metric: str) -> tuple[list
 
 
 def compare_speed(control: LoadedRun, treatment: LoadedRun) -> SpeedComparison:
-    a, b = control.record.environment.hardware_key, treatment.record.environment.hardware_key
+    a, b = control.record.speed_hardware_key, treatment.record.speed_hardware_key
     reason = "" if a == b else f"different hardware ({a} vs {b})"
     return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,
                            SpeedFigures.of(control.record.performance), SpeedFigures.of(treatment.record.performance),

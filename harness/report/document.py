@@ -75,7 +75,7 @@ def metric_table(data: ReportData) -> Table:
 
 
 def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
-    keys = list(dict.fromkeys(r.record.environment.hardware_key for r in data.runs))
+    keys = list(dict.fromkeys(r.record.speed_hardware_key for r in data.runs))
     names = {k: chr(ord("A") + i) for i, k in enumerate(keys)}
     rows = []
     for run in data.runs:
@@ -84,7 +84,7 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
         cells = list(map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss, gpu)))
         if perf.corpus_from_cache:  # an older run's encoding figures: mark them, never pass them off as this run's
             cells[0], cells[1] = f"{cells[0]} {CACHED_MARK}", f"{cells[1]} {CACHED_MARK}"
-        rows.append([run.dataset, run.label, *cells, names[run.record.environment.hardware_key]])
+        rows.append([run.dataset, run.label, *cells, names[run.record.speed_hardware_key]])
     blocks: list[Block] = []
     if rows:
         blocks.append(Table(["dataset", "encoder", SPEED_HEADERS[0], "tokens/s", *SPEED_HEADERS[1:], "hardware"],
