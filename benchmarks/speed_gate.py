@@ -31,7 +31,8 @@ from harness.analysis.compare import LoadedRun  # noqa: E402
 from harness.datasets import load_dataset  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
 from harness.encode.models import Encoder  # noqa: E402
-from harness.runner import MemoryStore, RunOptions, run_one  # noqa: E402
+from harness.cache import MemoryStore  # noqa: E402
+from harness.runner import RunOptions, run_one  # noqa: E402
 from harness.suite import SpeedGate, parse_suite  # noqa: E402
 
 SUITE = {

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from harness.analysis.stats import Test
 from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
+from harness.encode.precision import EngineName, Precision
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate as _evaluate
-from harness.suite import (DEFAULT_METRICS, DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite, cutoff_problem,
-                           load_suite,
-                           shipped_folder)
+from harness.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
+                           cutoff_problem, load_suite, shipped_folder)
 from harness.tables import fmt_num, text_table
 
 if TYPE_CHECKING:
@@ -110,11 +110,11 @@ def evaluate_model(
     split: str = "test",
     relevance_level: int = 1,
     drop_self_hits: bool = False,
-    similarity: Literal["dot", "cosine"] = "dot",
+    similarity: Similarity = "dot",
     batch_size: int = 32,
-    precision: Literal["fp32", "fp16", "bf16", "int8"] = "fp32",
-    device: Literal["auto", "cpu", "cuda"] = "auto",
-    engine: Literal["fast", "sentence-transformers"] = "fast",
+    precision: Precision = "fp32",
+    device: Device = "auto",
+    engine: EngineName = "fast",
     max_seq_length: int | None = None,
     query_prefix: str = "",
     document_prefix: str = "",
@@ -130,7 +130,8 @@ def evaluate_model(
     apply when the data set is loaded here). Returns the record, every metric per query, and the ranking.
     """
     from harness.encode.models import Encoder
-    from harness.runner import MemoryStore, RunOptions, run_one
+    from harness.cache import MemoryStore
+    from harness.runner import RunOptions, run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     problem = cutoff_problem(metrics, top_k)

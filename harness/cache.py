@@ -9,6 +9,7 @@
 A chunk counts only when both files exist and the checksum matches, so a run killed at any point
 resumes from the last complete chunk; a corrupt or truncated chunk is re-encoded, never used. Chunks of a
 store whose meta.json is missing or unreadable are of unknown origin: they are removed, never used.
+`MemoryStore` has the same interface and keeps the chunks in memory (`harness.evaluate_model`: nothing written).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,27 @@ class ChunkInfo:
     truncated: int = 0
     pieces: tuple[tuple[int, float], ...] = ()  # (rows, seconds) of timed pieces within the chunk, in order
 
+    @staticmethod
+    def summed(infos: Sequence[ChunkInfo]) -> ChunkInfo:
+        """Rows, encoding seconds, tokens and truncations summed over chunks (seconds as measured when each
+        chunk was written)."""
+        return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
+                         tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
 
-class EmbeddingStore:
+
+class ChunkedRows:
+    """How a store splits the corpus rows into chunks of `chunk_rows` (the last one shorter)."""
+
+    def __init__(self, n_rows: int, chunk_rows: int):
+        self.n_rows, self.chunk_rows = n_rows, chunk_rows
+        self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
+
+    def rows_of(self, index: int) -> range:
+        start = index * self.chunk_rows
+        return range(start, min(start + self.chunk_rows, self.n_rows))
+
+
+class EmbeddingStore(ChunkedRows):
     """The store of one key. ``reuse=False`` starts it afresh: its chunks are removed and it is created again by
     this run (``origin``), so every chunk is encoded anew."""
 
@@ -61,11 +81,9 @@ class EmbeddingStore:
             raise HarnessError(f"embedding store dtype {dtype!r} unknown; allowed: {', '.join(STORE_DTYPES)}")
         self.key = store_key({**parts, "dtype": dtype, "chunk_rows": chunk_rows})
         self.path = Path(root) / "embeddings" / self.key
+        super().__init__(n_rows, chunk_rows)
         self.parts = parts
-        self.n_rows = n_rows
-        self.chunk_rows = chunk_rows
         self.dtype = dtype
-        self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             self.origin = (reuse and self._recorded_origin()) or self._create()
@@ -154,13 +172,6 @@ class EmbeddingStore:
         """The complete chunks' sidecars, in chunk order."""
         return [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
 
-    def totals(self) -> ChunkInfo:
-        """Rows, encoding seconds, tokens and truncations summed over the complete chunks
-        (seconds as measured when each chunk was written)."""
-        infos = self.infos()
-        return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
-                         tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
-
 
 def _sha256(path: Path) -> str:
     digest = hashlib.sha256()
@@ -201,3 +212,31 @@ def clear_stores(root: Path, *, older_than_s: float | None = None) -> list[str]:
             shutil.rmtree(str(store["path"]), ignore_errors=True)
             removed.append(str(store["key"]))
     return removed
+
+
+class MemoryStore(ChunkedRows):
+    """An embedding store held in memory (the interface of `EmbeddingStore`): nothing is written."""
+
+    key = None
+    dtype = "fp32"
+    origin = None
+
+    def __init__(self, n_rows: int, *, chunk_rows: int):
+        super().__init__(n_rows, chunk_rows)
+        self._chunks: dict[int, tuple[np.ndarray, ChunkInfo]] = {}
+
+    def missing(self) -> list[int]:
+        return [i for i in range(self.n_chunks) if i not in self._chunks]
+
+    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
+              pieces: tuple[tuple[int, float], ...] = ()) -> None:
+        info = ChunkInfo(rows=len(embeddings), sha256="", seconds=seconds, tokens=tokens, truncated=truncated,
+                         pieces=pieces)
+        self._chunks[index] = (np.asarray(embeddings, dtype=np.float32), info)
+
+    def chunks(self) -> Iterator[np.ndarray]:
+        for index in range(self.n_chunks):
+            yield self._chunks[index][0]
+
+    def infos(self) -> list[ChunkInfo]:
+        return [self._chunks[i][1] for i in sorted(self._chunks)]

@@ -29,7 +29,8 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 
 from harness.errors import HarnessError
 from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
-from harness.suite import EncoderSpec, ReuseEmbeddings
+from harness.encode.precision import EngineName, Precision
+from harness.suite import ReuseEmbeddings, Similarity
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -37,11 +38,6 @@ RECORD_FILE = "record.json"
 RUN_FILE = "run.trec"
 PER_QUERY_FILE = "per_query.json"
 RECALL_CURVE_FILE = "recall_curve.json"
-
-# The encoder settings a suite allows (one source: the suite schema).
-Similarity = EncoderSpec.model_fields["similarity"].annotation
-Precision = EncoderSpec.model_fields["precision"].annotation
-Engine = EncoderSpec.model_fields["engine"].annotation
 
 
 class _Record(BaseModel):
@@ -96,7 +92,7 @@ class EncoderSettings(_Record):
     similarity: Similarity
     batch_size: int
     precision: Precision
-    engine: Engine
+    engine: EngineName
     query_prefix: str = ""
     document_prefix: str = ""
     max_seq_length: int
@@ -269,7 +265,7 @@ class RunRecord(_Record):
 class ProfilePoint(_Record):
     """One swept configuration of `harness profile`: calls of one batch each, timed."""
 
-    engine: Engine
+    engine: EngineName
     precision: Precision
     batch_size: int
     max_seq_length: int

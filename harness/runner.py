@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
 
-from harness.cache import ChunkInfo, EmbeddingStore, cache_root
+from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root
 from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
@@ -174,44 +174,6 @@ def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, options: Ru
     return result, path
 
 
-class MemoryStore:
-    """An embedding store held in memory (the interface of `cache.EmbeddingStore`): nothing is written."""
-
-    key = None
-    dtype = "fp32"
-    origin = None
-
-    def __init__(self, n_rows: int, *, chunk_rows: int):
-        self.n_rows, self.chunk_rows = n_rows, chunk_rows
-        self.n_chunks = (n_rows + chunk_rows - 1) // chunk_rows
-        self._chunks: dict[int, tuple[np.ndarray, ChunkInfo]] = {}
-
-    def rows_of(self, index: int) -> range:
-        start = index * self.chunk_rows
-        return range(start, min(start + self.chunk_rows, self.n_rows))
-
-    def missing(self) -> list[int]:
-        return [i for i in range(self.n_chunks) if i not in self._chunks]
-
-    def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
-              pieces: tuple[tuple[int, float], ...] = ()) -> None:
-        info = ChunkInfo(rows=len(embeddings), sha256="", seconds=seconds, tokens=tokens, truncated=truncated,
-                         pieces=pieces)
-        self._chunks[index] = (np.asarray(embeddings, dtype=np.float32), info)
-
-    def chunks(self) -> Iterator[np.ndarray]:
-        for index in range(self.n_chunks):
-            yield self._chunks[index][0]
-
-    def infos(self) -> list[ChunkInfo]:
-        return [self._chunks[i][1] for i in sorted(self._chunks)]
-
-    def totals(self) -> ChunkInfo:
-        infos = self.infos()
-        return ChunkInfo(rows=sum(i.rows for i in infos), sha256="", seconds=sum(i.seconds for i in infos),
-                         tokens=sum(i.tokens for i in infos), truncated=sum(i.truncated for i in infos))
-
-
 def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
             store: EmbeddingStore | MemoryStore | None = None) -> ModelEvaluation:
     """Encode (or read from the store), search, evaluate and measure one dataset x encoder. Writes only the
@@ -268,7 +230,8 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured."""
     spec = encoder.spec
-    totals = store.totals()
+    infos = store.infos()
+    totals = ChunkInfo.summed(infos)
     performance = Performance(
         corpus_encode_s=totals.seconds,
         corpus_tokens=totals.tokens,
@@ -284,7 +247,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         embedding_store=EmbeddingStoreInfo(key=store.key, dtype=store.dtype, chunk_rows=store.chunk_rows),
         corpus_chunk_seconds=[ChunkTiming(rows=i.rows, seconds=i.seconds,
                                           pieces=[TimedRows(rows=r, seconds=t) for r, t in i.pieces])
-                              for i in store.infos()],
+                              for i in infos],
         peak_rss_method=peak_rss_method,
         corpus_embeddings=embeddings,
     )

@@ -18,6 +18,8 @@ DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
 # Cached corpus embeddings: "auto" reuses a store whose key (weights, data, settings, versions) matches;
 # "never" re-encodes every corpus (and refreshes the store).
 ReuseEmbeddings = Literal["auto", "never"]
+Similarity = Literal["dot", "cosine"]
+Device = Literal["auto", "cpu", "cuda"]  # "auto": CUDA when visible
 
 
 class _Strict(BaseModel):
@@ -118,11 +120,11 @@ class DatasetSpec(_Strict):
 class EncoderSpec(_Strict):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1)
-    similarity: Literal["dot", "cosine"] = "dot"
+    similarity: Similarity = "dot"
     max_seq_length: int | None = Field(default=None, gt=0)
     batch_size: int = Field(default=32, gt=0)
     precision: Precision = "fp32"
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = "auto"
     engine: EngineName = "fast"
     query_prefix: str = ""
     document_prefix: str = ""

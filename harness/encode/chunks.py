@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 
 class ChunkStore(Protocol):
-    """What `EncodedChunk.write` needs of a store (`cache.EmbeddingStore`, `runner.MemoryStore`)."""
+    """What `EncodedChunk.write` needs of a store (`cache.EmbeddingStore`, `cache.MemoryStore`)."""
 
     def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
               pieces: Sequence[tuple[int, float]] = ()) -> None: ...
