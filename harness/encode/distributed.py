@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from harness.cache import STORE_DTYPES, EmbeddingStore
 from harness.datasets import Dataset
 from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
+from harness.progress import progress as show_progress
 from harness.records import EncodingHost
 from harness.suite import EncoderSpec
 
@@ -222,7 +222,7 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
     written: set[int] = set()
     used: set[str] = set()
     hosts: dict[tuple[str, str], list[int]] = {}  # (host, hardware key) -> [chunks, rows]
-    with tqdm(total=todo, desc=label, unit="doc", disable=not progress, leave=False) as bar:
+    with show_progress(todo, label, enabled=progress) as update:
         for row in encoded.iter_rows():
             if row["error"]:
                 raise HarnessError(str(row["error"]))
@@ -236,7 +236,7 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
             tally = hosts.setdefault((str(row["host"]), str(row["hardware_key"])), [0, 0])
             tally[0] += 1
             tally[1] += len(embeddings)
-            bar.update(len(embeddings))
+            update(len(embeddings))
     log.info("%s: encoded %d chunks on %d Ray workers (%s)", dataset.name, len(written), len(used),
              ", ".join(sorted(used)))
     if written != set(missing):
