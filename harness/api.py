@@ -224,10 +224,16 @@ class SuiteResult:
 def results_table(metrics: Sequence[str], records: Sequence[RunRecord]) -> str:
     """The table `harness run` prints: one row per record, metrics then speed."""
     headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
-    rows = [[record.dataset.name, record.encoder.name, *(f"{record.metrics[m]:.4f}" for m in metrics),
-             fmt_num(record.performance.throughput.passages_per_s), f"{record.performance.query_latency.p50:.1f}",
-             f"{record.performance.search_s:.2f}"] for record in records]
+    rows = [[record.dataset.name, record.name, *(f"{record.metrics[m]:.4f}" for m in metrics), *_speed_cells(record)]
+            for record in records]
     return text_table(headers, rows)
+
+
+def _speed_cells(record: RunRecord) -> list[str]:
+    perf = record.performance
+    if perf is None:  # an external run: nothing was timed
+        return ["-", "-", "-"]
+    return [fmt_num(perf.throughput.passages_per_s), f"{perf.query_latency.p50:.1f}", f"{perf.search_s:.2f}"]
 
 
 def run_suite(

@@ -69,11 +69,19 @@ class IrDatasetsSource(_Record):
     id: str
 
 
-DatasetSource = Annotated[Union[BeirSource, MsmarcoTsvSource, IrDatasetsSource], Field(discriminator="kind")]
+class QrelsSource(_Record):
+    """Judgments only (`harness evaluate --qrels FILE`): no corpus or query texts are known."""
+
+    kind: Literal["qrels"] = "qrels"
+    path: str
+
+
+DatasetSource = Annotated[Union[BeirSource, MsmarcoTsvSource, IrDatasetsSource, QrelsSource],
+                          Field(discriminator="kind")]
 
 
 class DatasetCounts(_Record):
-    documents: int
+    documents: int | None  # None: a qrels file only, corpus unknown
     queries: int
     qrels: int
     qrels_unknown_documents: int = 0
@@ -238,25 +246,60 @@ class RecordFiles(_Record):
     recall_curve: str | None = RECALL_CURVE_FILE
 
 
+class CountedWarning(_Record):
+    """Something odd in an external run that did not stop its evaluation, counted (``harness evaluate``)."""
+
+    kind: str  # e.g. queries-not-in-qrels, judged-queries-not-in-run, documents-not-in-corpus
+    count: int = Field(gt=0)
+    message: str
+    examples: list[str] = []
+
+
+class RunSource(_Record):
+    """Where a record's ranking came from when this record's run did not encode and search for it: a run file
+    from elsewhere ("external": a BM25 baseline, a vendor API, a reranker), or the stored ranking of another
+    record, scored again with other measures or judgments ("record")."""
+
+    kind: Literal["external", "record"]
+    name: str
+    path: str  # the run file read (external) or the record directory scored again (record)
+    sha256: str  # of the run file's bytes
+    tag: str | None = None  # the TREC run tag (last column of the first line); None for JSON runs
+    added_qrels: str | None = None  # a qrels file whose judgments were added to the dataset's
+    warnings: list[CountedWarning] = []
+
+
 class RunRecord(_Record):
     schema_version: Literal[2] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
     suite: SuiteInfo
     dataset: DatasetInfo
-    encoder: EncoderInfo
+    encoder: EncoderInfo | None = None  # None: an external run (see ``source``)
     metrics: dict[str, float]
     metric_definitions: dict[str, str]
     top_k: int
-    performance: Performance
+    performance: Performance | None = None  # None: an external run, nothing was timed
     environment: Environment
     created_at: str
     files: RecordFiles = RecordFiles()
+    source: RunSource | None = None  # None: encoded and searched by this record's run
+
+    @model_validator(mode="after")
+    def _named(self) -> RunRecord:
+        if self.encoder is None and self.source is None:
+            raise ValueError("a run record names its encoder, or its source when the run came from elsewhere")
+        return self
+
+    @property
+    def name(self) -> str:
+        """What tables and comparisons call it: the encoder's name, or an external run's name."""
+        return self.encoder.name if self.encoder is not None else self.source.name  # type: ignore[union-attr]
 
     @property
     def speed_hardware_key(self) -> str:
         """Where its speed figures were measured: this process's hardware (queries, search) joined with that of
         every host that encoded corpus chunks in the run (Ray workers may run on other machines)."""
-        hosts = (h.hardware_key for h in self.performance.encoding_hosts)
+        hosts = (h.hardware_key for h in self.performance.encoding_hosts) if self.performance else ()
         return " + ".join(dict.fromkeys([self.environment.hardware_key, *hosts]))
 
 
@@ -379,20 +422,24 @@ def write_run_record(
     output: Path,
     record: RunRecord,
     *,
-    run: dict[str, list[tuple[str, float]]],
+    run: dict[str, list[tuple[str, float]]] | Path,
     per_query: dict[str, dict[str, float]],
     recall_curve: RecallCurve,
-    tag: str,
+    tag: str = "",
 ) -> Path:
-    """Write a run record directory atomically under `output`; returns its final path."""
-    names = (record.suite.name, record.dataset.name, record.encoder.name)
+    """Write a run record directory atomically under `output`; returns its final path. ``run`` is the ranking,
+    or a run file to copy as it is (an external run)."""
+    names = (record.suite.name, record.dataset.name, record.name)
     files = record.files
 
     if files.recall_curve is None:
         raise ValueError("a new run record lists its recall curve file (files.recall_curve)")
 
     def fill(tmp: Path) -> None:
-        write_trec_run(tmp / files.run, run, tag=tag)
+        if isinstance(run, Path):
+            shutil.copyfile(run, tmp / files.run)
+        else:
+            write_trec_run(tmp / files.run, run, tag=tag)
         _write_json(tmp / files.per_query, per_query)
         _write_json(tmp / files.recall_curve, recall_curve.model_dump(mode="json"), indent=None)
         _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))

@@ -172,7 +172,8 @@ def select_records(suite: Suite, runs: Sequence[LoadedRun], where: str) -> dict[
             if run is None:
                 raise HarnessError(f"{where}: no record of dataset {dataset.name!r} x encoder {encoder.name!r}; "
                                    f"run `harness run {suite.source or 'SUITE'}` first or drop --results")
-            if run.record.encoder.model != encoder.model:
+            # an external run has no model to check; it stands in for the suite's encoder by name
+            if run.record.encoder is not None and run.record.encoder.model != encoder.model:
                 raise HarnessError(f"{run.path}: record of model {run.record.encoder.model!r}, but the suite's "
                                    f"encoder {encoder.name!r} is {encoder.model!r}")
             chosen[(dataset.name, encoder.name)] = run
@@ -301,9 +302,15 @@ def speed_verdict(ratio: SpeedRatio, gate: SpeedGate) -> tuple[Status, str]:
 def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encoder: str, seed: int,
                   n_resamples: int) -> list[CheckResult]:
     """Throughput and query p99 latency against the baseline on the same hardware (see ``SpeedGate``)."""
-    speed = compare_speed(base, current)
     old, new = base.record.performance, current.record.performance
     common = dict(dataset=base.dataset, encoder=encoder, kind="speed", tolerance=gate.max_slowdown)
+    if old is None or new is None:
+        external = " and ".join(f"{label} record ({run.label})" for label, run in (("baseline", base), ("new", current))
+                                if run.record.performance is None)
+        return [CheckResult(**common, metric=m, status="SKIP", expected=None, actual=None,
+                            message=f"no speed figures: the {external} is an external run (harness evaluate), "
+                                    "which timed nothing") for m in ("passages/s", "query p99 ms")]
+    speed = compare_speed(base, current)
     figures = [("passages/s", old.throughput.passages_per_s, new.throughput.passages_per_s),
                ("query p99 ms", old.query_latency.p99, new.query_latency.p99)]
     if not speed.comparable:

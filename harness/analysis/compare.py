@@ -37,7 +37,8 @@ class LoadedRun:
 
     @property
     def encoder(self) -> str:
-        return self.record.encoder.name
+        """The encoder's name, or an external run's (``RunRecord.name``)."""
+        return self.record.name
 
     @classmethod
     def of(cls, directory: Path, record: RunRecord) -> LoadedRun:
@@ -286,7 +287,8 @@ def compare_pairs(
                         compare_paired(c, t, seed=seed, n_resamples=n_resamples)))
     adjusted = {t: holm([r[4].p(t) for r in raw]) for t in TESTS}
     results = [MetricComparison(*r, p_holm={k: v[i] for k, v in adjusted.items()}) for i, r in enumerate(raw)]
-    speed = [compare_speed(c, t) for c, t in pairs]
+    # an external run (no performance) has no speed figures to set side by side
+    speed = [compare_speed(c, t) for c, t in pairs if c.record.performance and t.record.performance]
     for w in warnings:
         log.warning(w)
     return Comparison(results, speed, alpha, test, seed, n_resamples, warnings)

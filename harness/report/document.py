@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Union
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
-from harness.records import utc_now
+from harness.records import RunRecord, utc_now
 from harness.report.data import DOWN, UP, ReportData
 from harness.report.figures import FigureFile
 from harness.tables import fmt_num
@@ -75,11 +76,13 @@ def metric_table(data: ReportData) -> Table:
 
 
 def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
-    keys = list(dict.fromkeys(r.record.speed_hardware_key for r in data.runs))
+    timed = [r for r in data.runs if r.record.performance is not None]  # external runs timed nothing
+    keys = list(dict.fromkeys(r.record.speed_hardware_key for r in timed))
     names = {k: chr(ord("A") + i) for i, k in enumerate(keys)}
     rows = []
-    for run in data.runs:
+    for run in timed:
         perf = run.record.performance
+        assert perf is not None
         passages, p50, p99, rss, gpu = SpeedFigures.of(perf).values()
         cells = list(map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss, gpu)))
         if perf.corpus_from_cache:  # an older run's encoding figures: mark them, never pass them off as this run's
@@ -91,8 +94,12 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
                             rows))
         legend = "; ".join(f"{n} = {k}" for k, n in names.items())
         blocks.append(Para(f"Speed figures are comparable only within the same hardware group ({legend}).", "note"))
-        if any(r.record.performance.corpus_from_cache for r in data.runs):
+        if any(r.record.performance.corpus_from_cache for r in timed):
             blocks.append(Para(CACHED_NOTE, "note"))
+    external = [r.label for r in data.runs if r.record.performance is None]
+    if external:
+        blocks.append(Para(f"No speed figures for {', '.join(dict.fromkeys(external))}: external runs scored by "
+                           "`harness evaluate`, which timed nothing.", "note"))
     blocks += [f for f in figures if f.key == "latency"]
     if data.profiles:
         blocks += [f for f in figures if f.key in ("throughput", "profile-latency")]
@@ -105,13 +112,20 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
 def _environment_table(data: ReportData) -> Table:
     rows = []
     for label, dataset, env, settings, created, path in (
-            [(r.label, r.dataset, r.record.environment, r.record.encoder.settings.model_dump(), r.record.created_at,
-              r.path) for r in data.runs]
+            [(r.label, r.dataset, r.record.environment, _settings(r.record), r.record.created_at, r.path)
+             for r in data.runs]
             + [(p.label, "(profile)", p.record.environment, {}, "", p.path) for p in data.profiles]):
         rows.append([dataset, label, env.cpu_model, str(env.torch_threads), env.gpu.name if env.gpu else "none",
                      " ".join(f"{k} {v}" for k, v in env.libraries.items()
                               if k in ("torch", "transformers", "sentence-transformers") and v),
                      " ".join(f"{k}={settings[k]}" for k in ("engine", "precision", "batch_size", "max_seq_length",
-                                                             "device") if k in settings),
+                                                             "device", "run") if k in settings),
                      created, path.name])
     return Table(["dataset", "encoder", "CPU", "threads", "GPU", "libraries", "settings", "created", "record"], rows)
+
+
+def _settings(record: RunRecord) -> dict[str, object]:
+    """The encoder settings a report lists; for an external run, the run file it came from."""
+    if record.encoder is not None:
+        return record.encoder.settings.model_dump()
+    return {"run": Path(record.source.path).name} if record.source else {}

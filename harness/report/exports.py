@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.metrics import parse_measure
-from harness.records import BeirSource, slug
+from harness.records import BeirSource, RunRecord, slug
 from harness.report.data import ReportData
 
 # Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.
@@ -34,7 +34,7 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
             low, high = data.cis[(run.dataset, run.label, metric)]
             m = c.find(run.dataset, metric, run.label) if c else None
             rows.append({
-                "dataset": run.dataset, "encoder": run.label, "model": run.record.encoder.model,
+                "dataset": run.dataset, "encoder": run.label, "model": _model(run.record),
                 "metric": metric, "value": value, "ci_low": low, "ci_high": high,
                 "n_queries": len(run.per_query.get(metric, {})),
                 "control": m.control if m else None, "delta": m.stats.delta if m else None,
@@ -45,6 +45,13 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
                 "verdict": m.verdict(c.alpha, c.test) if m and c else None, "record": str(run.path),
             })
     return rows
+
+
+def _model(record: RunRecord) -> str:
+    """The model behind a record, or for an external run its run file."""
+    if record.encoder is not None:
+        return record.encoder.model
+    return f"run file {Path(record.source.path).name}" if record.source else ""
 
 
 def to_csv(rows: list[dict[str, Any]]) -> str:
@@ -112,7 +119,7 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
             "mteb_version": None,
             "scores": {source.split if beir else "test": [
                 {**scores, "main_score": main, "hf_subset": "default", "languages": ["eng-Latn"]}]},
-            "evaluation_time": performance.corpus_encode_s + performance.search_s,
+            "evaluation_time": performance.corpus_encode_s + performance.search_s if performance else None,
             "kg_co2_emissions": None,
         }
     return out

@@ -63,9 +63,11 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         if data.recall.get(dataset):
             keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
                  f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
-        latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs}
-        keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
-             "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
+        latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs
+                   if r.record.performance is not None}  # external runs timed nothing
+        if latency:
+                keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
+                 "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
     for profile in data.profiles:
         points = profile.record.points
         timed = [_plot_point(p) for p in points if p.throughput.passages_per_s]
