@@ -120,6 +120,39 @@ def build_parser() -> argparse.ArgumentParser:
     power.add_argument("--json", type=Path, help="also write the table as JSON here")
     power.set_defaults(func=cmd_power)
 
+    evaluate = sub.add_parser("evaluate", help="score run files made elsewhere (--run), or records' stored rankings "
+                                               "again, without encoding")
+    evaluate.add_argument("records", type=Path, nargs="*",
+                          help="record directories or results folders whose stored rankings to score again")
+    evaluate.add_argument("--run", type=Path, action="append", dest="runs", default=[],
+                          help="a run file: TREC (plain or .gz) or JSON {qid: {docid: score}} (repeatable)")
+    evaluate.add_argument("--name", action="append", dest="names",
+                          help="record name of each --run, in order (default: the file name without extensions)")
+    evaluate.add_argument("--qrels", type=Path, help="a TREC or BEIR qrels file, or a BEIR folder; with record "
+                                                     "directories: judgments added to their dataset's")
+    evaluate.add_argument("--suite", type=Path, help="judge --run files by a dataset of this suite (with --dataset)")
+    evaluate.add_argument("--dataset", help="the dataset's name in --suite")
+    evaluate.add_argument("--split", default="test", help="qrels split of a BEIR folder (default test)")
+    evaluate.add_argument("--dataset-name", help="dataset name in the records (default: the suite's, the folder's "
+                                                 "or the qrels file's name)")
+    evaluate.add_argument("--metrics", action="append", type=_comma_list,
+                          help="comma list, e.g. nDCG@10,MRR@10,Recall@100 (repeatable; default: the suite's, the "
+                               "record's, or MRR@10,nDCG@10,Recall@100,Recall@1000,MAP)")
+    evaluate.add_argument("--relevance-level", type=int, default=None, metavar="N",
+                          help="binary measures count grade >= N as relevant (default: the dataset's, else 1)")
+    evaluate.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: "
+                                                                                       "results)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+    pooler = sub.add_parser("pool", help="the unjudged documents of records' top-k, with texts, for assessment")
+    pooler.add_argument("records", type=Path, nargs="+", help="record directories or results folders (one data set)")
+    pooler.add_argument("--depth", type=_positive_int("--depth"), default=10, help="top-k of each record (default 10)")
+    pooler.add_argument("--qrels", type=Path, help="judgments collected since (a qrels file): not pooled again")
+    pooler.add_argument("--data", type=Path, help="BEIR folder with the texts, for records scored against a qrels "
+                                                  "file only")
+    pooler.add_argument("--output", "-o", type=Path, required=True, help="the pool, TSV: query-id, corpus-id, text")
+    pooler.set_defaults(func=cmd_pool)
+
     report = sub.add_parser("report", help="HTML/Markdown report with plots and exports from records")
     report.add_argument("records", type=Path, nargs="+", help="record directories or results folders")
     report.add_argument("--format", action="append", choices=("html", "md"), dest="formats",
@@ -362,6 +395,56 @@ def cmd_power(args: argparse.Namespace) -> int:
     print(report.to_table())
     if args.json:
         _write(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
+    return 0
+
+
+def _comma_list(text: str) -> list[str]:
+    values = [v.strip() for v in text.split(",") if v.strip()]
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected a comma list of metric names, got {text!r}")
+    return values
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness.api import results_table
+    from harness.external import evaluate_runs, rescore
+
+    metrics = [m for group in args.metrics or [] for m in group] or None
+    if args.runs and args.records:
+        raise HarnessError("give --run files or record directories, not both")
+    if args.runs:
+        results = evaluate_runs(args.runs, qrels=args.qrels, suite=args.suite, dataset=args.dataset,
+                                split=args.split, dataset_name=args.dataset_name, metrics=metrics,
+                                relevance_level=args.relevance_level, names=args.names, output=args.output)
+    elif args.records:
+        if args.suite or args.dataset or args.names or args.dataset_name:
+            raise HarnessError("--suite, --dataset, --name and --dataset-name go with --run; a record's stored "
+                               "ranking is scored against its own dataset (--qrels adds judgments)")
+        results = rescore(args.records, metrics=metrics, qrels=args.qrels, relevance_level=args.relevance_level,
+                          output=args.output)
+    else:
+        raise HarnessError("nothing to evaluate: give --run RUN with --qrels (or --suite/--dataset), or record "
+                           "directories")
+    for result in results:
+        print(f"wrote {result.path}", file=sys.stderr)
+        for warning in result.record.source.warnings if result.record.source else []:
+            print(f"warning: {result.record.name}: {warning.message} (e.g. {', '.join(warning.examples)})",
+                  file=sys.stderr)
+    print(results_table(list(results[0].record.metrics), [r.record for r in results]))
+    return 0
+
+
+def cmd_pool(args: argparse.Namespace) -> int:
+    from harness.pool import pool
+
+    pooled = pool(args.records, depth=args.depth, qrels=args.qrels, data=args.data)
+    pooled.write(args.output)
+    queries = len({qid for qid, _, _ in pooled.rows})
+    print(f"{len(pooled.rows)} unjudged (query, document) pairs over {queries} queries, from {pooled.ranked} in the "
+          f"top {pooled.depth} of {len(pooled.records)} record(s); wrote {args.output}")
+    if pooled.missing_texts:
+        print(f"warning: {pooled.missing_texts} pooled documents are not in the corpus (written with no text)",
+              file=sys.stderr)
     return 0
 
 

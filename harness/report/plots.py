@@ -39,7 +39,7 @@ def _title(ax, title: str, width: int = 60) -> None:
 def save(fig: Figure, stem: Path) -> list[Path]:
     """Write ``stem``.png (150 dpi) and ``stem``.svg; returns both paths."""
     stem.parent.mkdir(parents=True, exist_ok=True)
-    paths = [stem.with_suffix(".png"), stem.with_suffix(".svg")]
+    paths = [stem.with_name(f"{stem.name}.png"), stem.with_name(f"{stem.name}.svg")]  # names may hold dots (BM25.dl19)
     fig.savefig(paths[0], dpi=150)
     fig.savefig(paths[1])
     return paths

@@ -1,0 +1,96 @@
+"""The unjudged documents of records' top-k, for assessment (`harness pool`).
+
+    harness pool RECORD... --depth 10 --output pool.tsv
+    # assess pool.tsv, write the grades as qrels (qid 0 docid grade), then score again without encoding:
+    harness evaluate RECORD... --qrels new.qrels
+
+Pooled judgments (TREC DL) leave most of a new model's top 10 unjudged; those holes read as non-relevant.
+The pool is every (query, document) in the top ``depth`` of any given record that the record's judgments
+(plus ``qrels``, judgments collected since) do not cover, once, with the document's text from the record's
+data set. Only judged queries are pooled: the others cannot be scored anyway.
+"""
+
+from __future__ import annotations
+
+import heapq
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.datasets import read_run
+from harness.errors import HarnessError
+from harness.external import Judgments, judgments_of_record, load_judgments, with_added_qrels
+from harness.records import RunRecord, find_records, load
+
+PathLike = str | os.PathLike[str]
+HEADER = "query-id\tcorpus-id\ttext"
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Unjudged (query id, document id, text) rows, by query id then first appearance."""
+
+    rows: list[tuple[str, str, str]]
+    records: list[Path]
+    depth: int
+    ranked: int  # (query, document) pairs in the records' top-depth, judged queries only, before deduplication
+    missing_texts: int  # documents whose id the data set's corpus lacks (written with an empty text)
+
+    def write(self, path: PathLike) -> Path:
+        """Write the pool as TSV (a header, then query-id, corpus-id, text), atomically."""
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(tmp, "w", encoding="utf-8") as handle:
+                handle.write(HEADER + "\n")
+                for qid, docid, text in self.rows:
+                    handle.write(f"{qid}\t{docid}\t{' '.join(text.split())}\n")
+            os.replace(tmp, path)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)
+            raise HarnessError(f"{path}: cannot write the pool ({exc.strerror})") from None
+        return path
+
+
+def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None = None,
+         data: PathLike | None = None) -> Pool:
+    """The unjudged pool of the records' top ``depth``. Judgments and texts come from the records' data set
+    (they must share one); ``data`` (a BEIR folder) supplies texts for records scored against a qrels file only;
+    ``qrels`` adds judgments collected since."""
+    if depth <= 0:
+        raise HarnessError(f"--depth must be a positive integer, got {depth}")
+    loaded = [(d, r) for d in find_records([Path(p) for p in records]) for r in [load(d)] if isinstance(r, RunRecord)]
+    if not loaded:
+        raise HarnessError(f"no run records under {', '.join(map(str, records))}")
+    fingerprints = {r.dataset.fingerprint for _, r in loaded}
+    if len(fingerprints) > 1:
+        names = ", ".join(sorted({f"{r.dataset.name} ({r.dataset.fingerprint})" for _, r in loaded}))
+        raise HarnessError(f"the records were scored against different judgments ({names}); pool one data set at "
+                           "a time")
+    directory, first = loaded[0]
+    judgments = judgments_of_record(directory, first, texts=data is None)
+    if data is not None:
+        texts = load_judgments(data).dataset
+        if texts is None:
+            raise HarnessError(f"--data {data}: give a BEIR folder (corpus.jsonl[.gz], queries.jsonl, qrels/), "
+                               "not a qrels file: the pool needs the documents' texts")
+        judgments = Judgments(judgments.info, judgments.qrels, texts)
+    if qrels is not None:
+        judgments = with_added_qrels(judgments, qrels)
+    assert judgments.dataset is not None
+    corpus = dict(zip(judgments.dataset.doc_ids, judgments.dataset.doc_texts))
+    seen: dict[str, dict[str, None]] = {}
+    ranked = 0
+    for directory, record in loaded:
+        run = read_run(directory / record.files.run)
+        for qid, judged in judgments.qrels.items():
+            top = heapq.nlargest(depth, run.get(qid, {}).items(), key=lambda item: (item[1], item[0]))
+            ranked += len(top)
+            unjudged = seen.setdefault(qid, {})
+            for docid, _ in top:
+                if docid not in judged:
+                    unjudged[docid] = None
+    rows = [(qid, docid, corpus.get(docid, "")) for qid in sorted(seen) for docid in seen[qid]]
+    return Pool(rows, [d for d, _ in loaded], depth, ranked, sum(1 for _, d, _ in rows if d not in corpus))
