@@ -6,6 +6,9 @@
     cmp = harness.compare("results/baselines", "results/new")                    # renders itself in Jupyter
     harness.report(["results/baselines", "results/new"], output="out/report")
     harness.evaluate(harness.load_qrels("qrels.txt"), harness.load_run("run.trec"), ["nDCG@10"])
+    harness.evaluate_run("bm25.trec", qrels="qrels.txt", output="results")      # a run made elsewhere -> a record
+    harness.rescore("results/baselines", metrics=["P@5"], qrels="new.qrels")     # no encoding
+    harness.pool(["results/new"], depth=10).write("pool.tsv")                    # unjudged top-10, with texts
 
 Everything below is loaded on first use, so `import harness` stays fast (no torch).
 """
@@ -25,6 +28,8 @@ _EXPORTS = {
     "Dataset": "harness.datasets", "Suite": "harness.suite", "load_suite": "harness.suite",
     "Comparison": "harness.analysis.compare", "CheckReport": "harness.analysis.check",
     "HarnessError": "harness.errors",
+    "evaluate_run": "harness.external", "evaluate_runs": "harness.external", "rescore": "harness.external",
+    "RunEvaluation": "harness.external", "pool": "harness.pooling", "Pool": "harness.pooling",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -36,6 +41,8 @@ if TYPE_CHECKING:
                              load_run, report, run_suite)
     from harness.datasets import Dataset
     from harness.errors import HarnessError
+    from harness.external import RunEvaluation, evaluate_run, evaluate_runs, rescore
+    from harness.pooling import Pool, pool
     from harness.metrics import Evaluation
     from harness.runner import ModelEvaluation, RunOutcome
     from harness.suite import Suite, load_suite

@@ -435,7 +435,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
-    from harness.pool import pool
+    from harness.pooling import pool
 
     pooled = pool(args.records, depth=args.depth, qrels=args.qrels, data=args.data)
     pooled.write(args.output)

@@ -268,11 +268,26 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
 
 def _json_run(path: Path) -> dict[str, dict[str, float]]:
     text = "".join(line for _, line in _open_text(path))
+
+    def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
+        keys = [key for key, _ in pairs]
+        if len(set(keys)) < len(keys):  # json.loads would keep the last silently
+            twice = next(k for i, k in enumerate(keys) if k in keys[:i])
+            raise HarnessError(f"{path}: key {twice!r} appears twice in one object (a document ranked twice for a "
+                               "query, or a query given twice); keep one")
+        return dict(pairs)
+
     try:
-        data = json.loads(text)
-        return {str(qid): {str(docid): float(score) for docid, score in docs.items()} for qid, docs in data.items()}
+        data = json.loads(text, object_pairs_hook=unique)
+        run = {str(qid): {str(docid): float(score) for docid, score in docs.items()} for qid, docs in data.items()}
     except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
         raise HarnessError(f"{path}: expected JSON {{query id: {{document id: score}}}} ({exc})") from None
+    bad = next(((q, d, s) for q, docs in run.items() for d, s in docs.items() if math.isnan(s)), None)
+    if bad:
+        raise HarnessError(f"{path}: score of document {bad[1]!r} (query {bad[0]!r}) is not a number")
+    if not run:
+        raise HarnessError(f"{path}: the run is empty")
+    return run
 
 
 def _qrel(path: Path, number: int, cells: list[str], *, columns: tuple[int, int, int], expected: str):

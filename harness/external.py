@@ -338,9 +338,9 @@ def evaluate_runs(
         raise HarnessError("give at least one run file (--run)")
     if names is not None and len(names) != len(runs):
         raise HarnessError(f"{len(names)} names for {len(runs)} runs; give one --name per --run, in order")
+    metric_names = _metric_names(metrics, suite)
     judgments = load_judgments(qrels, suite=suite, dataset=dataset, split=split, name=dataset_name,
                                relevance_level=relevance_level)
-    metric_names = _metric_names(metrics, suite)
     suite_info = SuiteInfo(name=load_suite(suite).name, path=str(suite)) if suite else SuiteInfo(name="external")
     environment = _environment()
     results = []
