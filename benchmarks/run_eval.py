@@ -12,6 +12,7 @@ MS MARCO dev's MRR@10 range for a weak model). Writing the files is not timed. T
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import sys
 import tempfile
@@ -66,13 +67,14 @@ def main() -> None:
         print(f"wrote {run.stat().st_size / 2**20:.0f} MiB run ({args.queries:,} x {args.depth:,} lines) and "
               f"qrels in {time.perf_counter() - start:.1f} s (not timed below)")
         rss_before = peak_rss_mb()
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         [result] = evaluate_runs([run], qrels=qrels, output=folder / "records")  # what `harness evaluate` does
-        seconds = time.perf_counter() - start
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
         metrics = ", ".join(f"{m} {v:.4f}" for m, v in result.record.metrics.items())
-        print(f"harness evaluate: {seconds:.1f} s, peak RSS {peak_rss_mb():.0f} MB "
+        print(f"harness evaluate: {seconds:.1f} s ({cpu:.1f} s CPU), peak RSS {peak_rss_mb():.0f} MB "
               f"(before reading: {rss_before:.0f} MB); {metrics}")
-        print(f"CPU: {cpu_model()}; record: {result.path}")
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+        print(f"CPU: {cpu_model()}, {os.cpu_count()} cores, load average {load}; record: {result.path}")
 
 
 if __name__ == "__main__":

@@ -27,9 +27,9 @@ from pathlib import Path
 from harness.datasets import Dataset, load_dataset, read_qrels, read_run
 from harness.errors import HarnessError
 from harness.metrics import evaluate, parse_measure
-from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, Environment, QrelsSource, RecallCurve,
-                             RecordFiles, RunRecord, RunSource, SuiteInfo, curve_ks, find_records, load, recall_curve,
-                             utc_now, write_run_record)
+from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Performance,
+                             QrelsSource, RecallCurve, RecordFiles, RunRecord, RunSource, SuiteInfo, curve_ks,
+                             find_records, load, utc_now, write_run_record)
 from harness.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
 
 log = logging.getLogger(__name__)
@@ -286,19 +286,19 @@ def score(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str,
           relevance_level: int, top_k: int) -> Scores:
     """``metrics.evaluate`` and the Recall@k curve, a batch of queries at a time (means over all judged queries)."""
     qids = list(qrels)
-    per_query: dict[str, dict[str, float]] = {m: {} for m in metrics}
-    curve: dict[str, list[float]] = {}
     ks = curve_ks(top_k)
+    curve_names = [f"Recall@{k}" for k in ks]  # as ``records.recall_curve`` names them: one pytrec_eval pass
+    names = list(dict.fromkeys([*metrics, *curve_names]))
+    per_query: dict[str, dict[str, float]] = {m: {} for m in names}
     for start in range(0, len(qids), BATCH_QUERIES):
         batch = qids[start:start + BATCH_QUERIES]
-        sub_qrels = {q: qrels[q] for q in batch}
         sub_run = {q: run[q] for q in batch if q in run}
-        evaluation = evaluate(sub_qrels, sub_run, metrics, relevance_level=relevance_level)
-        for metric in metrics:
-            per_query[metric].update(evaluation.per_query[metric])
-        curve.update(recall_curve(sub_qrels, sub_run, top_k=top_k, relevance_level=relevance_level).per_query)
+        evaluation = evaluate({q: qrels[q] for q in batch}, sub_run, names, relevance_level=relevance_level)
+        for name in names:
+            per_query[name].update(evaluation.per_query[name])
     aggregate = {m: math.fsum(per_query[m].values()) / len(qids) for m in metrics}
-    return Scores(per_query, aggregate, RecallCurve(ks=ks, per_query=curve))
+    curve = RecallCurve(ks=ks, per_query={q: [per_query[n][q] for n in curve_names] for q in qids})
+    return Scores({m: per_query[m] for m in metrics}, aggregate, curve)
 
 
 # ---------------------------------------------------------------- records
@@ -405,8 +405,9 @@ def rescore(
 
 
 def _scored(run: dict[str, dict[str, float]], judgments: Judgments, metrics: list[str], *, suite: SuiteInfo,
-            source: RunSource, files: RecordFiles, environment: Environment, encoder, performance, copy_run: Path,
-            output: PathLike | None, top_k: int | None = None) -> RunEvaluation:
+            source: RunSource, files: RecordFiles, environment: Environment, encoder: EncoderInfo | None,
+            performance: Performance | None, copy_run: Path, output: PathLike | None,
+            top_k: int | None = None) -> RunEvaluation:
     level = judgments.info.relevance_level
     depth = top_k or max(len(docs) for docs in run.values())
     scores = score(judgments.qrels, run, metrics, relevance_level=level, top_k=depth)

@@ -23,7 +23,7 @@ from harness.analysis.compare import load_runs
 from harness.cli import main
 from harness.datasets import read_qrels, read_run
 from harness.errors import HarnessError
-from harness.records import find_records, load, load_per_query, load_recall_curve, load_run_record
+from harness.records import find_records, load, load_per_query, load_recall_curve, load_run_record, recall_curve
 from harness.suite import load_suite
 from tests.conftest import DATA, REPO, write_beir, write_suite
 
@@ -88,6 +88,7 @@ def test_an_external_record_says_where_its_ranking_came_from(tmp_path):
         assert sum(per_query[metric].values()) / 43 == pytest.approx(mean, abs=1e-12)
     curve = load_recall_curve(result.path, record)
     assert curve.ks[-1] == 100 and curve.mean()[-1] == pytest.approx(record.metrics["Recall@100"], abs=1e-12)
+    assert curve == recall_curve(read_qrels(FULL_QRELS), read_run(RUNS[0]), top_k=100, relevance_level=2)
 
 
 def test_gzip_json_and_trailing_text_score_alike(tmp_path):
