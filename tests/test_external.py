@@ -356,3 +356,33 @@ def test_pool_needs_texts_and_one_data_set(tmp_path, external_on_pool):
                                                    if d not in full_qrels[q]}
     with pytest.raises(HarnessError, match="different judgments"):
         harness.pool([full.path, external_on_pool])
+
+
+def test_check_an_external_run_as_the_checked_record(tmp_path, external_on_pool):
+    """A suite encoder may stand for an external run (by name): expectations and baselines apply, speed SKIPs."""
+    suite_path = write_suite(tmp_path / "suite.yaml", f"""
+name: regression
+datasets:
+  - name: dl19-pool
+    path: {POOL}
+    relevance_level: 2
+encoders:
+  - name: BM25.dl19
+    model: external
+    expect:
+      dl19-pool:
+        nDCG@10: {{value: 0.5071, tolerance: 0.0005}}
+    baseline:
+      records: {REPO / "results" / "baselines"}
+      encoder: all-MiniLM-L6-v2
+      speed: {{max_slowdown: 0.1}}
+metrics: [nDCG@10]
+""")
+    summary = tmp_path / "check.json"
+    assert main(["check", str(suite_path), "--results", str(external_on_pool), "--resamples", "500",
+                 "--json", str(summary)]) == 1  # BM25 is significantly worse than MiniLM on the pool
+    results = {(r["kind"], r["metric"]): r for r in json.loads(summary.read_text())["results"]}
+    assert results[("expect", "nDCG@10")]["status"] == "OK"
+    assert results[("baseline", "nDCG@10")]["status"] == "FAIL"
+    assert results[("speed", "passages/s")]["status"] == "SKIP"
+    assert "the new record (BM25.dl19) is an external run" in results[("speed", "query p99 ms")]["message"]
