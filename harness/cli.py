@@ -124,9 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "again, without encoding")
     evaluate.add_argument("records", type=Path, nargs="*",
                           help="record directories or results folders whose stored rankings to score again")
-    evaluate.add_argument("--run", type=Path, action="append", dest="runs", default=[],
+    evaluate.add_argument("--run", type=Path, action="append", dest="runs", default=[], metavar="RUN",
                           help="a run file: TREC (plain or .gz) or JSON {qid: {docid: score}} (repeatable)")
-    evaluate.add_argument("--name", action="append", dest="names",
+    evaluate.add_argument("--name", action="append", dest="names", metavar="NAME",
                           help="record name of each --run, in order (default: the file name without extensions)")
     evaluate.add_argument("--qrels", type=Path, help="a TREC or BEIR qrels file, or a BEIR folder; with record "
                                                      "directories: judgments added to their dataset's")
