@@ -66,7 +66,7 @@ def load_judgments(qrels: PathLike | None = None, *, suite: PathLike | None = No
         if spec is None:
             names = ", ".join(d.name for d in loaded_suite.datasets)
             raise HarnessError(f"{suite}: no dataset named {dataset!r} (it has: {names})")
-        updates = {"relevance_level": relevance_level} if relevance_level is not None else {}
+        updates: dict[str, object] = {"relevance_level": relevance_level} if relevance_level is not None else {}
         if name:
             updates["name"] = name
         return of_dataset(load_dataset(spec.model_copy(update=updates)))

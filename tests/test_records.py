@@ -111,8 +111,15 @@ def test_every_shipped_record_loads():
     found = find_records([RESULTS])
     loaded = [(d, load(d)) for d in found]
     runs = [(d, r) for d, r in loaded if isinstance(r, RunRecord)]
-    assert len(runs) == 9 and len(loaded) - len(runs) == 2
-    for directory, rec in runs:
+    assert len(runs) == 14 and len(loaded) - len(runs) == 2
+    # results/external-dl19: the five DL19 reference runs scored by `harness evaluate` (schema 2, no timings)
+    external = [(d, r) for d, r in runs if r.source is not None]
+    assert len(external) == 5
+    for directory, rec in external:
+        assert rec.source.kind == "external" and rec.encoder is None and rec.performance is None
+        curve = load_recall_curve(directory, rec)
+        assert math.isclose(curve.mean()[-1], rec.metrics["Recall@100"], abs_tol=1e-12) and curve.ks[-1] == 100
+    for directory, rec in (item for item in runs if item not in external):
         stored = json.loads((directory / "record.json").read_text())
         assert stored["schema_version"] == 1 and rec.schema_version == 2
         summary = stored["performance"]["query_latency_ms"]
