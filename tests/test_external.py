@@ -386,3 +386,14 @@ metrics: [nDCG@10]
     assert results[("baseline", "nDCG@10")]["status"] == "FAIL"
     assert results[("speed", "passages/s")]["status"] == "SKIP"
     assert "the new record (BM25.dl19) is an external run" in results[("speed", "query p99 ms")]["message"]
+
+
+def test_order_comes_from_scores_and_ties_from_document_ids(tmp_path):
+    """trec_eval ignores the rank column and breaks score ties by document id, descending."""
+    qrels = tmp_path / "qrels.txt"
+    qrels.write_text("q1 0 d2 1\nq2 0 d1 1\n")
+    run = tmp_path / "run.trec"
+    # q1: d1 and d2 tie (d2 first by id); q2: the rank column claims d1 first, but its score is the lower
+    run.write_text("q1 Q0 d1 1 1.0 t\nq1 Q0 d2 2 1.0 t\nq2 Q0 d1 1 0.1 t\nq2 Q0 d3 2 0.9 t\n")
+    result = harness.evaluate_run(run, qrels=qrels, metrics=["MRR@10"])
+    assert result.per_query["MRR@10"] == {"q1": 1.0, "q2": 0.5}
