@@ -89,7 +89,7 @@ class Measure:
         if self.kind == "MRR":
             return "recip_rank"  # the cutoff is applied by truncating the run
         if self.kind == "Judged":
-            return "judged"  # not a trec_eval measure: computed by _judged
+            return "judged"  # not a trec_eval measure: computed by judged_fraction
         if self.kind == "nDCG" and self.cutoff is None:
             return "ndcg"
         family = "map_cut" if self.kind == "MAP" and self.cutoff is not None else _TREC_FAMILY[self.kind]

@@ -3,6 +3,7 @@ holes every run record states: hand-computed fixtures, pytrec_eval called direct
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
@@ -321,6 +322,8 @@ def test_report_shows_ndcg_both_ways_and_judged(dl19_record, tmp_path) -> None:
                          f"{h.ndcg_unjudged_relevant - h.ndcg:+.4f}", "2"]
     assert "Judged@10 | nDCG@10 (unjudged = not relevant) | nDCG@10 (unjudged = relevant)" in text
     assert "at grade relevance_level" in text
+    mteb = json.loads(next((tmp_path / "report" / "mteb").rglob("*.json")).read_text(encoding="utf-8"))
+    assert "ndcg_at_10" in mteb["scores"]["test"][0] and "ndcg_at_100" in mteb["scores"]["test"][0]
 
 
 def test_report_leaves_out_the_table_without_holes(dl19_record) -> None:
@@ -333,3 +336,10 @@ def test_report_leaves_out_the_table_without_holes(dl19_record) -> None:
     assert ReportData([run], None, {}, {}, [], "nDCG@10").holes_table()[1] == []
     run = LoadedRun(Path("x"), outcome.record, {}, "a")
     assert len(ReportData([run], None, {}, {}, [], "nDCG@10").holes_table()[1]) == 1
+
+
+def test_mteb_export_keeps_only_measures_mteb_knows() -> None:
+    from harness.report.exports import mteb_key
+
+    assert mteb_key("nDCG", 100) == "ndcg_at_100"  # the whole ranking: the top_k retrieved
+    assert [mteb_key(m, 100) for m in ("Judged@10", "Rprec", "R-prec", "Bpref", "infAP", "Success@10")] == [None] * 6
