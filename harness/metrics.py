@@ -276,15 +276,15 @@ def holes(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str,
     """The judgment holes of ``run``'s top ``depth`` (see Holes); neither mapping is modified."""
     if not qrels:
         raise HarnessError("qrels hold no queries: there is nothing to average over")
+    tops = {qid: dict(_top(run.get(qid, {}), depth)) for qid in qrels}  # nDCG@depth needs no more (same order)
     completed: dict[str, dict[str, int]] = {}
     unjudged: list[float] = []
     for qid, judged in qrels.items():
-        top = [doc for doc, _ in _top(run.get(qid, {}), depth)]
-        missing = [doc for doc in top if doc not in judged]
-        unjudged.append(len(missing) / len(top) if top else 0.0)
+        missing = [doc for doc in tops[qid] if doc not in judged]
+        unjudged.append(len(missing) / len(tops[qid]) if tops[qid] else 0.0)
         completed[qid] = {**judged, **dict.fromkeys(missing, relevance_level)}
     name, judged_name = f"nDCG@{depth}", f"Judged@{depth}"
-    standard = evaluate(qrels, run, [name, judged_name], relevance_level=relevance_level).aggregate
-    optimistic = evaluate(completed, run, [name], relevance_level=relevance_level).aggregate
+    standard = evaluate(qrels, tops, [name, judged_name], relevance_level=relevance_level).aggregate
+    optimistic = evaluate(completed, tops, [name], relevance_level=relevance_level).aggregate
     return Holes(depth=depth, judged=standard[judged_name], unjudged=math.fsum(unjudged) / len(unjudged),
                  ndcg=standard[name], ndcg_unjudged_relevant=optimistic[name])
