@@ -59,8 +59,9 @@ def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
              relevance_level: int = 1) -> Evaluation:
     """trec_eval-exact metrics (via pytrec_eval): per query and mean over every judged query (``-c``).
 
-    ``metrics`` are names such as ``MRR@10``, ``nDCG@10``, ``Recall@100``, ``MAP``, ``P@5``; results are keyed
-    by the names exactly as given."""
+    ``metrics`` are names such as ``MRR@10``, ``nDCG@10``, ``Recall@100``, ``MAP``, ``P@5``, and for pooled
+    judgments ``Judged@10``, ``Rprec``, ``Bpref``, ``infAP``, ``nDCG``, ``Success@10``; results are keyed by the
+    names exactly as given."""
     return _evaluate(qrels, run, metrics, relevance_level=relevance_level)
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 
 from harness.datasets import Dataset, load_dataset, read_qrels, read_run
 from harness.errors import HarnessError
-from harness.metrics import evaluate, parse_measure
-from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Performance,
+from harness.metrics import evaluate, holes, parse_measure
+from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
                              QrelsSource, RecallCurve, RecordFiles, RunRecord, RunSource, SuiteInfo, curve_ks,
                              find_records, load, utc_now, write_run_record)
 from harness.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
@@ -416,7 +416,8 @@ def _scored(run: dict[str, dict[str, float]], judgments: Judgments, metrics: lis
     record = RunRecord(suite=suite, dataset=judgments.info, encoder=encoder, metrics=scores.aggregate,
                        metric_definitions={m: parse_measure(m).definition(level) for m in metrics}, top_k=depth,
                        performance=performance, environment=environment, created_at=utc_now(), files=files,
-                       source=source)
+                       source=source, holes=Holes.model_validate(holes(judgments.qrels, run, relevance_level=level),
+                                                                 from_attributes=True))
     path = None
     if output is not None:
         path = write_run_record(Path(output), record, run=copy_run, per_query=scores.per_query,

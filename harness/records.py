@@ -269,6 +269,20 @@ class RunSource(_Record):
     warnings: list[CountedWarning] = []
 
 
+class Holes(_Record):
+    """How much of each query's top ``depth`` the qrels judge, and nDCG@depth with its unjudged documents counted
+    as not relevant (``ndcg``, the standard value) and as relevant at the dataset's relevance_level
+    (``ndcg_unjudged_relevant``, on the qrels completed with them; the ideal DCG is recomputed). Means over every
+    judged query; ``unjudged`` is the share of a query's top depth without a qrels entry (0 for an empty ranking).
+    Definitions: ``harness.metrics.Holes``."""
+
+    depth: int
+    judged: float
+    unjudged: float
+    ndcg: float
+    ndcg_unjudged_relevant: float
+
+
 class RunRecord(_Record):
     schema_version: Literal[2] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
@@ -283,6 +297,7 @@ class RunRecord(_Record):
     created_at: str
     files: RecordFiles = RecordFiles()
     source: RunSource | None = None  # None: encoded and searched by this record's run
+    holes: Holes | None = None  # judgment holes of the top 10; None in records that predate it
 
     @model_validator(mode="after")
     def _named(self) -> RunRecord:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -21,7 +21,7 @@ from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
 from harness.errors import HarnessError
-from harness.metrics import Evaluation, evaluate, parse_measure
+from harness.metrics import Evaluation, evaluate, holes, parse_measure
 from harness.profile import timing
 from harness.progress import progress
 from harness.records import (
@@ -31,6 +31,7 @@ from harness.records import (
     EmbeddingStoreInfo,
     EncoderInfo,
     EncodingHost,
+    Holes,
     Performance,
     RecallCurve,
     RunRecord,
@@ -214,7 +215,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
 
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
-    record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store,
+    record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
                               dimension=int(query_result.embeddings.shape[1]), latency=latency,
                               search_seconds=search_seconds, encoding_hosts=hosts, peak_rss_method=rss_method,
                               embeddings=EmbeddingProvenance.of_chunks(
@@ -227,8 +228,10 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
                      store: EmbeddingStore | MemoryStore, dimension: int, latency: timing.Latency,
                      search_seconds: float, peak_rss_method: timing.PeakRssMethod,
-                     embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = ()) -> RunRecord:
-    """The record of one dataset x encoder run, from what the stages measured."""
+                     embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
+                     ranking: Mapping[str, Mapping[str, float]] | None = None) -> RunRecord:
+    """The record of one dataset x encoder run, from what the stages measured; with the ranking (qid -> docid ->
+    score), it also states the judgment holes of the top 10 (`harness.metrics.holes`)."""
     spec = encoder.spec
     infos = store.infos()
     totals = ChunkInfo.summed(infos)
@@ -264,6 +267,8 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         performance=performance,
         environment=timing.environment(),
         created_at=utc_now(),
+        holes=None if ranking is None else Holes.model_validate(
+            holes(dataset.qrels, ranking, relevance_level=dataset.relevance_level), from_attributes=True),
     )
 
 

@@ -82,6 +82,9 @@ def test_an_external_record_says_where_its_ranking_came_from(tmp_path):
     assert record.dataset.source.kind == "qrels" and record.dataset.counts.documents is None
     assert record.dataset.counts.queries == 43 and record.dataset.counts.qrels == 9260
     assert record.top_k == 100 and record.suite.name == "external"
+    # BM25's top 10 is fully judged by the official qrels (TREC pooled it), so no hole changes its nDCG@10
+    assert record.holes.judged == 1.0 and record.holes.unjudged == 0.0
+    assert record.holes.ndcg == record.holes.ndcg_unjudged_relevant == pytest.approx(0.5058, abs=5e-5)
     # the per-query values average to the record's means; the curve ends at the run's depth
     per_query = load_per_query(result.path, record)
     for metric, mean in record.metrics.items():

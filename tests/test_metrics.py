@@ -230,7 +230,8 @@ def test_unknown_names_suggest_a_close_match(text: str, suggestion: str) -> None
         parse_measure(text)
     message = str(info.value)
     assert f"unknown metric {text!r}; did you mean {suggestion!r}?" in message
-    assert "Allowed: MRR@k, nDCG@k, Recall@k, MAP, MAP@k, P@k (aliases RR@k, R@k, AP)" in message
+    assert ("Allowed: MRR@k, nDCG@k, nDCG, Recall@k, MAP, MAP@k, P@k, Success@k, Judged@k, Rprec, Bpref, infAP "
+            "(aliases RR@k, R@k, AP, R-prec)") in message
     assert info.value.exit_code == 2
 
 
@@ -249,7 +250,7 @@ def test_bad_cutoffs_are_rejected(text: str) -> None:
         parse_measure(text)
 
 
-@pytest.mark.parametrize("text", ["MRR", "nDCG", "Recall", "P", "RR"])
+@pytest.mark.parametrize("text", ["MRR", "Recall", "P", "RR", "Success", "Judged"])
 def test_missing_cutoff_is_rejected(text: str) -> None:
     with pytest.raises(HarnessError, match="needs a cutoff"):
         parse_measure(text)

@@ -335,15 +335,15 @@ def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encod
     else:
         ratio = throughput_ratio(*old_t, *new_t, alpha=gate.alpha, n_resamples=n_resamples, seed=seed)
         status, note = speed_verdict(ratio, gate)
+        message = f"{note}; {ratio.n_control} vs {ratio.n_treatment} timed pieces"
         results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
-                                   delta=ratio.ratio - 1, bound=ratio.upper, message=f"{note}; {ratio.n_control} vs {ratio.n_treatment} "
-                                                              "timed pieces"))
+                                   delta=ratio.ratio - 1, bound=ratio.upper, message=message))
     ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha,
                                 n_resamples=n_resamples, seed=seed)
     status, note = speed_verdict(ratio, gate)
+    message = f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs {ratio.n_treatment} calls"
     results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,
-                               delta=ratio.ratio - 1, bound=ratio.upper, message=f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs "
-                                                          f"{ratio.n_treatment} calls"))
+                               delta=ratio.ratio - 1, bound=ratio.upper, message=message))
     return results
 
 

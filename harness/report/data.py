@@ -68,6 +68,21 @@ class ReportData:
             rows.append([run.dataset, run.label, *cells])
         return ["dataset", "encoder", *self.metrics], rows
 
+    def holes_table(self) -> tuple[list[str], list[list[str]]]:
+        """Headers and rows for the runs of datasets where the top 10 has unjudged documents (records that state
+        their holes): Judged@k, nDCG@k with the holes counted not relevant (standard) and relevant, the gap."""
+        holed = {r.dataset for r in self.runs if r.record.holes and r.record.holes.unjudged > 0}
+        rows = []
+        for run in self.runs:
+            h = run.record.holes
+            if h is None or run.dataset not in holed:
+                continue
+            rows.append([run.dataset, run.label, f"{h.judged:.4f}", f"{h.ndcg:.4f}", f"{h.ndcg_unjudged_relevant:.4f}",
+                         f"{h.ndcg_unjudged_relevant - h.ndcg:+.4f}", str(run.record.dataset.relevance_level)])
+        depth = next((r.record.holes.depth for r in self.runs if r.record.holes), 10)
+        return (["dataset", "encoder", f"Judged@{depth}", f"nDCG@{depth} (unjudged = not relevant)",
+                 f"nDCG@{depth} (unjudged = relevant)", "unknown", "relevance_level"], rows)
+
     def marker(self, dataset: str, metric: str, label: str) -> str:
         """UP / DOWN when `label` is significantly better / worse than the dataset's control."""
         m = self.comparison.find(dataset, metric, label) if self.comparison else None

@@ -38,6 +38,9 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     blocks: list[Block] = [Heading("Retrieval evaluation report", 1), Para(_summary(data))]
     if data.runs:
         blocks += [Heading("Quality"), metric_table(data), Para(_legend(data), "note")]
+        holes = data.holes_table()
+        if holes[1]:
+            blocks += [Heading("Judgment holes", 3), Table(*holes), Para(HOLES_NOTE, "note")]
     for dataset in data.datasets:
         blocks.append(Heading(dataset, 3))
         blocks += [f for f in figures if f.dataset == dataset and f.key in ("bars", "deltas", "recall")]
@@ -53,6 +56,17 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     if data.notes:
         blocks += [Heading("Notes"), *(Para(n, "note") for n in data.notes)]
     return blocks
+
+
+HOLES_NOTE = (
+    "Pooled qrels judge only some documents; a retrieved document without a judgment counts as not relevant in "
+    "standard nDCG@10, so an apparent drop can be nothing but holes. Judged@10: the share of each query's top 10 "
+    "that has a qrels entry (any grade), mean over all judged queries. nDCG@10 (unjudged = relevant): nDCG@10 "
+    "on the qrels completed with every unjudged document of each query's top 10 at grade relevance_level (its "
+    "gain), the ideal DCG recomputed on the completed qrels: the score if every hole were relevant, an optimistic "
+    "estimate (it is not a strict maximum: a hole ranked low can raise the ideal DCG more than the run's DCG). "
+    "unknown: the difference, how much of nDCG@10 the holes leave open. Shown for datasets where some top 10 has "
+    "unjudged documents.")
 
 
 def _summary(data: ReportData) -> str:

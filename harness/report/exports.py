@@ -95,11 +95,12 @@ def to_latex(data: ReportData) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mteb_key(metric: str, top_k: int) -> str:
-    """Our metric name -> MTEB's score key (MAP without a cut-off is MAP over the top_k retrieved)."""
+def mteb_key(metric: str, top_k: int) -> str | None:
+    """Our metric name -> MTEB's score key (MAP or nDCG without a cut-off is over the top_k retrieved); None for a
+    measure MTEB does not report (Judged@k, Rprec, Bpref, infAP, Success@k)."""
     measure = parse_measure(metric)
-    family = {"nDCG": "ndcg", "MRR": "mrr", "Recall": "recall", "P": "precision", "MAP": "map"}[measure.kind]
-    return f"{family}_at_{measure.cutoff or top_k}"
+    family = {"nDCG": "ndcg", "MRR": "mrr", "Recall": "recall", "P": "precision", "MAP": "map"}.get(measure.kind)
+    return f"{family}_at_{measure.cutoff or top_k}" if family else None
 
 
 def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
@@ -110,8 +111,9 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
         beir = isinstance(source, BeirSource)
         folder = Path(source.path).name.lower() if beir else ""
         task = MTEB_TASKS.get(run.dataset.lower()) or MTEB_TASKS.get(folder) or run.dataset
-        scores = {mteb_key(m, run.record.top_k): v for m, v in run.record.metrics.items()}
-        main = scores.get("ndcg_at_10", next(iter(scores.values())))
+        keys = {m: mteb_key(m, run.record.top_k) for m in run.record.metrics}
+        scores = {key: run.record.metrics[m] for m, key in keys.items() if key}
+        main = scores.get("ndcg_at_10", next(iter(scores.values()), None))
         performance = run.record.performance
         out[f"{slug(run.label)}/{task}.json"] = {
             "dataset_revision": run.record.dataset.fingerprint,
