@@ -160,6 +160,7 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
                                                                tokens=sum(timed_tokens)),
         mean_tokens=sum(timed_tokens) / (calls * batch_size), latency=latency, peak_rss_mb=timing.peak_rss_mb(),
         peak_gpu_mb=timing.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
+        **encoder.runtime_info,
     )
 
 
