@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--engine", type=_encoder_choices("engine"), default="fast,sentence-transformers",
                          help=f"comma list of {', '.join(ENGINES)} (default: both)")
     profile.add_argument("--precision", type=_encoder_choices("precision"), default="fp32",
-                         help=f"comma list of {', '.join(PRECISIONS)} (int8: fast, onnxruntime or openvino on CPU; default fp32)")
+                         help=f"comma list of {', '.join(PRECISIONS)} "
+                              "(int8: fast, onnxruntime or openvino on CPU; default fp32)")
     profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default="1,32",
                          help="comma list (default 1,32; batch 1 is the single-query latency scenario)")
     profile.add_argument("--max-seq-length", type=_positive_ints("max sequence lengths"), default=[None],
