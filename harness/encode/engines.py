@@ -1,5 +1,5 @@
 """The two encoding engines and their result (`EncodeResult`): the fast engine (`FastEngine`) and the baseline
-(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `make_engine` picks one for a suite encoder.
+(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `harness.encode.models.make_engine` picks one (or a runtime engine) for a suite encoder.
 
 The fast engine gives the same embeddings as `SentenceTransformer.encode`, computed with less waste.
 
@@ -28,6 +28,7 @@ What it does differently from `SentenceTransformer.encode` (docs/engine.md has t
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import queue
 import threading
@@ -42,7 +43,7 @@ import torch
 
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
 from harness.encode.kernels import int8_path as _int8_path
-from harness.encode.precision import RUNTIME_ENGINES, precision_problem
+from harness.encode.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
@@ -336,14 +337,12 @@ class SentenceTransformersEngine:
         return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
 
 
-def make_engine(model, spec: EncoderSpec, device: str) -> FastEngine | SentenceTransformersEngine:
-    if spec.engine == "sentence-transformers":
-        return SentenceTransformersEngine(model, spec, device)
-    if spec.engine in RUNTIME_ENGINES:  # optional extras: imported only when asked for
-        from harness.encode.runtimes import runtime_engine
-
-        return runtime_engine(model, spec, device)
-    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @contextmanager

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
-from harness.encode.engines import EncodeResult, Progress, make_engine
+from harness.encode.engines import (EncodeResult, FastEngine, Progress, SentenceTransformersEngine,
+                                    weights_fingerprint)
 from harness.encode.precision import RUNTIME_ENGINES
 from harness.errors import HarnessError
 from harness.profile.timing import library_version
@@ -151,12 +152,16 @@ def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]
     return {"model": model, "dataset": dataset, "encoder": settings, "versions": embedding_versions()}
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+def make_engine(model, spec: EncoderSpec, device: str):
+    """The engine of a suite encoder: the fast engine, the sentence-transformers baseline, or a runtime engine
+    (`harness.encode.runtimes`, imported only when asked for: its packages are optional extras)."""
+    if spec.engine == "sentence-transformers":
+        return SentenceTransformersEngine(model, spec, device)
+    if spec.engine in RUNTIME_ENGINES:
+        from harness.encode.runtimes import runtime_engine
+
+        return runtime_engine(model, spec, device)
+    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
 
 
 class Encoder:

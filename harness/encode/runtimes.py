@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
-from harness.encode.engines import FastEngine, direct_path_problem
+from harness.encode.engines import FastEngine, direct_path_problem, weights_fingerprint
 from harness.encode.precision import RUNTIME_EXTRAS
 from harness.errors import HarnessError
 from harness.profile.timing import library_version
@@ -87,8 +87,6 @@ def exporter_version() -> str:
 
 def transformer_fingerprint(net: torch.nn.Module) -> str:
     """Weights and config of the transformer: what its export is keyed by (with `exporter_version`)."""
-    from harness.encode.models import weights_fingerprint
-
     config = net.config.to_json_string(use_diff=False) if hasattr(net, "config") else ""
     return hashlib.sha256((weights_fingerprint(net) + config).encode()).hexdigest()[:16]
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.encode.engines import SentenceTransformersEngine, count_tokens, make_engine
-from harness.encode.models import load_sentence_transformer, resolve_device, weights_fingerprint
+from harness.encode.engines import SentenceTransformersEngine, count_tokens
+from harness.encode.models import load_sentence_transformer, make_engine, resolve_device, weights_fingerprint
 from harness.encode.precision import precision_problem
 from harness.errors import HarnessError
 from harness.profile import timing
