@@ -59,7 +59,8 @@ def run_params(record: RunRecord) -> dict[str, str]:
 def run_metrics(record: RunRecord) -> dict[str, float]:
     perf = record.performance
     metrics = {metric_name(k): v for k, v in record.metrics.items()}
-    speed = {"corpus_passages_per_s": perf.throughput.passages_per_s, "corpus_tokens_per_s": perf.throughput.tokens_per_s,
+    speed = {"corpus_passages_per_s": perf.throughput.passages_per_s,
+             "corpus_tokens_per_s": perf.throughput.tokens_per_s,
              "corpus_encode_s": perf.corpus_encode_s if not perf.corpus_from_cache else None,
              "query_latency_p50_ms": perf.query_latency.p50, "query_latency_p99_ms": perf.query_latency.p99,
              "search_s": perf.search_s, "queries_per_s_search": perf.queries_per_s_search,

@@ -1,5 +1,6 @@
 """The two encoding engines and their result (`EncodeResult`): the fast engine (`FastEngine`) and the baseline
-(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `harness.encode.models.make_engine` picks one (or a runtime engine) for a suite encoder.
+(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `harness.encode.models.make_engine` picks
+one of them (or a runtime engine, `harness.encode.runtimes`) for a suite encoder.
 
 The fast engine gives the same embeddings as `SentenceTransformer.encode`, computed with less waste.
 
@@ -317,8 +318,8 @@ class SentenceTransformersEngine:
 
     @property
     def runtime_info(self) -> dict[str, object]:
-        return {"runtime": f"torch {torch.__version__}", "execution_provider": f"torch-{torch.device(self.device).type}",
-                "threads": torch.get_num_threads()}
+        return {"runtime": f"torch {torch.__version__}",
+                "execution_provider": f"torch-{torch.device(self.device).type}", "threads": torch.get_num_threads()}
 
     def key_settings(self) -> dict[str, object]:
         return {}

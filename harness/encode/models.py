@@ -171,7 +171,8 @@ class Encoder:
         self.spec = spec
         if model is None:
             # the runtime engines run on CPU: `auto` means the CPU for them even where a GPU is visible
-            self.device = "cpu" if spec.engine in RUNTIME_ENGINES and spec.device == "auto" else resolve_device(spec.device)
+            runtime_auto = spec.engine in RUNTIME_ENGINES and spec.device == "auto"
+            self.device = "cpu" if runtime_auto else resolve_device(spec.device)
             self.model = load_sentence_transformer(spec.model, device=self.device)
             if spec.max_seq_length is not None:
                 self.model.max_seq_length = spec.max_seq_length

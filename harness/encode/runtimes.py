@@ -46,8 +46,8 @@ def _require(module: str, engine: str):
     try:
         return __import__(module)
     except ImportError:
-        raise HarnessError(f"engine {engine!r} needs the package {module!r}: pip install 'harness[{RUNTIME_EXTRAS[engine]}]' "
-                           f"(or pip install {module})") from None
+        raise HarnessError(f"engine {engine!r} needs the package {module!r}: "
+                           f"pip install 'harness[{RUNTIME_EXTRAS[engine]}]' (or pip install {module})") from None
 
 
 # ------------------------------------------------------------------ export (cached)
