@@ -173,3 +173,22 @@ top_k: 100
     assert {(p.engine, p.precision, p.batch_size) for p in points} == {
         (e, pr, b) for e in ("onnxruntime", "openvino") for pr in ("fp32", "int8") for b in (1, 4)}
     assert all(p.device == "cpu" and p.runtime.startswith(p.engine) and p.threads for p in points)
+
+
+def test_embedding_cache_key_holds_the_runtime_version(tiny_model, monkeypatch):
+    """Another onnxruntime version (or exporter) re-keys the corpus embeddings; the fast engine's key has neither."""
+    from harness.cache import store_key
+    from harness.encode.models import Encoder
+    from harness.suite import EncoderSpec
+
+    def key(engine: str) -> tuple[dict, str]:
+        encoder = Encoder(EncoderSpec(name="e", model=str(tiny_model), device="cpu", engine=engine))
+        return encoder.settings_key, store_key(encoder.store_parts("data"))
+
+    settings, before = key("onnxruntime")
+    assert settings["runtime"] == {"onnxruntime": __import__("onnxruntime").__version__,
+                                   "exporter": runtimes.exporter_version()}
+    assert "runtime" not in key("fast")[0]
+    real = runtimes.library_version
+    monkeypatch.setattr(runtimes, "library_version", lambda name: "0.0.1" if name == "onnxruntime" else real(name))
+    assert key("onnxruntime")[1] != before
