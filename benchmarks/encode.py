@@ -1,4 +1,5 @@
-"""Encoding speed: plain `SentenceTransformer.encode` against harness.encode.engines.FastEngine, per precision.
+"""Encoding speed: plain `SentenceTransformer.encode` against harness.encode.engines.FastEngine and the deployment
+runtimes (ONNX Runtime, OpenVINO: harness.encode.runtimes), per precision.
 
 Prints the CPU model and the ISA flags a speed ratio depends on (AVX-512, VNNI, bf16, AMX) first: the
 ratios hold for that CPU only (oneDNN's gain over MKL differs by vendor and generation).
@@ -13,11 +14,14 @@ All engines run in this process on the same real MS MARCO passages (the TREC DL 
 every round splits the passages into chunks and times each engine on each chunk in a shuffled order, so a
 noisy or shared machine slows all alike. Reported: passages/s and tokens/s per engine (median over rounds),
 ratios of medians, and the median of the per-chunk paired ratios (the robust figure on a busy machine);
-cosines of each engine's embeddings against ST fp32's; and single-query latency at batch 1 (p50/p99), the
-two fp32 engines alternating query by query.
+cosines of each engine's embeddings against ST fp32's; and single-query latency at batch 1 (p50/p99), all
+engines alternating query by query. The runtimes (`--runtime`, default: those installed; `--runtime none` for
+none) run at each precision they support (`ort-fp32`, `ort-int8`, `ov-fp32`, `ov-int8`, `ov-bf16`), CPU only, with
+the fast engine's batching; only the transformer call differs.
 
     PYTHONPATH=. python benchmarks/encode.py                       # both models, CPU (and CUDA if present)
     PYTHONPATH=. python benchmarks/encode.py --model bundled:all-MiniLM-L6-v2 --n 256 --json out.json
+    PYTHONPATH=. python benchmarks/encode.py --precision fp32 --precision int8 --runtime onnxruntime --runtime openvino
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
+from harness.encode.precision import RUNTIME_ENGINES, precision_problem  # noqa: E402
 from harness.profile.timing import Latency, cpu_model, environment, synchronize  # noqa: E402
 
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
@@ -50,6 +55,13 @@ MODELS = ("bundled:all-MiniLM-L6-v2", "random:distilbert-base")
 CORPORA = {"msmarco": DL19, "scifact": REPO / "data" / "scifact"}  # scifact: long abstracts (truncation)
 ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8")
 ST_BATCH_SIZES = (16, 32, 64, 128)
+RUNTIME_PREFIX = {"onnxruntime": "ort", "openvino": "ov"}
+
+
+def installed_runtimes() -> list[str]:
+    import importlib.util
+
+    return [name for name in RUNTIME_ENGINES if importlib.util.find_spec(name) is not None]
 
 
 def cpu_isa() -> dict[str, bool]:
@@ -197,6 +209,15 @@ def bench_model(name: str, device: str, args) -> dict:
         precisions = args.precision
     fast = {p: FastEngine(model, precision=p, device=device, threads=args.threads, max_tokens=args.max_tokens)
             for p in precisions}
+    runtimes = {}
+    if device == "cpu":
+        from harness.encode.runtimes import ENGINE_CLASSES
+
+        for runtime in args.runtime:
+            for p in precisions:
+                if precision_problem(p, engine=runtime, device=device) is None:
+                    runtimes[f"{RUNTIME_PREFIX[runtime]}-{p}"] = ENGINE_CLASSES[runtime](
+                        model, precision=p, threads=args.threads, max_tokens=args.max_tokens)
 
     # The baseline at each precision, at its best batch size (swept on a sample).
     sample = texts[:min(len(texts), args.sweep_n)]
@@ -216,7 +237,9 @@ def bench_model(name: str, device: str, args) -> dict:
 
     calls = {f"st-{p}": st_call(st_models[p], st_batch[p]) for p in st_models}
     calls.update({f"fast-{p}": (lambda e: lambda part: e.encode(part))(e) for p, e in fast.items()})
+    calls.update({name: (lambda e: lambda part: e.encode(part))(e) for name, e in runtimes.items()})
     reference = {f"fast-{p}": f"st-{p}" for p in fast if p in st_models}
+    reference.update({name: f"st-{e.precision}" for name, e in runtimes.items() if e.precision in st_models})
 
     # quality against the baseline's fp32 embeddings, on the first chunk
     sample = texts[:min(len(texts), 128)]
@@ -234,11 +257,13 @@ def bench_model(name: str, device: str, args) -> dict:
                        reference=reference, seed=args.seed)
     lat_calls = {"st-fp32": lambda part: model.encode(part, batch_size=1, convert_to_numpy=True,
                                                       show_progress_bar=False),
-                 "fast-fp32": fast.get("fp32", next(iter(fast.values()))).encode}
+                 **{f"fast-{p}": e.encode for p, e in fast.items() if p in ("fp32", "int8")},
+                 **{name: e.encode for name, e in runtimes.items()}}
     lat = latency(lat_calls, queries(), n=args.latency_n, warmup=5, device=device)
     return {"model": name, "device": device, "cpu": cpu_model(), "isa": cpu_isa(), "texts": args.texts,
             "n_passages": len(texts), "max_seq_length": model.max_seq_length,
             "int8_path": fast["int8"].int8_path if "int8" in fast else None,
+            "runtimes": {name: e.runtime_info for name, e in runtimes.items()},
             "st_batch_size": st_batch, "st_batch_sweep": st_sweep,
             "throughput": speed, "quality_vs_st_fp32": quality, "latency_ms": lat}
 
@@ -253,7 +278,7 @@ def print_table(results: list[dict]) -> None:
             q = res["quality_vs_st_fp32"].get(engine, {})
             batch = str(res["st_batch_size"].get(engine.removeprefix("st-"), "")) if engine.startswith("st-") else "tok"
             same = (f"{fig['ratio_vs_same_precision_st']:10.2f} {fig['paired_vs_same_precision_st']:7.2f}"
-                    if engine.startswith("fast-") and fig["same_precision_st"] != "st-fp32" else f"{'':10s} {'':7s}")
+                    if not engine.startswith("st-") and fig["same_precision_st"] != "st-fp32" else f"{'':10s} {'':7s}")
             print(f"{res['model'][-28:]:28s} {res['device']:6s} {engine:10s} {batch:>5s} {fig['passages_per_s']:11.1f} "
                   f"{fig['tokens_per_s']:9.0f} {fig['ratio_vs_st_fp32']:10.2f} {fig['paired_vs_st_fp32']:7.2f} {same} "
                   f"{q.get('cosine_min', float('nan')):8.5f} {q.get('cosine_mean', float('nan')):8.5f}")
@@ -262,6 +287,9 @@ def print_table(results: list[dict]) -> None:
                   f"p99 {lat['p99']:.2f} ms (n={lat['n']})")
         if res.get("int8_path"):
             print(f"{res['model'][-28:]:28s} fast-int8 kernel path: {res['int8_path']}")
+        for engine, info in res.get("runtimes", {}).items():
+            print(f"{res['model'][-28:]:28s} {engine}: {info['runtime']}, {info['execution_provider']}, "
+                  f"{info['threads']} threads")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -274,7 +302,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--chunk", type=int, default=128, help="passages per timed call (0: all at once)")
     parser.add_argument("--precision", action="append", help="fast-engine precisions (default by device)")
-    parser.add_argument("--threads", type=int, help="torch threads for the fast engine (default: torch's)")
+    parser.add_argument("--threads", type=int, help="threads for the fast engine and the runtimes (default: torch's)")
+    parser.add_argument("--runtime", action="append", choices=[*RUNTIME_ENGINES, "none"],
+                        help="deployment runtimes to add (repeatable; default: those installed; none: no runtime)")
     parser.add_argument("--max-tokens", type=int, help="fast-engine padded-token budget per batch")
     parser.add_argument("--max-seq-length", type=int)
     parser.add_argument("--latency-n", type=int, default=100, help="single-query calls per engine")
@@ -284,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args(argv)
+    args.runtime = [r for r in (args.runtime or installed_runtimes()) if r != "none"]
     devices = args.device or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     print(cpu_line(), flush=True)
     results = []

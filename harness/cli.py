@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _reuse_option(run)
+    _mlflow_option(run)
     run.set_defaults(func=cmd_run)
 
     cache = sub.add_parser("cache", help="list or clear cached corpus embeddings")
@@ -57,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--engine", type=_encoder_choices("engine"), default="fast,sentence-transformers",
                          help=f"comma list of {', '.join(ENGINES)} (default: both)")
     profile.add_argument("--precision", type=_encoder_choices("precision"), default="fp32",
-                         help=f"comma list of {', '.join(PRECISIONS)} (int8: fast engine on CPU; default fp32)")
+                         help=f"comma list of {', '.join(PRECISIONS)} "
+                              "(int8: fast, onnxruntime or openvino on CPU; default fp32)")
     profile.add_argument("--batch-size", type=_positive_ints("batch sizes"), default="1,32",
                          help="comma list (default 1,32; batch 1 is the single-query latency scenario)")
     profile.add_argument("--max-seq-length", type=_positive_ints("max sequence lengths"), default=[None],
@@ -77,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="stop a point after this long once --min-calls are done (default 60)")
     profile.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
     profile.add_argument("--name", default=None, help="record name (default: synthetic-N or the data folder's name)")
+    _mlflow_option(profile)
     profile.set_defaults(func=cmd_profile)
 
     lister = sub.add_parser("list", help="list shipped suites and data sets")
@@ -189,6 +192,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     if args.chunk_rows <= 0:
         raise HarnessError("--chunk-rows must be a positive integer")
+    if args.mlflow:
+        from harness.tracking import require_mlflow
+
+        require_mlflow()
     suite = load_suite(args.suite)
     options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
                          store_dtype=args.store_dtype, progress=not args.no_progress,
@@ -198,7 +205,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     records = [o.record for o in outcomes if o.ok]
     if records:
         print(results_table(suite.metrics, records))
+    if args.mlflow and records:
+        from harness.tracking import log_run_records
+
+        logged = log_run_records(args.mlflow, [(o.record, o.path) for o in outcomes if o.ok and o.path],
+                                 experiment=args.mlflow_experiment)
+        print(f"logged {len(logged)} run(s) to MLflow at {args.mlflow}", file=sys.stderr)
     return _exit_for_failures(outcomes)
+
+
+def _mlflow_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mlflow", metavar="URI", default=None,
+                        help="also log each record to this MLflow tracking URI (sqlite:///mlflow.db, file:///DIR, "
+                             "http://host:5000; pip install .[mlflow])")
+    parser.add_argument("--mlflow-experiment", metavar="NAME", default=None,
+                        help="MLflow experiment (default: the suite's name, or profile-NAME)")
 
 
 def _print_outcome(outcome) -> None:
@@ -293,6 +314,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
         raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0")
+    if args.mlflow:
+        from harness.tracking import require_mlflow
+
+        require_mlflow()
     n = args.n
     if args.data:
         texts = dataset_texts(args.data, n)
@@ -317,8 +342,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
             raise HarnessError(f"{model}: nothing to profile: {'; '.join(skipped)}")
         for problem in skipped:
             print(f"note: skipped points: {problem}", file=sys.stderr)
-        path = write_profile_record(args.output, profile_record(name, info, source, points))
+        record = profile_record(name, info, source, points)
+        path = write_profile_record(args.output, record)
         print(f"{model}\n{points_table(points)}")
+        if args.mlflow:
+            from harness.tracking import log_profile_record
+
+            log_profile_record(args.mlflow, record, path, experiment=args.mlflow_experiment)
         print(f"wrote {path}", file=sys.stderr)
     return 0
 

@@ -105,6 +105,10 @@ class EncoderSettings(_Record):
     document_prefix: str = ""
     max_seq_length: int
     device: str  # as resolved: cpu, cuda, cuda:1 ...
+    # what ran the transformer (engine.runtime_info; None in records that predate it)
+    runtime: str | None = None  # runtime and version: "torch 2.13.0+cpu", "onnxruntime 1.32.0", "openvino 2026.4.1"
+    execution_provider: str | None = None  # cpu-onednn, cpu-aten, cuda, CPUExecutionProvider, CPU (f32) ...
+    threads: int | None = None  # intra-op threads the runtime was given
 
 
 class EncoderInfo(_Record):
@@ -337,6 +341,9 @@ class ProfilePoint(_Record):
     tflops: float | None
     mfu: float | None
     mfu_peak: str | None  # what the MFU is relative to (card and datasheet figure)
+    runtime: str | None = None  # as in EncoderSettings
+    execution_provider: str | None = None
+    threads: int | None = None
 
 
 class ProfiledModel(_Record):

@@ -66,7 +66,7 @@ def test_sweep_leaves_the_weights_alone_and_reports_skipped_points(tiny_model, m
                                     precisions=("bf16", "fp16", "int8", "fp32"), batch_sizes=(4,),
                                     devices=("cpu",), warmup=0, min_calls=1, min_seconds=0, on_skip=skipped.append)
     assert [p.precision for p in points] == ["bf16", "fp16", "fp32"]
-    assert skipped == ["precision int8 needs engine 'fast' (dynamic quantization); "
+    assert skipped == ["precision int8 needs engine 'fast' (dynamic quantization), 'onnxruntime' or 'openvino'; "
                        "engine 'sentence-transformers' has no int8"]
     assert weights_fingerprint(model) == before and next(model.parameters()).dtype == torch.float32
 

@@ -1,5 +1,6 @@
 """The two encoding engines and their result (`EncodeResult`): the fast engine (`FastEngine`) and the baseline
-(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `make_engine` picks one for a suite encoder.
+(`SentenceTransformersEngine`, plain `SentenceTransformer.encode`). `harness.encode.models.make_engine` picks
+one of them (or a runtime engine, `harness.encode.runtimes`) for a suite encoder.
 
 The fast engine gives the same embeddings as `SentenceTransformer.encode`, computed with less waste.
 
@@ -28,6 +29,7 @@ What it does differently from `SentenceTransformer.encode` (docs/engine.md has t
 from __future__ import annotations
 
 import copy
+import hashlib
 import inspect
 import queue
 import threading
@@ -130,17 +132,19 @@ class FastEngine:
     (None unless precision is int8).
     """
 
+    name = "fast"  # the suite's `engine`; subclasses (harness.encode.runtimes) run the transformer elsewhere
+
     def __init__(self, model, *, precision: str = "fp32", device: str = "cpu", batch_size: int | None = None,
                  max_tokens: int | None = None, threads: int | None = None, compile: bool = False,
                  cpu_kernels: str = "onednn", block: int = DEFAULT_BLOCK, prefetch: int = 3,
                  min_fill: float | None = None, int8_path: str | None = None):
         self.model = model
         self.device = torch.device(device)
-        problem = precision_problem(precision, engine="fast", device=self.device.type)
+        problem = precision_problem(precision, engine=self.name, device=self.device.type)
         if problem:
             raise HarnessError(problem)
         self.precision = precision
-        self.int8_path = _int8_path(int8_path) if precision == "int8" else None
+        self.int8_path = _int8_path(int8_path) if precision == "int8" and self.name == "fast" else None
         self.max_rows = batch_size
         kind = "cuda" if self.device.type == "cuda" else "cpu"
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS[kind])
@@ -206,8 +210,7 @@ class FastEngine:
         if self.path == "direct":
             ids = batch.input_ids.to(self.device, non_blocking=True)
             mask = batch.attention_mask.to(self.device, non_blocking=True)
-            hidden = self.net(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
-            features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": hidden.float()}
+            features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": self._hidden(ids, mask).float()}
             for module in self.tail:
                 features = module(features)
             return features["sentence_embedding"], batch.n_tokens
@@ -219,6 +222,10 @@ class FastEngine:
         features = {k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                     for k, v in features.items()}
         return self.net(features)["sentence_embedding"], n_tokens
+
+    def _hidden(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """The transformer's last hidden state for a padded batch (direct path)."""
+        return self.net(input_ids=ids, attention_mask=mask, return_dict=True).last_hidden_state
 
     # -- public -------------------------------------------------------------------------------------
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
@@ -268,6 +275,17 @@ class FastEngine:
         return EncodeResult(out, n_tokens, n_truncated)
 
     @property
+    def runtime_info(self) -> dict[str, object]:
+        """What ran the transformer, for records: runtime and version, execution provider, threads."""
+        kernels = "cuda" if self.device.type == "cuda" else ("cpu-onednn" if self.onednn else "cpu-aten")
+        return {"runtime": f"torch {torch.__version__}", "execution_provider": kernels,
+                "threads": self.threads or torch.get_num_threads()}
+
+    def key_settings(self) -> dict[str, object]:
+        """Settings besides the suite's that change the embeddings (part of the embedding cache key)."""
+        return {"int8_kernel": self.int8_path} if self.precision == "int8" else {}
+
+    @property
     def dimension(self) -> int:
         get = (getattr(self.model, "get_embedding_dimension", None)
                or getattr(self.model, "get_sentence_embedding_dimension", None))
@@ -296,6 +314,15 @@ class SentenceTransformersEngine:
             model = copy.deepcopy(model).to(dtype)
         self.model = model
         self.batch_size = spec.batch_size
+        self.device = device
+
+    @property
+    def runtime_info(self) -> dict[str, object]:
+        return {"runtime": f"torch {torch.__version__}",
+                "execution_provider": f"torch-{torch.device(self.device).type}", "threads": torch.get_num_threads()}
+
+    def key_settings(self) -> dict[str, object]:
+        return {}
 
     def encode(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
         parts = []
@@ -311,10 +338,12 @@ class SentenceTransformersEngine:
         return EncodeResult(embeddings, *counts, counting_s=time.perf_counter() - started)
 
 
-def make_engine(model, spec: EncoderSpec, device: str) -> FastEngine | SentenceTransformersEngine:
-    if spec.engine == "sentence-transformers":
-        return SentenceTransformersEngine(model, spec, device)
-    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
 
 
 @contextmanager

@@ -16,8 +16,9 @@ import numpy as np
 import torch
 
 from harness.cache import cache_root
-from harness.encode import kernels
-from harness.encode.engines import EncodeResult, Progress, make_engine
+from harness.encode.engines import (EncodeResult, FastEngine, Progress, SentenceTransformersEngine,
+                                    weights_fingerprint)
+from harness.encode.precision import RUNTIME_ENGINES
 from harness.errors import HarnessError
 from harness.profile.timing import library_version
 from harness.suite import EncoderSpec
@@ -151,12 +152,16 @@ def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]
     return {"model": model, "dataset": dataset, "encoder": settings, "versions": embedding_versions()}
 
 
-def weights_fingerprint(module: torch.nn.Module) -> str:
-    digest = hashlib.sha256()
-    for name, tensor in sorted(module.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
+def make_engine(model, spec: EncoderSpec, device: str):
+    """The engine of a suite encoder: the fast engine, the sentence-transformers baseline, or a runtime engine
+    (`harness.encode.runtimes`, imported only when asked for: its packages are optional extras)."""
+    if spec.engine == "sentence-transformers":
+        return SentenceTransformersEngine(model, spec, device)
+    if spec.engine in RUNTIME_ENGINES:
+        from harness.encode.runtimes import runtime_engine
+
+        return runtime_engine(model, spec, device)
+    return FastEngine(model, precision=spec.precision, device=device, batch_size=spec.batch_size)
 
 
 class Encoder:
@@ -165,7 +170,9 @@ class Encoder:
     def __init__(self, spec: EncoderSpec, *, model=None):
         self.spec = spec
         if model is None:
-            self.device = resolve_device(spec.device)
+            # the runtime engines run on CPU: `auto` means the CPU for them even where a GPU is visible
+            runtime_auto = spec.engine in RUNTIME_ENGINES and spec.device == "auto"
+            self.device = "cpu" if runtime_auto else resolve_device(spec.device)
             self.model = load_sentence_transformer(spec.model, device=self.device)
             if spec.max_seq_length is not None:
                 self.model.max_seq_length = spec.max_seq_length
@@ -191,18 +198,16 @@ class Encoder:
     def settings(self) -> dict[str, object]:
         keys = ("similarity", "batch_size", "precision", "engine", "query_prefix", "document_prefix")
         return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
-                "device": self.device}
+                "device": self.device, **self.engine.runtime_info}
 
     @property
     def settings_key(self) -> dict[str, object]:
         """The settings that change document embeddings (the embedding cache is keyed by them): the device type,
-        and for int8 the kernel path."""
+        and the engine's own (`key_settings`: for int8 the kernel path; for onnxruntime/openvino the runtime's
+        and the exporter's versions)."""
         keys = ("precision", "engine", "document_prefix")
-        settings = {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
-                    "device": self.device}
-        if self.spec.precision == "int8":  # the two activation ranges give different embeddings
-            settings["int8_kernel"] = getattr(self.engine, "int8_path", None) or kernels.int8_path()
-        return settings
+        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
+                "device": self.device, **self.engine.key_settings()}
 
     def store_parts(self, dataset_fingerprint: str) -> dict[str, object]:
         """The embedding cache key parts of this encoder's embeddings of a dataset."""

@@ -8,9 +8,13 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-EngineName = Literal["fast", "sentence-transformers"]
+EngineName = Literal["fast", "sentence-transformers", "onnxruntime", "openvino"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ENGINES: tuple[str, ...] = get_args(EngineName)
+# Engines that run an ONNX export of the transformer in another runtime (harness.encode.runtimes), CPU only,
+# each behind an optional extra; and the precisions each runs.
+RUNTIME_ENGINES: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
+RUNTIME_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
 
 
 def precision_problem(precision: str, *, engine: str, device: str) -> str | None:
@@ -18,10 +22,18 @@ def precision_problem(precision: str, *, engine: str, device: str) -> str | None
     the engine is checked); None when it can."""
     if precision not in PRECISIONS:
         return f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}"
+    if engine in RUNTIME_ENGINES:
+        if precision not in RUNTIME_ENGINES[engine]:
+            return (f"engine {engine!r} runs precision {', '.join(RUNTIME_ENGINES[engine])}, not {precision!r}; "
+                    "use engine 'fast' for the others")
+        if device not in ("cpu", "auto"):
+            return f"engine {engine!r} runs on CPU only here, not on device {device!r}; use device: cpu or auto"
+        return None
     if precision != "int8":
         return None
     if engine != "fast":
-        return f"precision int8 needs engine 'fast' (dynamic quantization); engine {engine!r} has no int8"
+        return (f"precision int8 needs engine 'fast' (dynamic quantization), 'onnxruntime' or 'openvino'; "
+                f"engine {engine!r} has no int8")
     if device not in ("cpu", "auto"):
         return f"precision int8 (dynamic quantization) runs on CPU only, not on device {device!r}; use fp16/bf16 there"
     return None

@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.encode.engines import SentenceTransformersEngine, count_tokens, make_engine
-from harness.encode.models import load_sentence_transformer, resolve_device, weights_fingerprint
+from harness.encode.engines import SentenceTransformersEngine, count_tokens
+from harness.encode.models import load_sentence_transformer, make_engine, resolve_device, weights_fingerprint
 from harness.encode.precision import precision_problem
 from harness.errors import HarnessError
 from harness.profile import timing
@@ -160,6 +160,7 @@ def _measure(encoder, model, texts, *, engine, precision, batch_size, length, de
                                                                tokens=sum(timed_tokens)),
         mean_tokens=sum(timed_tokens) / (calls * batch_size), latency=latency, peak_rss_mb=timing.peak_rss_mb(),
         peak_gpu_mb=timing.peak_gpu_mb(device), tflops=tflops, mfu=mfu, mfu_peak=peak[1] if peak else None,
+        **encoder.runtime_info,
     )
 
 
