@@ -102,7 +102,8 @@ def write_data(home: Path, passages: int, seed: int) -> dict:
         for start in range(0, passages, block):
             stop = min(passages, start + block)
             n_words = np.maximum(1, rng.choice(lengths, size=stop - start))
-            words = vocab_arr[np.searchsorted(cdf, rng.random(int(n_words.sum())), side="right").clip(0, len(vocab) - 1)]
+            draws = np.searchsorted(cdf, rng.random(int(n_words.sum())), side="right")
+            words = vocab_arr[draws.clip(0, len(vocab) - 1)]
             bounds = np.concatenate([[0], np.cumsum(n_words)])
             lines = []
             for i, pid in enumerate(range(start, stop)):
@@ -363,15 +364,17 @@ def table(r: dict) -> str:
     for stage in (*STAGES, "total"):
         peak = r["peak_rss_mb"] if stage == "total" else r["stage_peak_rss_mb"].get(stage, "")
         lines.append(f"| {stage} | {r['stage_s'][stage]} | {peak} |")
+    metrics = ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items())
     lines.append(f"store {r['store_bytes'] / 1e9:.2f} GB in {r['store_chunks']} chunks; run.trec sha256 "
-                 f"{r['run_trec_sha256'][:16]}…; metrics " + ", ".join(f"{k} {v:.3f}" for k, v in r["metrics"].items()))
+                 f"{r['run_trec_sha256'][:16]}…; metrics {metrics}")
     if "rerun" in r:
-        lines.append(f"rerun from the cache: {r['rerun']['stage_s']['total']} s (search {r['rerun']['stage_s']['search']} s), "
-                     f"peak RSS {r['rerun']['peak_rss_mb']} MB, run.trec identical: {r['rerun']['run_trec_identical']}")
+        again = r["rerun"]
+        lines.append(f"rerun from the cache: {again['stage_s']['total']} s (search {again['stage_s']['search']} s), "
+                     f"peak RSS {again['peak_rss_mb']} MB, run.trec identical: {again['run_trec_identical']}")
     if "kill" in r:
         k = r["kill"]
-        lines.append(f"kill -9 after {k['chunks_when_killed']}/{k['chunks']} chunks, resumed in {k['resumed_wall_s']} s: "
-                     f"run.trec identical: {k['identical']}")
+        lines.append(f"kill -9 after {k['chunks_when_killed']}/{k['chunks']} chunks, resumed in "
+                     f"{k['resumed_wall_s']} s: run.trec identical: {k['identical']}")
     return "\n".join(lines)
 
 

@@ -108,7 +108,8 @@ class FileCorpus(Corpus):
             raw = os.pread(self._fd, length, offset)
             if len(raw) != length:
                 raise HarnessError(f"{self.path}: changed since its index was built (short read at byte {offset}); "
-                                   "clear the corpus index (`harness cache clear`) or restore the file")
+                                   "restore the file, or delete the corpus-index folder of the cache to index it "
+                                   "again")
             out[i] = parse(raw.decode("utf-8"))[1]
         return out
 

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.corpus import Corpus, IndexDir, file_stat, iter_file_docs, memory_corpus, open_docs_corpus, open_file_corpus
+from harness.corpus import (Corpus, IndexDir, file_stat, iter_file_docs, memory_corpus, open_docs_corpus,
+                            open_file_corpus)
 from harness.errors import HarnessError
 from harness.suite import DatasetSpec
 

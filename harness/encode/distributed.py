@@ -1,7 +1,8 @@
 """Encode a corpus on a Ray cluster with Ray Data (the `--executor ray` path of `harness run`).
 
 The embedding store's missing chunks become the rows of a Ray Dataset (one chunk = one row = one
-block; the driver streams the corpus texts into windows of `RAY_WINDOW_ROWS` rows, one Ray Dataset each); `map_batches` runs them through a pool of actors, each of which loads the encoder once
+block; the driver streams the corpus texts in windows of `RAY_WINDOW_ROWS` rows, one Ray Dataset each);
+`map_batches` runs them through a pool of actors, each of which loads the encoder once
 (`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks with the single-process
 path's own chunk encoder (`chunks.encode_chunk`: same unit, text order, batches, timing and token and
 truncation counts), so the embeddings and the record are the same. The driver writes each finished
