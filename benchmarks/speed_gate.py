@@ -86,9 +86,10 @@ def main() -> int:
               f"({time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
         return LoadedRun(Path(label), result.record, result.per_query, label)
 
-    fast.encode_documents(dataset.doc_texts[:64])  # warm every engine once, outside the timed runs
-    aten.encode_documents(dataset.doc_texts[:64])
-    st.encode_documents(dataset.doc_texts[:64])
+    warm = dataset.corpus.texts(0, 64)
+    fast.encode_documents(warm)  # warm every engine once, outside the timed runs
+    aten.encode_documents(warm)
+    st.encode_documents(warm)
     baseline = run("baseline (fast)", fast)
     plan = [f"rerun {i + 1}" for i in range(args.reruns)]
     plan.insert(min(1, len(plan)), "oneDNN off (aten)")

@@ -16,6 +16,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
+from harness.corpus import (Corpus, IndexDir, file_stat, iter_file_docs, memory_corpus, open_docs_corpus,
+                            open_file_corpus)
 from harness.errors import HarnessError
 from harness.suite import DatasetSpec
 
@@ -28,13 +32,13 @@ class Dataset:
 
     Documents are sorted by id, descending: exact search breaks score ties by lower row index,
     so this order makes our rankings break ties the way trec_eval does (docno descending).
+    The corpus keeps the ids (a numpy array) and streams the texts in that order (`harness.corpus`).
     Only the queries judged in the chosen qrels split are kept, sorted by id.
     """
 
     name: str
     source: dict[str, str]
-    doc_ids: list[str]
-    doc_texts: list[str]
+    corpus: Corpus = field(compare=False)
     query_ids: list[str]
     query_texts: list[str]
     qrels: dict[str, dict[str, int]]
@@ -44,22 +48,34 @@ class Dataset:
     fingerprint: str = field(default="", compare=False)
 
     @property
+    def doc_ids(self) -> np.ndarray:
+        return self.corpus.ids
+
+    @property
+    def doc_texts(self) -> list[str]:
+        """Every corpus text, canonical order: reads the whole corpus into memory (small sets, tests); the
+        pipeline streams `corpus.chunks()` instead."""
+        return self.corpus.texts(0, len(self.corpus))
+
+    @property
     def counts(self) -> dict[str, int]:
         return {
-            "documents": len(self.doc_ids),
+            "documents": len(self.corpus),
             "queries": len(self.query_ids),
             "qrels": sum(len(judged) for judged in self.qrels.values()),
             "qrels_unknown_documents": self.unknown_qrels_docs,
         }
 
 
-def load_dataset(spec: DatasetSpec) -> Dataset:
+def load_dataset(spec: DatasetSpec, *, cache: Path | None = None) -> Dataset:
+    """Load and validate a data set. With `cache` (a directory), the corpus's offset index and fingerprint are
+    saved there for the next load (`harness.corpus`); without, plain corpus files are indexed in memory."""
     if spec.kind == "beir":
-        dataset = _load_beir(spec)
+        dataset = _load_beir(spec, cache)
     elif spec.kind == "ir_datasets":
-        dataset = _load_ir_datasets(spec)
+        dataset = _load_ir_datasets(spec, cache)
     else:
-        dataset = _load_msmarco_tsv(spec)
+        dataset = _load_msmarco_tsv(spec, cache)
     _check_expected_counts(spec, dataset)
     return dataset
 
@@ -68,18 +84,18 @@ def build_dataset(
     *,
     name: str,
     source: dict[str, str],
-    docs: Iterable[tuple[str, str]],
+    docs: Iterable[tuple[str, str]] | Corpus,
     queries: Iterable[tuple[str, str]],
     qrels: Iterable[tuple[str, str, int]],
     relevance_level: int = 1,
     drop_self_hits: bool = False,
     where: str = "",
+    index: IndexDir | None = None,
 ) -> Dataset:
-    """Assemble and validate a Dataset from (id, text) and (qid, docid, grade) streams."""
+    """Assemble and validate a Dataset from a Corpus (or (id, text) pairs, held in memory) and (qid, text),
+    (qid, docid, grade) streams. `index`, where the corpus has a saved index, caches the fingerprint."""
     where = where or name
-    corpus = _unique(docs, what="document", where=where)
-    if not corpus:
-        raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
+    corpus = docs if isinstance(docs, Corpus) else memory_corpus(docs, where=where)
     judged: dict[str, dict[str, int]] = {}
     for qid, docid, grade in qrels:
         judged.setdefault(qid, {})[docid] = grade
@@ -92,19 +108,17 @@ def build_dataset(
             f"{where}: {len(missing)} judged queries have no text in the queries file "
             f"(first: {missing[:5]}); every query in the qrels split needs a line in the queries file"
         )
-    unknown = sum(1 for q in judged.values() for d in q if d not in corpus)
+    unknown = corpus.count_missing(d for q in judged.values() for d in q)
     if unknown:
         log.warning(
             "%s: %d qrels lines name documents absent from the corpus; they still count as judged "
             "(as trec_eval counts them), so recall cannot reach 1 for those queries", where, unknown,
         )
-    doc_ids = sorted(corpus, reverse=True)
     query_ids = sorted(judged)
     dataset = Dataset(
         name=name,
         source=source,
-        doc_ids=doc_ids,
-        doc_texts=[corpus[d] for d in doc_ids],
+        corpus=corpus,
         query_ids=query_ids,
         query_texts=[all_queries[q] for q in query_ids],
         qrels={q: judged[q] for q in query_ids},
@@ -112,7 +126,7 @@ def build_dataset(
         drop_self_hits=drop_self_hits,
         unknown_qrels_docs=unknown,
     )
-    return _with_fingerprint(dataset)
+    return replace(dataset, fingerprint=fingerprint(dataset, index))
 
 
 def _unique(pairs: Iterable[tuple[str, str]], *, what: str, where: str) -> dict[str, str]:
@@ -124,16 +138,35 @@ def _unique(pairs: Iterable[tuple[str, str]], *, what: str, where: str) -> dict[
     return items
 
 
-def _with_fingerprint(dataset: Dataset) -> Dataset:
+def fingerprint(dataset: Dataset, index: IndexDir | None = None) -> str:
+    """sha256 of the canonical corpus ("id\ttext\n" per document), queries and qrels, streamed chunk by chunk.
+    With a saved corpus index it is remembered there, keyed by a digest of the queries and qrels part."""
+    rest = hashlib.sha256()
+    for key, text in zip(dataset.query_ids, dataset.query_texts):
+        rest.update(f"{key}\t{text}\n".encode())
+    rest.update(b"\x00")
+    for qid in dataset.query_ids:
+        for docid, grade in sorted(dataset.qrels[qid].items()):
+            rest.update(f"{qid}\t{docid}\t{grade}\n".encode())
+    rest_digest = rest.hexdigest()
+    known = index.fingerprint(rest_digest) if index else None
+    if known:
+        return known
     digest = hashlib.sha256()
-    for ids, texts in ((dataset.doc_ids, dataset.doc_texts), (dataset.query_ids, dataset.query_texts)):
-        for key, text in zip(ids, texts):
-            digest.update(f"{key}\t{text}\n".encode())
-        digest.update(b"\x00")
+    for start, texts in dataset.corpus.chunks():
+        ids = dataset.corpus.ids[start:start + len(texts)].tolist()
+        digest.update("".join(f"{key}\t{text}\n" for key, text in zip(ids, texts)).encode())
+    digest.update(b"\x00")
+    for key, text in zip(dataset.query_ids, dataset.query_texts):
+        digest.update(f"{key}\t{text}\n".encode())
+    digest.update(b"\x00")
     for qid in dataset.query_ids:
         for docid, grade in sorted(dataset.qrels[qid].items()):
             digest.update(f"{qid}\t{docid}\t{grade}\n".encode())
-    return replace(dataset, fingerprint=digest.hexdigest()[:16])
+    value = digest.hexdigest()[:16]
+    if index:
+        index.remember(rest_digest, value)
+    return value
 
 
 def _check_expected_counts(spec: DatasetSpec, dataset: Dataset) -> None:
@@ -309,7 +342,7 @@ def _require(path: Path, hint: str) -> Path:
 BEIR_LAYOUT = "a BEIR folder holds corpus.jsonl[.gz], queries.jsonl[.gz] and qrels/<split>.tsv"
 
 
-def _load_beir(spec: DatasetSpec) -> Dataset:
+def _load_beir(spec: DatasetSpec, cache: Path | None) -> Dataset:
     folder = spec.path
     assert folder is not None
     if not folder.is_dir():
@@ -323,10 +356,12 @@ def _load_beir(spec: DatasetSpec) -> Dataset:
             f"{qrels}: not found; split {spec.split!r} has no qrels file "
             f"(available splits: {', '.join(splits) or 'none'}); {BEIR_LAYOUT}"
         )
+    docs, index = open_file_corpus(corpus, "beir", cache=cache, where=str(folder))
     return build_dataset(
         name=spec.name,
         source={"kind": "beir", "path": str(folder), "split": spec.split},
-        docs=read_jsonl(corpus, what="document"),
+        docs=docs,
+        index=index,
         queries=read_jsonl(queries, what="query"),
         qrels=read_beir_qrels(qrels),
         relevance_level=spec.relevance_level,
@@ -342,28 +377,36 @@ def _first_existing(folder: Path, name: str) -> Path:
     raise HarnessError(f"{folder / name}: not found (nor {name}.gz); {BEIR_LAYOUT}")
 
 
-def corpus_texts(path: Path) -> list[str]:
-    """The passage texts of a BEIR folder or an MS MARCO collection.tsv, without queries or qrels."""
+def corpus_file(path: Path) -> tuple[Path, str]:
+    """The passage file of a BEIR folder or an MS MARCO collection.tsv, and its line format."""
     if path.is_dir():
-        return [text for _, text in read_jsonl(_first_existing(path, "corpus.jsonl"), what="document")]
+        return _first_existing(path, "corpus.jsonl"), "beir"
     if path.is_file():
-        return [text for _, text in read_tsv_pairs(path)]
+        return path, "tsv"
     raise HarnessError(f"{path}: not found; give a BEIR folder (with corpus.jsonl) or a collection.tsv")
+
+
+def iter_corpus_texts(path: Path) -> Iterator[str]:
+    """The passage texts of a BEIR folder or an MS MARCO collection.tsv, file order, one at a time."""
+    file, fmt = corpus_file(path)
+    return (text for _, text in iter_file_docs(file, fmt))
 
 
 # ---------------------------------------------------------------- MS MARCO TSV files
 
 
-def _load_msmarco_tsv(spec: DatasetSpec) -> Dataset:
+def _load_msmarco_tsv(spec: DatasetSpec, cache: Path | None) -> Dataset:
     assert spec.collection and spec.queries and spec.qrels
     hint = "MS MARCO TSV sources are collection.tsv (pid<TAB>text), queries.*.tsv (qid<TAB>text), qrels.*.tsv"
     for path in (spec.collection, spec.queries, spec.qrels):
         _require(path, hint)
+    docs, index = open_file_corpus(spec.collection, "tsv", cache=cache, where=str(spec.collection.parent))
     return build_dataset(
         name=spec.name,
         source={"kind": "msmarco_tsv", "collection": str(spec.collection), "queries": str(spec.queries),
                 "qrels": str(spec.qrels)},
-        docs=read_tsv_pairs(spec.collection),
+        docs=docs,
+        index=index,
         queries=read_tsv_pairs(spec.queries),
         qrels=read_trec_qrels(spec.qrels),
         relevance_level=spec.relevance_level,
@@ -418,7 +461,7 @@ def _offline_hint(dataset_id: str) -> str:
     return f"place these files (IR_DATASETS_HOME={ir_datasets_home()}):\n{listed}"
 
 
-def _load_ir_datasets(spec: DatasetSpec) -> Dataset:
+def _load_ir_datasets(spec: DatasetSpec, cache: Path | None) -> Dataset:
     dataset_id = spec.ir_datasets
     assert dataset_id is not None
     import ir_datasets
@@ -437,8 +480,11 @@ def _load_ir_datasets(spec: DatasetSpec) -> Dataset:
             "see https://ir-datasets.com for ids, e.g. msmarco-passage/dev/small"
         ) from None
     try:
-        # Materialise here so that a download failure surfaces inside this try block.
-        docs = [(d.doc_id, _doc_text(d)) for d in source.docs_iter()]
+        # Read here so that a download failure surfaces inside this try block. The corpus is spilled once into
+        # the cache (ids + offset index), keyed by the docs namespace and the files ir_datasets reads.
+        docs, index = open_docs_corpus(lambda: ((d.doc_id, _doc_text(d)) for d in source.docs_iter()),
+                                       _ir_datasets_key(source, dataset_id), cache=cache,
+                                       where=f"ir_datasets:{dataset_id}")
         queries = [(q.query_id, q.text) for q in source.queries_iter()]
         qrels = [(r.query_id, r.doc_id, int(r.relevance)) for r in source.qrels_iter()]
     except HarnessError:
@@ -452,12 +498,22 @@ def _load_ir_datasets(spec: DatasetSpec) -> Dataset:
         name=spec.name,
         source={"kind": "ir_datasets", "id": dataset_id},
         docs=docs,
+        index=index,
         queries=queries,
         qrels=qrels,
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
         where=f"ir_datasets:{dataset_id}",
     )
+
+
+def _ir_datasets_key(source, dataset_id: str) -> list:
+    """What identifies an ir_datasets corpus: its docs namespace (subsets share one corpus), the home folder, and
+    size and mtime of the corpus files we know it reads."""
+    namespace = [dataset_id.split("/")[0], getattr(source, "docs_namespace", lambda: None)()]
+    home = ir_datasets_home()
+    files = sorted({f.split(" ")[0] for f in IR_DATASETS_FILES.get(dataset_id, []) if "collection" in f})
+    return [*namespace, str(home.resolve()), *[file_stat(home / f) for f in files if (home / f).exists()]]
 
 
 def _doc_text(doc: object) -> str:

@@ -80,7 +80,6 @@ def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None
     if qrels is not None:
         judgments = with_added_qrels(judgments, qrels)
     assert judgments.dataset is not None
-    corpus = dict(zip(judgments.dataset.doc_ids, judgments.dataset.doc_texts))
     seen: dict[str, dict[str, None]] = {}
     ranked = 0
     for directory, record in loaded:
@@ -92,5 +91,6 @@ def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None
             for docid, _ in top:
                 if docid not in judged:
                     unjudged[docid] = None
+    corpus = judgments.dataset.corpus.lookup({docid for docs in seen.values() for docid in docs})  # streamed
     rows = [(qid, docid, corpus.get(docid, "")) for qid in sorted(seen) for docid in seen[qid]]
     return Pool(rows, [d for d, _ in loaded], depth, ranked, sum(1 for _, d, _ in rows if d not in corpus))

@@ -147,7 +147,8 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
         if on_outcome:
             on_outcome(outcome)
 
-    datasets = {spec.name: _attempt(lambda: load_dataset(spec), fail_fast=options.fail_fast)
+    index_cache = options.cache or cache_root()  # corpus offset indexes live beside the embedding stores
+    datasets = {spec.name: _attempt(lambda: load_dataset(spec, cache=index_cache), fail_fast=options.fail_fast)
                 for spec in suite.datasets}
     loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
@@ -283,14 +284,15 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | M
     with progress(todo, f"encode {label}", enabled=show_progress) as update:
         for index in missing:
             rows = store.rows_of(index)
-            encode_chunk(encoder, dataset.doc_texts[rows.start:rows.stop], index, progress=update).write(store)
+            texts = dataset.corpus.texts(rows.start, rows.stop)  # one chunk's texts at a time, streamed
+            encode_chunk(encoder, texts, index, progress=update).write(store)
     return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]
 
 
 def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:
     run = {}
     for row, qid in enumerate(dataset.query_ids):
-        hits = [(dataset.doc_ids[i], float(s)) for i, s in zip(indices[row], scores[row])]
+        hits = list(zip(dataset.doc_ids[indices[row]].tolist(), scores[row].tolist()))
         if dataset.drop_self_hits:
             hits = [(d, s) for d, s in hits if d != qid]
         run[qid] = hits[:top_k]

@@ -22,7 +22,7 @@ def beir(folder, **kw):
 
 def test_beir_small_set_is_canonical(tmp_path):
     ds = beir(write_beir(tmp_path / "s", docs=DOCS, queries=QUERIES, qrels=QRELS))
-    assert ds.doc_ids == ["d3", "d2", "d1"]  # id descending: trec_eval's tie order
+    assert ds.doc_ids.tolist() == ["d3", "d2", "d1"]  # id descending: trec_eval's tie order
     assert ds.doc_texts == ["gamma", "beta", "alpha"]
     assert ds.query_ids == ["q1", "q2"]  # only judged queries of the split
     assert ds.qrels == {"q1": {"d1": 1}, "q2": {"d2": 2, "d3": 0}}
@@ -193,7 +193,7 @@ def test_ir_datasets_offline_layout(tmp_path, monkeypatch):
     beir_ds = beir(DATA / "msmarco-trecdl2019-pool", relevance_level=2)
     assert ds.source == {"kind": "ir_datasets", "id": "msmarco-passage/trec-dl-2019/judged"}
     assert ds.query_ids == beir_ds.query_ids and ds.query_texts == beir_ds.query_texts
-    assert ds.doc_ids == beir_ds.doc_ids
+    assert ds.doc_ids.tolist() == beir_ds.doc_ids.tolist()
     assert ds.counts["qrels"] == 9260
     assert (base / "collection.tsv").exists()  # no "migration" deleted it
 

@@ -1,7 +1,8 @@
 """Encode a corpus on a Ray cluster with Ray Data (the `--executor ray` path of `harness run`).
 
 The embedding store's missing chunks become the rows of a Ray Dataset (one chunk = one row = one
-block); `map_batches` runs them through a pool of actors, each of which loads the encoder once
+block; the driver streams the corpus texts in windows of `RAY_WINDOW_ROWS` rows, one Ray Dataset each);
+`map_batches` runs them through a pool of actors, each of which loads the encoder once
 (`Encoder(spec)`, on a GPU where the cluster has them) and encodes whole chunks with the single-process
 path's own chunk encoder (`chunks.encode_chunk`: same unit, text order, batches, timing and token and
 truncation counts), so the embeddings and the record are the same. The driver writes each finished
@@ -173,6 +174,16 @@ def _unreachable(address: str, timeout_s: float = 10.0) -> str | None:
     return None
 
 
+# Texts the driver hands to Ray at once: about 200 MB of MS MARCO passages. Each window is one Ray Dataset (its
+# actor pool loads the model once per window), so driver memory stays bounded whatever the corpus size.
+RAY_WINDOW_ROWS = 1 << 19
+
+
+def _windows(store: EmbeddingStore, missing: list[int]) -> list[list[int]]:
+    per_window = max(1, RAY_WINDOW_ROWS // store.chunk_rows)
+    return [missing[i:i + per_window] for i in range(0, len(missing), per_window)]
+
+
 def _worker_plan(ray, encoder: Encoder, n_missing: int, num_workers: int | None,
                  cpus_per_worker: float | None) -> tuple[int, dict[str, float], str]:
     """(actors, resources per actor, device). GPU cluster: one actor per GPU. CPU cluster: one actor per
@@ -202,41 +213,42 @@ def _run(ray, dataset: Dataset, encoder: Encoder, store: EmbeddingStore, missing
     if not progress:
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # no per-run "Starting execution" chatter
     workers, per_worker, device = _worker_plan(ray, encoder, len(missing), num_workers, cpus_per_worker)
-    items = []
-    for index in missing:
-        rows = store.rows_of(index)
-        items.append({"chunk": index, "texts": list(dataset.doc_texts[rows.start:rows.stop])})
-    chunks = ray.data.from_items(items, override_num_blocks=len(items))  # one chunk per block: spread over workers
-    del items
-    encoded = chunks.map_batches(
-        ChunkEncoder,
-        fn_constructor_kwargs={"spec": encoder.spec, "device": device, "fingerprint": encoder.fingerprint,
-                               "max_seq_length": encoder.max_seq_length, "dtype": store.dtype},
-        compute=ray.data.ActorPoolStrategy(size=workers),
-        batch_size=1,
-        batch_format="numpy",
-        **per_worker,
-    )
     todo = sum(len(store.rows_of(i)) for i in missing)
     label = f"encode {dataset.name} × {encoder.spec.name} on Ray ({workers} {device} workers)"
     written: set[int] = set()
     used: set[str] = set()
     hosts: dict[tuple[str, str], list[int]] = {}  # (host, hardware key) -> [chunks, rows]
     with show_progress(todo, label, enabled=progress) as update:
-        for row in encoded.iter_rows():
-            if row["error"]:
-                raise HarnessError(str(row["error"]))
-            embeddings = np.frombuffer(row["data"], dtype=STORE_DTYPES[store.dtype])
-            embeddings = embeddings.reshape(int(row["rows"]), int(row["dim"]))
-            chunk = EncodedChunk(int(row["chunk"]), embeddings, float(row["seconds"]), int(row["tokens"]),
-                                 int(row["truncated"]))
-            chunk.write(store)
-            written.add(chunk.index)
-            used.add(str(row["worker"]))
-            tally = hosts.setdefault((str(row["host"]), str(row["hardware_key"])), [0, 0])
-            tally[0] += 1
-            tally[1] += len(embeddings)
-            update(len(embeddings))
+        for window in _windows(store, missing):
+            # The driver holds one window's texts at a time (read from the corpus stream), not the corpus.
+            items = [{"chunk": index, "texts": dataset.corpus.texts(store.rows_of(index).start,
+                                                                    store.rows_of(index).stop)}
+                     for index in window]
+            chunks = ray.data.from_items(items, override_num_blocks=len(items))  # one chunk per block
+            del items
+            encoded = chunks.map_batches(
+                ChunkEncoder,
+                fn_constructor_kwargs={"spec": encoder.spec, "device": device, "fingerprint": encoder.fingerprint,
+                                       "max_seq_length": encoder.max_seq_length, "dtype": store.dtype},
+                compute=ray.data.ActorPoolStrategy(size=min(workers, len(window))),
+                batch_size=1,
+                batch_format="numpy",
+                **per_worker,
+            )
+            for row in encoded.iter_rows():
+                if row["error"]:
+                    raise HarnessError(str(row["error"]))
+                embeddings = np.frombuffer(row["data"], dtype=STORE_DTYPES[store.dtype])
+                embeddings = embeddings.reshape(int(row["rows"]), int(row["dim"]))
+                chunk = EncodedChunk(int(row["chunk"]), embeddings, float(row["seconds"]), int(row["tokens"]),
+                                     int(row["truncated"]))
+                chunk.write(store)
+                written.add(chunk.index)
+                used.add(str(row["worker"]))
+                tally = hosts.setdefault((str(row["host"]), str(row["hardware_key"])), [0, 0])
+                tally[0] += 1
+                tally[1] += len(embeddings)
+                update(len(embeddings))
     log.info("%s: encoded %d chunks on %d Ray workers (%s)", dataset.name, len(written), len(used),
              ", ".join(sorted(used)))
     if written != set(missing):

@@ -31,6 +31,11 @@ RANDOM_ARCHITECTURES: dict[str, dict[str, object]] = {
     "bert-base": {"model_type": "bert"},
     "minilm-l6": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                   "intermediate_size": 1536},
+    # Small and fast (2 layers, 128 wide: BERT-tiny's shape), for full-size pipeline rehearsals (benchmarks/rehearsal.py).
+    # Normalised (dot = cosine, as all-MiniLM-L6-v2): with random weights the norm of a mean-pooled vector would
+    # otherwise decide dot-product rankings, and a query that shares words with its passage would not find it.
+    "bert-tiny": {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,
+                  "intermediate_size": 512, "normalize": True},
 }
 
 
@@ -66,7 +71,7 @@ def model_path(model: str) -> str:
 
 def random_model_dir(architecture: str) -> Path:
     """Write (once) a sentence-transformers folder: random weights (seed 0), bundled uncased tokenizer,
-    mean pooling, no normalisation -- the layout of msmarco-distilbert-dot-v5."""
+    mean pooling, no normalisation -- the layout of msmarco-distilbert-dot-v5 (bert-tiny: normalised)."""
     if architecture not in RANDOM_ARCHITECTURES:
         allowed = ", ".join(RANDOM_PREFIX + a for a in RANDOM_ARCHITECTURES)
         raise HarnessError(f"unknown random architecture {architecture!r}; allowed: {allowed}")
@@ -76,6 +81,7 @@ def random_model_dir(architecture: str) -> Path:
     from transformers import AutoConfig, AutoModel
 
     settings = dict(RANDOM_ARCHITECTURES[architecture])
+    normalize = bool(settings.pop("normalize", False))
     config = AutoConfig.for_model(str(settings.pop("model_type")), **settings)
     with torch.random.fork_rng(devices=[]):  # seeded weights; the caller's global RNG state is left as it was
         torch.manual_seed(0)
@@ -91,10 +97,14 @@ def random_model_dir(architecture: str) -> Path:
     (tmp / "1_Pooling" / "config.json").write_text(json.dumps(
         {"word_embedding_dimension": dim, "pooling_mode_mean_tokens": True}))
     (tmp / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
-    (tmp / "modules.json").write_text(json.dumps([
+    modules = [
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
+    ]
+    if normalize:
+        (tmp / "2_Normalize").mkdir()
+        modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
+    (tmp / "modules.json").write_text(json.dumps(modules))
     folder.parent.mkdir(parents=True, exist_ok=True)
     try:
         tmp.rename(folder)

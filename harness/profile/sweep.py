@@ -10,9 +10,11 @@ bf16 peak.
 from __future__ import annotations
 
 import itertools
+import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -25,6 +27,8 @@ from harness.profile import timing
 from harness.records import ProfilePoint, ProfileRecord, utc_now
 from harness.suite import EncoderSpec
 from harness.tables import fmt_num, text_table
+
+T = TypeVar("T")
 
 # Datasheet dense bf16 TFLOP/s (no sparsity), matched against torch's device name.
 DATASHEET_BF16_TFLOPS = {"H200": 989.4, "H100 SXM": 989.4, "H100 NVL": 835.0, "H100 PCIe": 756.0, "H100": 989.4,
@@ -48,14 +52,39 @@ def synthetic_texts(n: int, tokens: int, *, seed: int = 0) -> list[str]:
 
 
 def dataset_texts(path: Path, n: int, *, seed: int = 0) -> list[str]:
-    """n passages drawn (seeded) from a BEIR folder or a collection.tsv."""
-    from harness.datasets import corpus_texts
+    """n passages drawn (seeded, uniformly) from a BEIR folder or a collection.tsv in one pass: a reservoir
+    sample, so memory holds n texts whatever the corpus size (all of them, shuffled, if it has fewer)."""
+    from harness.datasets import iter_corpus_texts
 
-    texts = corpus_texts(path)
+    texts = reservoir_sample(iter_corpus_texts(path), n, seed=seed)
     if not texts:
         raise HarnessError(f"{path}: the corpus is empty")
-    random.Random(seed).shuffle(texts)
-    return texts[:n]
+    return texts
+
+
+def reservoir_sample(items: Iterable[T], n: int, *, seed: int = 0) -> list[T]:
+    """A uniform sample of n items of a stream, in one pass holding n items (Li's algorithm L: skips are drawn
+    geometrically, so the cost per item skipped is one counter step). Seeded; returned in random order."""
+    rng = random.Random(seed)
+    u = lambda: rng.random() or 5e-324  # noqa: E731  (log needs u > 0)
+    it = iter(items)
+    sample = list(itertools.islice(it, n))
+    if n <= 0:
+        return []
+    if len(sample) == n:
+        w = math.exp(math.log(u()) / n)
+        while True:
+            skip = int(math.log(u()) / math.log(1 - w))
+            nxt = next(itertools.islice(it, skip, None), _END)
+            if nxt is _END:
+                break
+            sample[rng.randrange(n)] = nxt
+            w *= math.exp(math.log(u()) / n)
+    rng.shuffle(sample)
+    return sample
+
+
+_END = object()
 
 
 def datasheet_peak(device: str) -> tuple[float, str] | None:

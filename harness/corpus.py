@@ -1,0 +1,381 @@
+"""Corpus ids in canonical order, and the texts streamed from the source in that order, chunk by chunk.
+
+The canonical order is ids descending (exact search breaks score ties by the lower row, so this order
+breaks them the way trec_eval does: docno descending). Ids are kept as one numpy unicode array
+(numpy compares code points, as Python's ``sorted`` does, so the order is bit-identical to sorting the
+strings). No text is held: each source gets a byte-offset index (offset and length of every document's
+line, in canonical order) and a chunk is read with one ``pread`` per document, in file order.
+
+* plain ``corpus.jsonl`` / ``collection.tsv``: the index points into the file itself;
+* ``corpus.jsonl.gz`` and ``ir_datasets`` sources cannot be read at an offset: one pass writes their documents
+  into a plain "spill" file next to the index (disk: about the corpus size) and the index points there.
+
+The index is built by one pass over the source and, when a cache directory is given, saved under
+``<cache>/corpus-index/<key>`` (the key names the source file, its size and mtime), so later runs read the ids
+with one ``np.load``. Without a cache directory plain files keep the index in memory and gzip / ir_datasets
+sources hold their texts in memory (`MemoryCorpus`: small sets, the in-memory API).
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from array import array
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from harness.errors import HarnessError
+
+INDEX_VERSION = 1
+READ_ROWS = 16384  # documents per read when streaming the whole corpus
+_ID_BLOCK = 1 << 20  # ids gathered as Python strings before packing into numpy
+
+
+class Corpus:
+    """Document ids in canonical order; texts read on demand. Subclasses implement `texts_at`."""
+
+    ids: np.ndarray  # numpy unicode array, ids descending
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        raise NotImplementedError
+
+    def texts(self, start: int, stop: int) -> list[str]:
+        """The texts of canonical rows [start, stop)."""
+        return self.texts_at(np.arange(start, min(stop, len(self)), dtype=np.int64))
+
+    def chunks(self, rows: int = READ_ROWS) -> Iterator[tuple[int, list[str]]]:
+        """(first row, texts) of consecutive canonical chunks of at most `rows` documents."""
+        for start in range(0, len(self), rows):
+            yield start, self.texts(start, start + rows)
+
+    def rows_of(self, doc_ids: Iterable[str]) -> dict[str, int]:
+        """Canonical row of each of `doc_ids` found in the corpus (absent ids are left out)."""
+        wanted = np.asarray(sorted(set(doc_ids)), dtype=self.ids.dtype if len(self.ids) else str)
+        if not len(wanted) or not len(self):
+            return {}
+        ascending = self.ids[::-1]
+        pos = np.searchsorted(ascending, wanted).clip(0, len(self) - 1)
+        found = ascending[pos] == wanted
+        return {str(d): len(self) - 1 - int(p) for d, p in zip(wanted[found], pos[found])}
+
+    def lookup(self, doc_ids: Iterable[str]) -> dict[str, str]:
+        """The texts of those of `doc_ids` that are in the corpus (for pools, reports, spot checks)."""
+        rows = self.rows_of(doc_ids)
+        ids = list(rows)
+        return dict(zip(ids, self.texts_at(np.asarray([rows[d] for d in ids], dtype=np.int64))))
+
+    def count_missing(self, doc_ids: Iterable[str]) -> int:
+        doc_ids = list(doc_ids)
+        found = self.rows_of(doc_ids)
+        return sum(1 for d in doc_ids if d not in found)
+
+
+class MemoryCorpus(Corpus):
+    """Texts held in memory, canonical order (small sets built from Python iterables)."""
+
+    def __init__(self, ids: np.ndarray, texts: list[str]):
+        self.ids, self._texts = ids, texts
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        return [self._texts[i] for i in rows.tolist()]
+
+
+class FileCorpus(Corpus):
+    """Texts read from a plain file at the byte offsets of an index (see module doc)."""
+
+    def __init__(self, path: Path, fmt: str, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+        self.path, self.fmt, self.ids, self.offsets, self.lengths = path, fmt, ids, offsets, lengths
+        self._fd: int | None = None
+        self._pid = 0
+
+    def texts_at(self, rows: np.ndarray) -> list[str]:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
+        offsets, lengths = self.offsets[rows], self.lengths[rows]
+        order = np.argsort(offsets, kind="stable")  # read in file order: sequential I/O
+        parse = _PARSERS[self.fmt]
+        out: list[str] = [""] * len(rows)
+        for i, offset, length in zip(order.tolist(), offsets[order].tolist(), lengths[order].tolist()):
+            raw = os.pread(self._fd, length, offset)
+            if len(raw) != length:
+                raise HarnessError(f"{self.path}: changed since its index was built (short read at byte {offset}); "
+                                   "restore the file, or delete the corpus-index folder of the cache to index it "
+                                   "again")
+            out[i] = parse(raw.decode("utf-8"))[1]
+        return out
+
+    def __del__(self):
+        if self._fd is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fd": None, "_pid": 0}
+
+
+# ---------------------------------------------------------------- line formats
+
+def parse_beir_line(line: str) -> tuple[str, str]:
+    row = json.loads(line)
+    return str(row["_id"]), f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+
+
+def parse_tsv_line(line: str) -> tuple[str, str]:
+    key, sep, text = line.rstrip("\r\n").partition("\t")
+    if not sep:
+        raise ValueError("expected 'id<TAB>text'")
+    return key, text.strip()
+
+
+def parse_pair_line(line: str) -> tuple[str, str]:
+    key, text = json.loads(line)
+    return key, text
+
+
+_PARSERS: dict[str, Callable[[str], tuple[str, str]]] = {
+    "beir": parse_beir_line, "tsv": parse_tsv_line, "pair": parse_pair_line}
+_EXPECTED = {"beir": "a JSON object with '_id' and 'text' (document)", "tsv": "'id<TAB>text'", "pair": "[id, text]"}
+
+
+def raw_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
+    """(line number, byte offset in the uncompressed stream, raw line) of a plain or gzipped file."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    offset = 0
+    try:
+        with opener(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                yield number, offset, raw
+                offset += len(raw)
+    except (OSError, EOFError) as exc:
+        raise HarnessError(f"{path}: cannot read: {exc}") from None
+
+
+def decode_line(path: Path, number: int, raw: bytes) -> str:
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise HarnessError(f"{path}:{number}: not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
+                           "re-encode the file as UTF-8") from None
+
+
+def iter_file_docs(path: Path, fmt: str) -> Iterator[tuple[str, str]]:
+    """(id, text) of every document of a corpus file, file order (blank lines skipped)."""
+    for number, _, raw in raw_lines(path):
+        line = decode_line(path, number, raw)
+        if line.strip():
+            yield _parse(path, number, line, fmt)
+
+
+def _parse(path: Path, number: int, line: str, fmt: str) -> tuple[str, str]:
+    try:
+        return _PARSERS[fmt](line)
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        raise HarnessError(f"{path}:{number}: each line must be {_EXPECTED[fmt]}: {exc}") from None
+
+
+# ---------------------------------------------------------------- building the index
+
+class _IdsBuilder:
+    """Gathers ids (packed into numpy blocks as they come) and their line offsets/lengths, then sorts."""
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []
+        self.pending: list[str] = []
+        self.offsets, self.lengths = array("q"), array("q")
+
+    def add(self, key: str, offset: int, length: int) -> None:
+        self.pending.append(key)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+        if len(self.pending) >= _ID_BLOCK:
+            self._pack()
+
+    def _pack(self) -> None:
+        if self.pending:
+            self.blocks.append(np.array(self.pending, dtype=str))
+            self.pending = []
+
+    def finish(self, *, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        self._pack()
+        if not self.blocks:
+            raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
+        ids = np.concatenate(self.blocks)
+        self.blocks = []
+        order = canonical_order(ids, where=where)
+        offsets = np.frombuffer(self.offsets, dtype=np.int64)[order]
+        lengths = np.frombuffer(self.lengths, dtype=np.int64)[order].astype(np.int32)
+        self.offsets, self.lengths = array("q"), array("q")
+        return ids[order], offsets, lengths
+
+
+def canonical_order(ids: np.ndarray, *, where: str) -> np.ndarray:
+    """Row order that sorts `ids` descending; refuses duplicates and ids numpy cannot hold exactly."""
+    order = np.argsort(ids, kind="stable")[::-1]
+    ordered = ids[order]
+    same = np.flatnonzero(ordered[1:] == ordered[:-1])
+    if len(same):
+        raise HarnessError(f"{where}: duplicate document id {str(ordered[same[0]])!r}; ids must be unique")
+    return order
+
+
+def index_file(path: Path, fmt: str, builder: _IdsBuilder, spill=None) -> None:
+    """One pass over a corpus file: every document's id and line position (in the spill file when given)."""
+    spill_offset = 0
+    for number, offset, raw in raw_lines(path):
+        line = decode_line(path, number, raw)
+        if not line.strip():
+            continue
+        key, _ = _parse(path, number, line, fmt)
+        if spill is None:
+            builder.add(key, offset, len(raw))
+        else:
+            if not raw.endswith(b"\n"):
+                raw += b"\n"
+            spill.write(raw)
+            builder.add(key, spill_offset, len(raw))
+            spill_offset += len(raw)
+
+
+def spill_docs(docs: Iterable[tuple[str, str]], builder: _IdsBuilder, spill) -> None:
+    offset = 0
+    for key, text in docs:
+        raw = (json.dumps([key, text], ensure_ascii=False) + "\n").encode()
+        spill.write(raw)
+        builder.add(key, offset, len(raw))
+        offset += len(raw)
+
+
+def source_key(parts: list) -> str:
+    return hashlib.sha256(json.dumps([INDEX_VERSION, *parts], default=str).encode()).hexdigest()[:20]
+
+
+def file_stat(path: Path) -> list:
+    st = path.stat()
+    return [str(path.resolve()), st.st_size, st.st_mtime_ns]
+
+
+class IndexDir:
+    """A saved index: ids.npy, offsets.npy, lengths.npy, (spill file), meta.json (fingerprints by the digest of
+    the queries and qrels they were computed with)."""
+
+    def __init__(self, root: Path, key: str):
+        self.path = root / "corpus-index" / key
+
+    def load(self, fmt: str, source: Path | None) -> FileCorpus | None:
+        meta = self.path / "meta.json"
+        if not meta.exists():
+            return None
+        try:
+            info = json.loads(meta.read_text())
+            ids = np.load(self.path / "ids.npy")
+            offsets = np.load(self.path / "offsets.npy")
+            lengths = np.load(self.path / "lengths.npy")
+        except (OSError, ValueError):
+            return None  # a damaged index is rebuilt
+        text_file = self.path / "spill" if info.get("spill") else source
+        return FileCorpus(text_file, info["fmt"], ids, offsets, lengths)
+
+    def save(self, fmt: str, ids, offsets, lengths, spill_tmp: Path | None, source: Path | None) -> FileCorpus:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path.parent))
+        np.save(tmp / "ids.npy", ids)
+        np.save(tmp / "offsets.npy", offsets)
+        np.save(tmp / "lengths.npy", lengths)
+        if spill_tmp is not None:
+            os.replace(spill_tmp, tmp / "spill")
+        (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None, "fingerprints": {}}))
+        try:
+            os.replace(tmp, self.path)
+        except OSError:  # built meanwhile by another process: use theirs
+            shutil.rmtree(tmp, ignore_errors=True)
+        corpus = self.load(fmt, source)
+        assert corpus is not None
+        return corpus
+
+    def fingerprint(self, rest_digest: str) -> str | None:
+        try:
+            return json.loads((self.path / "meta.json").read_text())["fingerprints"].get(rest_digest)
+        except (OSError, ValueError, KeyError):
+            return None
+
+    def remember(self, rest_digest: str, fingerprint: str) -> None:
+        meta = self.path / "meta.json"
+        try:
+            info = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            return
+        info["fingerprints"][rest_digest] = fingerprint
+        tmp = meta.with_suffix(f".tmp{os.getpid()}")
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, meta)
+
+
+def open_file_corpus(path: Path, fmt: str, *, cache: Path | None, where: str) -> tuple[Corpus, IndexDir | None]:
+    """A plain or gzipped corpus file as a Corpus (see module doc)."""
+    gz = path.suffix == ".gz"
+    if cache is None:
+        if gz:
+            return memory_corpus(iter_file_docs(path, fmt), where=where), None
+        builder = _IdsBuilder()
+        index_file(path, fmt, builder)
+        return FileCorpus(path, fmt, *builder.finish(where=where)), None
+    index = IndexDir(cache, source_key(["file", fmt, *file_stat(path)]))
+    corpus = index.load(fmt, path)
+    if corpus is None:
+        builder = _IdsBuilder()
+        if gz:
+            index.path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=index.path.parent, prefix=".spill-", delete=False) as spill:
+                try:
+                    index_file(path, fmt, builder, spill)
+                except BaseException:
+                    os.unlink(spill.name)
+                    raise
+            ids, offsets, lengths = builder.finish(where=where)
+            corpus = index.save(fmt, ids, offsets, lengths, Path(spill.name), None)
+        else:
+            index_file(path, fmt, builder)
+            corpus = index.save(fmt, *builder.finish(where=where), None, path)
+    return corpus, index
+
+
+def open_docs_corpus(docs: Callable[[], Iterable[tuple[str, str]]], key: list, *, cache: Path | None,
+                     where: str) -> tuple[Corpus, IndexDir | None]:
+    """A corpus given as an (id, text) iterator (ir_datasets' docs_iter): spilled once into the cache."""
+    if cache is None:
+        return memory_corpus(docs(), where=where), None
+    index = IndexDir(cache, source_key(["docs", *key]))
+    corpus = index.load("pair", None)
+    if corpus is None:
+        builder = _IdsBuilder()
+        index.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=index.path.parent, prefix=".spill-", delete=False) as spill:
+            try:
+                spill_docs(docs(), builder, spill)
+            except BaseException:
+                os.unlink(spill.name)
+                raise
+        ids, offsets, lengths = builder.finish(where=where)
+        corpus = index.save("pair", ids, offsets, lengths, Path(spill.name), None)
+    return corpus, index
+
+
+def memory_corpus(docs: Iterable[tuple[str, str]], *, where: str) -> MemoryCorpus:
+    keys: list[str] = []
+    texts: list[str] = []
+    for key, text in docs:
+        keys.append(key)
+        texts.append(text)
+    if not keys:
+        raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
+    ids = np.array(keys, dtype=str)
+    order = canonical_order(ids, where=where)
+    return MemoryCorpus(ids[order], [texts[i] for i in order.tolist()])
