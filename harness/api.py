@@ -118,6 +118,7 @@ def evaluate_model(
     max_seq_length: int | None = None,
     query_prefix: str = "",
     document_prefix: str = "",
+    document_model: Any = None,
     latency_min_calls: int = 100,
     progress: bool = True,
 ) -> ModelEvaluation:
@@ -128,7 +129,13 @@ def evaluate_model(
     its device is used) or a model id / local path / ``bundled:all-MiniLM-L6-v2``. ``dataset``: a BEIR folder,
     an ir_datasets id, or a `Dataset` from `load_dataset` (``split``, ``relevance_level`` and ``drop_self_hits``
     apply when the data set is loaded here). Returns the record, every metric per query, and the ranking.
+
+    ``document_model`` (backward compatibility): the corpus is encoded by this model instead (a loaded
+    ``SentenceTransformer``, a model id / path, or a mapping in the suite's ``document_model`` form, e.g.
+    ``{"model": ..., "precision": "fp32"}``; ``document_prefix`` goes to it) and ``model`` encodes the queries only;
+    ``{"record": DIR}`` searches that record's stored corpus embeddings (read from ``$HARNESS_CACHE``).
     """
+    from harness.compat import check_dimensions, corpus_source
     from harness.encode.models import Encoder
     from harness.cache import MemoryStore
     from harness.runner import RunOptions, run_one
@@ -144,7 +151,8 @@ def evaluate_model(
     encoder_spec = _validated(EncoderSpec, {
         "name": name or Path(model_id).name or model_id, "model": model_id, "similarity": similarity,
         "max_seq_length": max_seq_length, "batch_size": batch_size, "precision": precision, "device": device,
-        "engine": engine, "query_prefix": query_prefix, "document_prefix": document_prefix}, "encoder")
+        "engine": engine, "query_prefix": query_prefix,
+        "document_prefix": document_prefix if document_model is None else ""}, "encoder")
     if isinstance(dataset, Dataset):
         dataset_spec = DatasetSpec.model_construct(name=dataset.name)  # loaded already: the spec only names it
     else:
@@ -155,9 +163,15 @@ def evaluate_model(
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
     options = RunOptions(latency_min_calls=latency_min_calls, progress=progress)
     store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
-    with _unchanged(model) if loaded_model else nullcontext():
+    loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
+    with _unchanged(model) if loaded_model else nullcontext(), \
+            _unchanged(document_model) if loaded_documents else nullcontext():
         encoder = Encoder.from_model(model, encoder_spec) if loaded_model else Encoder(encoder_spec)
-        return run_one(suite, data, encoder, options, store=store)
+        if document_model is None:
+            return run_one(suite, data, encoder, options, store=store)
+        documents = corpus_source(document_model, encoder_spec, document_prefix=document_prefix)
+        check_dimensions(encoder, documents)
+        return run_one(suite, data, encoder, options, store=None if documents.record else store, documents=documents)
 
 
 def _require_sentence_transformer(model: Any) -> None:
