@@ -30,13 +30,14 @@ from harness.tables import fmt_num, text_table
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
+    from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison, LoadedRun
     from harness.records import RunRecord
     from harness.report import ReportData
     from harness.runner import ModelEvaluation, RunOutcome
 
-__all__ = ["Report", "SuiteResult", "check", "compare", "evaluate", "evaluate_model", "load_dataset", "load_qrels",
-           "load_run", "report", "results_table", "run_suite"]
+__all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "load_dataset",
+           "load_qrels", "load_run", "report", "results_table", "run_suite"]
 
 PathLike = str | os.PathLike[str]
 
@@ -348,6 +349,40 @@ def check(
     return check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
 
 
+def churn(
+    a: PathLike | ModelEvaluation | RunOutcome,
+    b: PathLike | ModelEvaluation | RunOutcome,
+    *,
+    k: int = 10,
+    p: float = 0.9,
+    output: PathLike | None = None,
+    metrics: Sequence[str] | None = None,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> Churn:
+    """Ranking churn of B against A (`harness churn`): per query overlap@k and rank-biased overlap (RBO_ext,
+    persistence ``p``) of the two rankings, and the paired per-query metric deltas of `compare`. A and B: record
+    directories (or results in memory) of the same dataset. With ``output``, writes churn.json, churn.csv and
+    churn.png there. Renders itself as tables in Jupyter."""
+    from harness.analysis.churn import churn as churn_between, load_ranking, ordered
+    from harness.runner import ModelEvaluation, RunOutcome
+
+    runs, rankings = [], []
+    for item in (a, b):
+        loaded = _loaded_runs([item])
+        if len(loaded) != 1:
+            raise HarnessError(f"churn compares two single records; {item} holds {len(loaded)} run records")
+        runs.append(loaded[0])
+        result = item.result if isinstance(item, RunOutcome) and item.path is None else item
+        rankings.append(ordered({q: dict(r) for q, r in result.run.items()}) if isinstance(result, ModelEvaluation)
+                        else load_ranking(loaded[0]))
+    found = churn_between(runs[0], runs[1], k=k, p=p, rankings=(rankings[0], rankings[1]), metrics=metrics,
+                          seed=seed, n_resamples=n_resamples)
+    if output is not None:
+        found.save(Path(output))
+    return found
+
+
 @dataclass(frozen=True)
 class Report:
     """A written report: its data (comparison, CIs, curves) and every file written."""
@@ -383,13 +418,15 @@ def report(
     test: Test = "randomization",
     seed: int = 0,
     n_resamples: int = 10_000,
+    churn: bool = False,
 ) -> Report:
     """An HTML/Markdown report with plots and exports (`harness report`) from record directories or results
-    folders, written under ``output``."""
+    folders, written under ``output``. ``churn``: add a ranking-churn section (overlap@10 and RBO of each record
+    against its dataset's control, `harness churn`)."""
     from harness.report import build_report, load_report_data
 
     if isinstance(records, (str, os.PathLike)):
         records = [records]
     data = load_report_data([Path(p) for p in records], control=control, metric=metric, alpha=alpha, test=test,
-                            seed=seed, n_resamples=n_resamples)
+                            seed=seed, n_resamples=n_resamples, churn=churn)
     return Report(data, build_report(data, Path(output), formats=formats))
