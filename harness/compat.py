@@ -15,11 +15,11 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.cache import EmbeddingStore
+from harness.cache import EmbeddingStore, store_key
 from harness.datasets import Dataset
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
-from harness.records import DocumentEncoderInfo, DocumentSettings, RunRecord, load_run_record
+from harness.records import DocumentEncoderInfo, DocumentSettings, RunRecord, StoreOrigin, load_run_record
 from harness.suite import DocumentModel, EncoderSpec, Suite, _explain
 
 
@@ -69,17 +69,23 @@ class CorpusSource:
         folder = root / "embeddings" / key
         try:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
-            store = EmbeddingStore(root, meta["parts"], n_rows=meta["n_rows"], chunk_rows=meta["chunk_rows"],
-                                   dtype=meta["dtype"])
+            StoreOrigin.model_validate(meta["created_by"])  # else opening the store would start it afresh
+            parts, layout = meta["parts"], {"dtype": meta["dtype"], "chunk_rows": meta["chunk_rows"]}
+            matches = store_key({**parts, **layout}) == key and meta["n_rows"] == len(dataset.doc_ids)
         except (OSError, ValueError, KeyError, TypeError):
             raise HarnessError(f"{where}: its corpus embeddings (store {key}) are not in the embedding cache {root}; "
                                "point --cache / HARNESS_CACHE at the cache that run used, or name the model instead "
                                "(document_model.model) to encode the corpus again") from None
-        missing = store.missing() if store.key == key and store.n_rows == len(dataset.doc_ids) else [-1]
+        if not matches:
+            raise HarnessError(f"{where}: the embedding store {folder} does not hold this corpus as that record "
+                               "stored it (its key or row count differs); name the model instead "
+                               "(document_model.model)")
+        store = EmbeddingStore(root, parts, n_rows=meta["n_rows"], **layout)
+        missing = store.missing()
         if missing:
-            raise HarnessError(f"{where}: its embedding store {folder} is incomplete or does not match the record "
-                               f"({len(missing)} chunk(s) missing or corrupt); rerun that record's suite to complete "
-                               "it, or name the model instead (document_model.model)")
+            raise HarnessError(f"{where}: its embedding store {folder} lacks {len(missing)} of {store.n_chunks} "
+                               "chunk(s) (missing or corrupt); rerun that record's suite to complete it, or name the "
+                               "model instead (document_model.model)")
         return store
 
 
