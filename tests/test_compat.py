@@ -8,6 +8,7 @@ an earlier record's stored embeddings are searched as they are; mismatched dimen
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,6 +195,15 @@ def test_a_records_stored_corpus_is_searched_as_it_is(compat_runs, tmp_path, cap
     assert main(["run", str(path), "-o", str(tmp_path / "empty"), "--no-progress",
                  "--cache", str(tmp_path / "empty-cache")]) == 2
     assert "are not in the embedding cache" in capsys.readouterr().err
+
+    key = load_run_record(base_dir).performance.embedding_store.key  # a copy of the store, one chunk lost
+    partial = tmp_path / "partial-cache" / "embeddings" / key
+    shutil.copytree(harness_cache() / "embeddings" / key, partial)
+    (partial / "chunk-000000.npy").unlink()
+    assert main(["run", str(path), "-o", str(tmp_path / "partial"), "--no-progress",
+                 "--cache", str(partial.parent.parent)]) == 2
+    assert "lacks 1 of 1 chunk(s)" in capsys.readouterr().err
+    assert (partial / "meta.json").is_file()  # reported, not reset
 
 
 def test_evaluate_model_searches_a_records_corpus(compat_runs):
