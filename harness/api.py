@@ -165,12 +165,15 @@ def evaluate_model(
     options = RunOptions(latency_min_calls=latency_min_calls, progress=progress)
     store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
     loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
+    if loaded_documents:
+        _require_sentence_transformer(document_model)
     with _unchanged(model) if loaded_model else nullcontext(), \
             _unchanged(document_model) if loaded_documents else nullcontext():
         encoder = Encoder.from_model(model, encoder_spec) if loaded_model else Encoder(encoder_spec)
         if document_model is None:
             return run_one(suite, data, encoder, options, store=store)
-        documents = corpus_source(document_model, encoder_spec, document_prefix=document_prefix)
+        documents = corpus_source(document_model, encoder_spec, document_prefix=document_prefix,
+                                  model_id=_model_id(document_model) if loaded_documents else None)
         check_dimensions(encoder, documents)
         return run_one(suite, data, encoder, options, store=None if documents.record else store, documents=documents)
 

@@ -106,9 +106,11 @@ def load_encoders(suite: Suite, spec: EncoderSpec) -> tuple[Encoder, CorpusSourc
     return encoder, source
 
 
-def corpus_source(document_model: object, encoder_spec: EncoderSpec, *, document_prefix: str = "") -> CorpusSource:
-    """The corpus side for `harness.evaluate_model(document_model=...)`: a loaded SentenceTransformer (used as it
-    is), a model id / path, or a mapping in the suite's ``document_model`` form (``model`` or ``record``)."""
+def corpus_source(document_model: object, encoder_spec: EncoderSpec, *, document_prefix: str = "",
+                  model_id: str | None = None) -> CorpusSource:
+    """The corpus side for `harness.evaluate_model(document_model=...)`: a model id / path, a mapping in the
+    suite's ``document_model`` form (``model`` or ``record``), or a loaded SentenceTransformer (used as it is;
+    ``model_id``: what it was loaded from)."""
     if isinstance(document_model, dict):
         if document_prefix:
             raise HarnessError("document_model is a mapping: write its document_prefix inside it")
@@ -125,10 +127,10 @@ def corpus_source(document_model: object, encoder_spec: EncoderSpec, *, document
     if isinstance(document_model, (str, os.PathLike)):
         spec = DocumentModel(model=str(document_model), document_prefix=document_prefix)
         return CorpusSource(encoder=Encoder(spec.encoder_spec(encoder_spec)))
-    from harness.api import _model_id, _require_sentence_transformer
-
-    _require_sentence_transformer(document_model)
-    spec = DocumentModel(model=_model_id(document_model), document_prefix=document_prefix)
+    if model_id is None:
+        raise HarnessError(f"document_model must be a model id or path, a mapping, or a loaded SentenceTransformer, "
+                           f"got {type(document_model).__name__}")
+    spec = DocumentModel(model=model_id, document_prefix=document_prefix)
     return CorpusSource(encoder=Encoder.from_model(document_model, spec.encoder_spec(encoder_spec)))
 
 
