@@ -4,6 +4,7 @@
     result = harness.evaluate_model(model, "data/scifact", metrics=["nDCG@10"])  # a SentenceTransformer or an id
     suite = harness.run_suite("suites/quick.yaml", output="results")
     cmp = harness.compare("results/baselines", "results/new")                    # renders itself in Jupyter
+    harness.churn("results/old/RECORD", "results/new/RECORD", k=10)              # overlap@k, RBO per query
     harness.report(["results/baselines", "results/new"], output="out/report")
     harness.evaluate(harness.load_qrels("qrels.txt"), harness.load_run("run.trec"), ["nDCG@10"])
     harness.evaluate_run("bm25.trec", qrels="qrels.txt", output="results")      # a run made elsewhere -> a record
@@ -23,10 +24,11 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "evaluate_model": "harness.api", "run_suite": "harness.api", "compare": "harness.api", "check": "harness.api",
     "report": "harness.api", "evaluate": "harness.api", "load_qrels": "harness.api", "load_run": "harness.api",
-    "load_dataset": "harness.api", "SuiteResult": "harness.api", "Report": "harness.api",
+    "load_dataset": "harness.api", "churn": "harness.api", "SuiteResult": "harness.api", "Report": "harness.api",
     "ModelEvaluation": "harness.runner", "RunOutcome": "harness.runner", "Evaluation": "harness.metrics",
     "Dataset": "harness.datasets", "Suite": "harness.suite", "load_suite": "harness.suite",
     "Comparison": "harness.analysis.compare", "CheckReport": "harness.analysis.check",
+    "Churn": "harness.analysis.churn",
     "HarnessError": "harness.errors",
     "evaluate_run": "harness.external", "evaluate_runs": "harness.external", "rescore": "harness.external",
     "RunEvaluation": "harness.external", "pool": "harness.pooling", "Pool": "harness.pooling",
@@ -36,9 +38,10 @@ __all__ = ["__version__", *_EXPORTS]
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
+    from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
-    from harness.api import (Report, SuiteResult, check, compare, evaluate, evaluate_model, load_dataset, load_qrels,
-                             load_run, report, run_suite)
+    from harness.api import (Report, SuiteResult, check, churn, compare, evaluate, evaluate_model, load_dataset,
+                             load_qrels, load_run, report, run_suite)
     from harness.datasets import Dataset
     from harness.errors import HarnessError
     from harness.external import RunEvaluation, evaluate_run, evaluate_runs, rescore

@@ -30,13 +30,14 @@ from harness.tables import fmt_num, text_table
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
+    from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison, LoadedRun
     from harness.records import RunRecord
     from harness.report import ReportData
     from harness.runner import ModelEvaluation, RunOutcome
 
-__all__ = ["Report", "SuiteResult", "check", "compare", "evaluate", "evaluate_model", "load_dataset", "load_qrels",
-           "load_run", "report", "results_table", "run_suite"]
+__all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "load_dataset",
+           "load_qrels", "load_run", "report", "results_table", "run_suite"]
 
 PathLike = str | os.PathLike[str]
 
@@ -119,6 +120,7 @@ def evaluate_model(
     max_seq_length: int | None = None,
     query_prefix: str = "",
     document_prefix: str = "",
+    document_model: Any = None,
     latency_min_calls: int = 100,
     progress: bool = True,
 ) -> ModelEvaluation:
@@ -129,7 +131,13 @@ def evaluate_model(
     its device is used) or a model id / local path / ``bundled:all-MiniLM-L6-v2``. ``dataset``: a BEIR folder,
     an ir_datasets id, or a `Dataset` from `load_dataset` (``split``, ``relevance_level`` and ``drop_self_hits``
     apply when the data set is loaded here). Returns the record, every metric per query, and the ranking.
+
+    ``document_model`` (backward compatibility): the corpus is encoded by this model instead (a loaded
+    ``SentenceTransformer``, a model id / path, or a mapping in the suite's ``document_model`` form, e.g.
+    ``{"model": ..., "precision": "fp32"}``; ``document_prefix`` goes to it) and ``model`` encodes the queries only;
+    ``{"record": DIR}`` searches that record's stored corpus embeddings (read from ``$HARNESS_CACHE``).
     """
+    from harness.compat import check_dimensions, corpus_source
     from harness.encode.models import Encoder
     from harness.cache import MemoryStore
     from harness.runner import RunOptions, run_one
@@ -145,7 +153,8 @@ def evaluate_model(
     encoder_spec = _validated(EncoderSpec, {
         "name": name or Path(model_id).name or model_id, "model": model_id, "similarity": similarity,
         "max_seq_length": max_seq_length, "batch_size": batch_size, "precision": precision, "device": device,
-        "engine": engine, "query_prefix": query_prefix, "document_prefix": document_prefix}, "encoder")
+        "engine": engine, "query_prefix": query_prefix,
+        "document_prefix": document_prefix if document_model is None else ""}, "encoder")
     if isinstance(dataset, Dataset):
         dataset_spec = DatasetSpec.model_construct(name=dataset.name)  # loaded already: the spec only names it
     else:
@@ -156,9 +165,18 @@ def evaluate_model(
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
     options = RunOptions(latency_min_calls=latency_min_calls, progress=progress)
     store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
-    with _unchanged(model) if loaded_model else nullcontext():
+    loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
+    if loaded_documents:
+        _require_sentence_transformer(document_model)
+    with _unchanged(model) if loaded_model else nullcontext(), \
+            _unchanged(document_model) if loaded_documents else nullcontext():
         encoder = Encoder.from_model(model, encoder_spec) if loaded_model else Encoder(encoder_spec)
-        return run_one(suite, data, encoder, options, store=store)
+        if document_model is None:
+            return run_one(suite, data, encoder, options, store=store)
+        documents = corpus_source(document_model, encoder_spec, document_prefix=document_prefix,
+                                  model_id=_model_id(document_model) if loaded_documents else None)
+        check_dimensions(encoder, documents)
+        return run_one(suite, data, encoder, options, store=None if documents.record else store, documents=documents)
 
 
 def _require_sentence_transformer(model: Any) -> None:
@@ -341,6 +359,40 @@ def check(
     return check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
 
 
+def churn(
+    a: PathLike | ModelEvaluation | RunOutcome,
+    b: PathLike | ModelEvaluation | RunOutcome,
+    *,
+    k: int = 10,
+    p: float = 0.9,
+    output: PathLike | None = None,
+    metrics: Sequence[str] | None = None,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> Churn:
+    """Ranking churn of B against A (`harness churn`): per query overlap@k and rank-biased overlap (RBO_ext,
+    persistence ``p``) of the two rankings, and the paired per-query metric deltas of `compare`. A and B: record
+    directories (or results in memory) of the same dataset. With ``output``, writes churn.json, churn.csv and
+    churn.png there. Renders itself as tables in Jupyter."""
+    from harness.analysis.churn import churn as churn_between, load_ranking, ordered
+    from harness.runner import ModelEvaluation, RunOutcome
+
+    runs, rankings = [], []
+    for item in (a, b):
+        loaded = _loaded_runs([item])
+        if len(loaded) != 1:
+            raise HarnessError(f"churn compares two single records; {item} holds {len(loaded)} run records")
+        runs.append(loaded[0])
+        result = item.result if isinstance(item, RunOutcome) and item.path is None else item
+        rankings.append(ordered({q: dict(r) for q, r in result.run.items()}) if isinstance(result, ModelEvaluation)
+                        else load_ranking(loaded[0]))
+    found = churn_between(runs[0], runs[1], k=k, p=p, rankings=(rankings[0], rankings[1]), metrics=metrics,
+                          seed=seed, n_resamples=n_resamples)
+    if output is not None:
+        found.save(Path(output))
+    return found
+
+
 @dataclass(frozen=True)
 class Report:
     """A written report: its data (comparison, CIs, curves) and every file written."""
@@ -376,13 +428,15 @@ def report(
     test: Test = "randomization",
     seed: int = 0,
     n_resamples: int = 10_000,
+    churn: bool = False,
 ) -> Report:
     """An HTML/Markdown report with plots and exports (`harness report`) from record directories or results
-    folders, written under ``output``."""
+    folders, written under ``output``. ``churn``: add a ranking-churn section (overlap@10 and RBO of each record
+    against its dataset's control, `harness churn`)."""
     from harness.report import build_report, load_report_data
 
     if isinstance(records, (str, os.PathLike)):
         records = [records]
     data = load_report_data([Path(p) for p in records], control=control, metric=metric, alpha=alpha, test=test,
-                            seed=seed, n_resamples=n_resamples)
+                            seed=seed, n_resamples=n_resamples, churn=churn)
     return Report(data, build_report(data, Path(output), formats=formats))

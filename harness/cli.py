@@ -95,6 +95,19 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit 1 when a treatment is significantly worse on any metric")
     compare.set_defaults(func=cmd_compare)
 
+    churn = sub.add_parser("churn", help="how much the ranking changes between two records: overlap@k and "
+                                         "rank-biased overlap per query, and the per-query metric deltas")
+    churn.add_argument("a", type=Path, help="record directory of the reference ranking (A)")
+    churn.add_argument("b", type=Path, help="record directory of the ranking compared with it (B)")
+    churn.add_argument("--k", type=_positive_int("--k"), default=10, help="depth of overlap@k (default 10)")
+    churn.add_argument("--p", type=float, default=0.9,
+                       help="RBO persistence p in (0, 1) (default 0.9: the top 10 ranks weigh 86%%)")
+    churn.add_argument("--metric", action="append", dest="metrics", help="compare only this metric (repeatable)")
+    churn.add_argument("--output", "-o", type=Path, help="write churn.json, churn.csv and churn.png here")
+    churn.add_argument("--seed", type=int, default=0, help="seed of the randomization test and bootstrap")
+    churn.add_argument("--resamples", type=int, default=10_000, help="randomization/bootstrap resamples")
+    churn.set_defaults(func=cmd_churn)
+
     check = sub.add_parser("check", help="check a suite's expected scores and baselines (exit 1 on FAIL)")
     check.add_argument("suite", type=Path)
     check.add_argument("--results", type=Path, action="append",
@@ -163,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--output", "-o", type=Path, required=True, help="report folder")
     report.add_argument("--control", help="encoder name of the control (default: the first record of a dataset)")
     report.add_argument("--metric", help="metric of the per-query delta plots (default nDCG@10 or the first)")
+    report.add_argument("--churn", action="store_true",
+                        help="add ranking churn (overlap@10, RBO) of each record against its dataset's control")
     _stats_options(report)
     report.set_defaults(func=cmd_report)
     return parser
@@ -390,6 +405,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_churn(args: argparse.Namespace) -> int:
+    from harness.api import churn
+
+    found = churn(args.a, args.b, k=args.k, p=args.p, output=args.output, metrics=args.metrics, seed=args.seed,
+                  n_resamples=args.resamples)
+    print(found.to_table())
+    if args.output:
+        print(f"wrote {args.output}/churn.json, churn.csv, churn.png", file=sys.stderr)
+    return 0
+
+
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.analysis.check import check_suite, select_records, write_outputs
     from harness.analysis.compare import load_runs
@@ -482,7 +508,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from harness.report import build_report, load_report_data
 
     data = load_report_data(args.records, control=args.control, metric=args.metric, alpha=args.alpha,
-                            test=args.test, seed=args.seed, n_resamples=args.resamples)
+                            test=args.test, seed=args.seed, n_resamples=args.resamples, churn=args.churn)
     written = build_report(data, args.output, formats=args.formats or ("html", "md"))
     for note in data.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -111,12 +111,35 @@ class EncoderSettings(_Record):
     threads: int | None = None  # intra-op threads the runtime was given
 
 
-class EncoderInfo(_Record):
-    name: str
+class DocumentSettings(_Record):
+    """The settings that encoded a corpus (an ``EncoderSettings`` without the query side)."""
+
+    batch_size: int
+    precision: Precision
+    engine: EngineName
+    document_prefix: str = ""
+    max_seq_length: int
+    device: str
+
+
+class DocumentEncoderInfo(_Record):
+    """The model whose corpus embeddings the record's queries searched, when not the record's own encoder (a
+    backward-compatibility run: the suite's ``document_model``)."""
+
     model: str
     fingerprint: str
     dimension: int
+    settings: DocumentSettings
+    record: str | None = None  # the record whose stored corpus embeddings were searched (document_model.record)
+
+
+class EncoderInfo(_Record):
+    name: str
+    model: str  # the model that encoded the queries (and the corpus, unless `documents` says otherwise)
+    fingerprint: str
+    dimension: int
     settings: EncoderSettings
+    documents: DocumentEncoderInfo | None = None  # None: this encoder also encoded the corpus
 
 
 class EmbeddingStoreInfo(_Record):

@@ -17,6 +17,7 @@ from typing import TypeVar
 import numpy as np
 
 from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root
+from harness.compat import CorpusSource, check_dimensions, load_encoders
 from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
@@ -27,6 +28,7 @@ from harness.progress import progress
 from harness.records import (
     ChunkTiming,
     DatasetInfo,
+    DocumentEncoderInfo,
     EmbeddingProvenance,
     EmbeddingStoreInfo,
     EncoderInfo,
@@ -152,7 +154,7 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 for spec in suite.datasets}
     loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
-        encoder = _attempt(lambda: Encoder(encoder_spec), fail_fast=options.fail_fast) if loaded else None
+        encoder = _attempt(lambda: load_encoders(suite, encoder_spec), fail_fast=options.fail_fast) if loaded else None
         for name, dataset in datasets.items():
             if isinstance(dataset, _Failed):
                 add(RunOutcome(name, encoder_spec.name, error=f"dataset {name!r} did not load: {dataset.reason}"))
@@ -160,15 +162,15 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 add(RunOutcome(name, encoder_spec.name,
                                error=f"encoder {encoder_spec.name!r} did not load: {encoder.reason}"))
             else:
-                done = _attempt(lambda: _run_and_write(suite, dataset, encoder, options), fail_fast=options.fail_fast)
+                done = _attempt(lambda: _run_and_write(suite, dataset, *encoder, options), fail_fast=options.fail_fast)
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
                     else RunOutcome(name, encoder_spec.name, result=done[0], path=done[1]))
     return outcomes
 
 
-def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
-                   ) -> tuple[ModelEvaluation, Path | None]:
-    result = run_one(suite, dataset, encoder, options)
+def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, documents: CorpusSource | None,
+                   options: RunOptions) -> tuple[ModelEvaluation, Path | None]:
+    result = run_one(suite, dataset, encoder, options, documents=documents)
     if options.output is None:
         return result, None
     path = write_run_record(options.output, result.record, run=result.run, per_query=result.per_query,
@@ -177,18 +179,26 @@ def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, options: Ru
 
 
 def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
-            store: EmbeddingStore | MemoryStore | None = None) -> ModelEvaluation:
+            store: EmbeddingStore | MemoryStore | None = None, documents: CorpusSource | None = None,
+            ) -> ModelEvaluation:
     """Encode (or read from the store), search, evaluate and measure one dataset x encoder. Writes only the
-    embedding store (the disk cache unless `store` is given)."""
+    embedding store (the disk cache unless `store` is given). With `documents` (a suite's document_model) the
+    corpus embeddings come from there; `encoder` encodes the queries only."""
     spec: EncoderSpec = encoder.spec
     rss_method = timing.reset_peak_rss()
     timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
     reuse = options.reuse_embeddings or suite.reuse_embeddings
 
+    corpus_encoder = documents.encoder if documents else encoder  # None: a record's stored embeddings, complete
+    if documents and documents.record:
+        if reuse == "never":
+            raise HarnessError(f"{label}: document_model.record searches stored embeddings as they are, which "
+                               "reuse_embeddings 'never' forbids; run with reuse_embeddings auto")
+        store = documents.stored(dataset, options.cache or cache_root())
     if store is None:
         store = EmbeddingStore(
-            options.cache or cache_root(), encoder.store_parts(dataset.fingerprint),
+            options.cache or cache_root(), corpus_encoder.store_parts(dataset.fingerprint),
             n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
             dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype), reuse=reuse == "auto",
         )
@@ -196,15 +206,20 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     if options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
-        hosts = encode_on_ray(dataset, encoder, store, address=options.ray_address, progress=options.progress)
+        hosts = encode_on_ray(dataset, corpus_encoder, store, address=options.ray_address, progress=options.progress)
     else:
-        hosts = _encode_corpus(dataset, encoder, store, label, options.progress)
+        hosts = _encode_corpus(dataset, corpus_encoder, store, label, options.progress)
 
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = timing.measure_latency(
         lambda i: encoder.encode_queries([dataset.query_texts[i % len(dataset.query_texts)]]),
         device=encoder.device, min_calls=options.latency_min_calls,
     )
+
+    dimension = int(query_result.embeddings.shape[1])
+    first_chunk = next(iter(store.chunks()), None) if documents else None
+    if first_chunk is not None:
+        check_dimensions(encoder, documents, found=(dimension, int(first_chunk.shape[1])))
 
     k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.doc_ids))
     with progress(len(dataset.doc_ids), f"search {label}", enabled=options.progress) as update:
@@ -217,11 +232,13 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     ranked = {q: dict(r) for q, r in run.items()}
     evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
-                              dimension=int(query_result.embeddings.shape[1]), latency=latency,
+                              dimension=dimension, latency=latency,
+                              documents=documents.info(dimension) if documents else None,
                               search_seconds=search_seconds, encoding_hosts=hosts, peak_rss_method=rss_method,
                               embeddings=EmbeddingProvenance.of_chunks(
                                   chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
-                                  versions=embedding_versions(), store=store.origin))
+                                  versions=getattr(store, "parts", {}).get("versions") or embedding_versions(),
+                                  store=store.origin))
     curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
     return ModelEvaluation(record, evaluation.per_query, run, curve)
 
@@ -230,7 +247,8 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
                      store: EmbeddingStore | MemoryStore, dimension: int, latency: timing.Latency,
                      search_seconds: float, peak_rss_method: timing.PeakRssMethod,
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
-                     ranking: Mapping[str, Mapping[str, float]] | None = None) -> RunRecord:
+                     ranking: Mapping[str, Mapping[str, float]] | None = None,
+                     documents: DocumentEncoderInfo | None = None) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured; with the ranking (qid -> docid ->
     score), it also states the judgment holes of the top 10 (`harness.metrics.holes`)."""
     spec = encoder.spec
@@ -261,7 +279,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
                             counts=dataset.counts, relevance_level=dataset.relevance_level,
                             drop_self_hits=dataset.drop_self_hits),
         encoder=EncoderInfo(name=spec.name, model=spec.model, fingerprint=encoder.fingerprint, dimension=dimension,
-                            settings=encoder.settings),
+                            settings=encoder.settings, documents=documents),
         metrics=evaluation.aggregate,
         metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
         top_k=suite.top_k,

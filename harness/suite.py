@@ -117,6 +117,58 @@ class DatasetSpec(_Strict):
         return "msmarco_tsv"
 
 
+class DocumentModel(_Strict):
+    """Where the corpus embeddings that an encoder's queries search come from, when not from the encoder itself
+    (backward compatibility: can version N's queries search version N-1's corpus?). Exactly one of:
+
+    - ``model``: a model id / path / ``bundled:...``, with its own document-side settings (defaults as for an
+      encoder, not copied from the query encoder). The corpus goes through the embedding cache under this
+      model's key, so a corpus an earlier run encoded with the same model and settings is reused, not re-encoded.
+    - ``encoder``: the name of another encoder of the suite: its model and document-side settings.
+    - ``record``: a record directory (relative to the suite file) whose stored corpus embeddings to search, as
+      they are (its ``performance.embedding_store.key``); the old model need not be at hand.
+
+    Written as a mapping, or as a plain string for ``model``."""
+
+    model: str | None = Field(default=None, min_length=1)
+    encoder: str | None = Field(default=None, min_length=1)
+    record: Path | None = None
+    precision: Precision = "fp32"
+    engine: EngineName = "fast"
+    max_seq_length: int | None = Field(default=None, gt=0)
+    document_prefix: str = ""
+    batch_size: int | None = Field(default=None, gt=0)  # default: the query encoder's
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_model(cls, data: Any) -> Any:
+        return {"model": data} if isinstance(data, str) else data
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocumentModel:
+        given = [k for k in ("model", "encoder", "record") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("document_model needs exactly one of 'model' (a model id or path), 'encoder' (another "
+                             "encoder of this suite) or 'record' (a record directory whose corpus embeddings to reuse)"
+                             + (f"; got {' and '.join(given)}" if given else ""))
+        if self.model is None:
+            settings = sorted(k for k in self.model_fields_set if k not in ("encoder", "record"))
+            if settings:
+                raise ValueError(f"document_model.{given[0]} brings its own settings; {', '.join(settings)} "
+                                 "only go with document_model.model")
+        return self
+
+    def encoder_spec(self, encoder: EncoderSpec) -> EncoderSpec:
+        """The spec that encodes the corpus for ``encoder``'s queries (``model`` form): this model and these
+        settings; similarity and device are the query encoder's (one search, one device)."""
+        if self.model is None:
+            raise ValueError("only document_model.model describes an encoder by itself")
+        return EncoderSpec(name=f"{encoder.name} (documents)", model=self.model, similarity=encoder.similarity,
+                           max_seq_length=self.max_seq_length, batch_size=self.batch_size or encoder.batch_size,
+                           precision=self.precision, device=encoder.device, engine=self.engine,
+                           document_prefix=self.document_prefix)
+
+
 class EncoderSpec(_Strict):
     name: str = Field(min_length=1)
     model: str = Field(min_length=1)
@@ -130,12 +182,22 @@ class EncoderSpec(_Strict):
     document_prefix: str = ""
     expect: dict[str, dict[str, Expectation]] | None = None  # dataset name -> metric -> expectation
     baseline: Baseline | None = None
+    document_model: DocumentModel | None = None  # None: the corpus is encoded by this encoder
 
     @model_validator(mode="after")
     def _precision_runs(self) -> EncoderSpec:
         problem = precision_problem(self.precision, engine=self.engine, device=self.device)
         if problem:
             raise ValueError(problem)
+        documents = self.document_model
+        if documents is not None:
+            if self.document_prefix:
+                raise ValueError("document_prefix applies to the corpus, which document_model encodes: write it as "
+                                 "document_model.document_prefix")
+            if documents.model is not None:
+                problem = precision_problem(documents.precision, engine=documents.engine, device=self.device)
+                if problem:
+                    raise ValueError(f"document_model: {problem}")
         return self
 
 
@@ -162,7 +224,33 @@ class Suite(_Strict):
             if duplicates:
                 raise ValueError(f"{kind} names must be unique; repeated: {', '.join(duplicates)}")
         self._check_expectations()
+        self._check_document_encoders()
         return self
+
+    def _check_document_encoders(self) -> None:
+        by_name = {e.name: e for e in self.encoders}
+        for encoder in self.encoders:
+            named = encoder.document_model.encoder if encoder.document_model else None
+            if named is None:
+                continue
+            if named not in by_name or named == encoder.name:
+                others = [n for n in by_name if n != encoder.name]
+                raise ValueError(f"encoder {encoder.name!r}: document_model.encoder {named!r} is not another encoder "
+                                 f"of this suite (encoders: {', '.join(others) or 'none'})")
+            if by_name[named].document_model is not None:
+                raise ValueError(f"encoder {encoder.name!r}: document_model.encoder {named!r} has a document_model "
+                                 "of its own; name the encoder that encodes its corpus itself")
+
+    def document_spec(self, encoder: EncoderSpec) -> EncoderSpec | None:
+        """The spec that encodes ``encoder``'s corpus when it is another model (document_model ``model`` or
+        ``encoder``); None when the encoder encodes its own corpus or searches a record's stored embeddings."""
+        documents = encoder.document_model
+        if documents is None or documents.record is not None:
+            return None
+        if documents.model is not None:
+            return documents.encoder_spec(encoder)
+        named = next(e for e in self.encoders if e.name == documents.encoder)  # on its own device: same cache key
+        return named.model_copy(update={"similarity": encoder.similarity, "expect": None, "baseline": None})
 
     def _check_expectations(self) -> None:
         datasets = [d.name for d in self.datasets]
@@ -262,6 +350,12 @@ def _resolve_paths(suite: Suite, base: Path) -> Suite:
         if e.baseline else e
         for e in suite.encoders
     ]
+    encoders = [
+        e.model_copy(update={"document_model": e.document_model.model_copy(
+            update={"record": resolve(e.document_model.record)})})
+        if e.document_model and e.document_model.record else e
+        for e in encoders
+    ]
     return suite.model_copy(update={"datasets": datasets, "encoders": encoders})
 
 
@@ -273,6 +367,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "baseline": Baseline,
     "noninferior": NonInferiorityMargin,
     "speed": SpeedGate,
+    "document_model": DocumentModel,
 }
 
 
@@ -297,7 +392,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model = _MODELS[""]
     if parents and parents[0] in ("datasets", "encoders"):
         model = _MODELS[parents[0]]
-    for key in ("expect", "baseline", "noninferior", "speed"):  # noninferior and speed sit inside baseline
+    for key in ("expect", "baseline", "noninferior", "speed", "document_model"):  # noninferior, speed: in baseline
         if key in parents:
             model = _MODELS[key]
     return [name for name in model.model_fields if name != "source"]

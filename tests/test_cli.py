@@ -157,5 +157,6 @@ def test_shipped_suites_resolve_from_any_directory_and_a_local_file_wins(tmp_pat
                         SUITE.format(data=DATA / "noveleval", model="m", engine="fast", level=1))
     assert load_suite("suites/quick.yaml").name == "smoke" and load_suite("suites/quick.yaml").source == local.relative_to(tmp_path)
     assert main(["run", "suites/nope.yaml"]) == 2
-    assert "suites/nope.yaml: suite file not found; shipped suites (`harness list`): demo, msmarco-dev, quick" \
-        in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "suites/nope.yaml: suite file not found; shipped suites (`harness list`): " in err
+    assert "demo, msmarco-dev, quick, regression" in err

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.analysis.churn import Churn, churn as ranking_churn
 from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs, pair_by_dataset
 from harness.analysis.stats import Test, bootstrap_ci
 from harness.errors import HarnessError
@@ -38,6 +39,7 @@ class ReportData:
     profiles: list[LoadedProfile]
     primary_metric: str
     notes: list[str] = field(default_factory=list)
+    churn: list[Churn] = field(default_factory=list)  # each treatment's ranking against its control (--churn)
 
     @property
     def datasets(self) -> list[str]:
@@ -111,7 +113,7 @@ class ReportData:
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,
                      alpha: float = 0.05, test: Test = "randomization", seed: int = 0,
-                     n_resamples: int = 10_000) -> ReportData:
+                     n_resamples: int = 10_000, churn: bool = False) -> ReportData:
     runs, profiles = [], []
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)
@@ -133,7 +135,9 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     primary = metric or next((m for m in all_metrics if m.lower() == "ndcg@10"), all_metrics[0] if all_metrics else "")
     if metric and metric not in all_metrics:
         raise HarnessError(f"--metric {metric!r} is in no record; metrics: {', '.join(all_metrics)}")
-    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes)
+    churns = [ranking_churn(c, t, metrics=[primary] if primary in c.per_query and primary in t.per_query else None,
+                            seed=seed, n_resamples=n_resamples) for c, t in pairs] if churn else []
+    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes, churns)
 
 
 def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[float, float]:

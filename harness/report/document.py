@@ -50,6 +50,10 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
                    Para("MDE: the minimum detectable effect of each comparison, the smallest |Δ| a paired t-test on "
                         "these queries detects with 80% power at alpha 0.05 (`harness power`); an n.s. Δ below it "
                         "is not evidence that nothing changed.", "note")]
+    if data.churn:
+        blocks += [Heading("Ranking churn"), Table(data.churn[0].headers, [c.row() for c in data.churn]),
+                   Para(data.churn[0].footnote() + "; A = the dataset's control, B = each other record", "note"),
+                   *(f for f in figures if f.key == "churn")]
     if data.runs or data.profiles:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
     blocks += [Heading("Environment"), _environment_table(data)]

@@ -14,7 +14,7 @@ from harness.report.data import ReportData
 
 @dataclass(frozen=True)
 class FigureFile:
-    key: str  # "bars" | "deltas" | "recall" | "latency" | "throughput" | "profile-latency"
+    key: str  # "bars" | "deltas" | "recall" | "churn" | "latency" | "throughput" | "profile-latency"
     dataset: str  # "" for profile figures
     title: str
     png: Path
@@ -63,10 +63,13 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         if data.recall.get(dataset):
             keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
                  f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
+        for found in (c for c in data.churn if c.dataset == dataset):
+            keep(found.figure(), "churn", dataset, f"{dataset}: ranking churn, {found.b} vs {found.a}", dataset,
+                 found.b)
         latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs
                    if r.record.performance is not None}  # external runs timed nothing
         if latency:
-                keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
+            keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
                  "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
     for profile in data.profiles:
         points = profile.record.points

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 WIN, LOSS, TIE = "#1b7837", "#c2352b", "#9a9a9a"  # green / red / grey, distinct in greyscale print too
 PALETTE = ["#0072b2", "#e69f00", "#009e73", "#cc79a7", "#56b4e9", "#d55e00", "#f0e442", "#000000"]  # Okabe-Ito
@@ -184,4 +184,33 @@ def latency_cdf(series: Mapping[str, Sequence[float]], *, title: str) -> Figure:
     ax.grid(which="both", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=1, fontsize=8,
                frameon=False)
+    return fig
+
+
+def churn_distribution(overlaps: Sequence[float], rbos: Sequence[float], *, k: int, p: float, title: str) -> Figure:
+    """Ranking churn per query: how many queries share 0..k of their top k documents (left), and the
+    distribution of rank-biased overlap (right); dashed lines are the means."""
+    fig = _figure(8.0, 3.6)
+    left, right = fig.subplots(1, 2)
+    shared = np.rint(np.asarray(overlaps, dtype=float) * k).astype(int)
+    left.bar(np.arange(k + 1), np.bincount(shared, minlength=k + 1)[:k + 1], width=0.8, color=PALETTE[0])
+    left.set_xticks(np.arange(k + 1) if k <= 20 else np.linspace(0, k, 6).round().astype(int))
+    left.set_xlabel(f"documents shared in the top {k}")
+    left.set_ylabel("queries")
+    right.set_ylabel("queries")
+    values = np.asarray(rbos, dtype=float)
+    right.hist(values, bins=np.linspace(0, 1, 21), color=PALETTE[1], edgecolor="white")
+    right.set_xlim(0, 1)
+    right.set_xlabel(f"rank-biased overlap (RBO_ext, p = {p:g})")
+    for ax, mean in ((left, float(np.mean(shared)) if len(shared) else None),
+                     (right, float(values.mean()) if len(values) else None)):
+        if mean is not None:
+            ax.axvline(mean, color="#333333", linewidth=1, linestyle="--")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(axis="y", alpha=0.3)
+        ax.set_axisbelow(True)
+    if len(values):
+        left.set_title(f"overlap@{k}: mean {np.mean(shared) / k:.3f}", fontsize=10)
+        right.set_title(f"RBO: mean {values.mean():.3f}", fontsize=10)
+    fig.suptitle("\n".join(textwrap.wrap(title, 80)))
     return fig
