@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from harness.digest import file_sha256
 from harness.errors import HarnessError
 from harness.profile.timing import cpu_model
 from harness.records import StoreOrigin, utc_now
@@ -125,7 +126,8 @@ class EmbeddingStore(ChunkedRows):
         except (OSError, ValueError, TypeError):
             return None
         if index not in self._verified:
-            if info.rows != len(self.rows_of(index)) or not array_file.exists() or _sha256(array_file) != info.sha256:
+            intact = array_file.exists() and file_sha256(array_file) == info.sha256
+            if info.rows != len(self.rows_of(index)) or not intact:
                 array_file.unlink(missing_ok=True)
                 info_file.unlink(missing_ok=True)
                 return None
@@ -149,7 +151,7 @@ class EmbeddingStore(ChunkedRows):
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, array_file)
-            info = {"rows": expected, "sha256": _sha256(array_file), "seconds": seconds, "tokens": tokens,
+            info = {"rows": expected, "sha256": file_sha256(array_file), "seconds": seconds, "tokens": tokens,
                     "truncated": truncated, "pieces": [list(p) for p in pieces]}
             _atomic_write(info_file, json.dumps(info).encode())
         except OSError as exc:
@@ -171,14 +173,6 @@ class EmbeddingStore(ChunkedRows):
     def infos(self) -> list[ChunkInfo]:
         """The complete chunks' sidecars, in chunk order."""
         return [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

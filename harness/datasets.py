@@ -142,12 +142,7 @@ def fingerprint(dataset: Dataset, index: IndexDir | None = None) -> str:
     """sha256 of the canonical corpus ("id\ttext\n" per document), queries and qrels, streamed chunk by chunk.
     With a saved corpus index it is remembered there, keyed by a digest of the queries and qrels part."""
     rest = hashlib.sha256()
-    for key, text in zip(dataset.query_ids, dataset.query_texts):
-        rest.update(f"{key}\t{text}\n".encode())
-    rest.update(b"\x00")
-    for qid in dataset.query_ids:
-        for docid, grade in sorted(dataset.qrels[qid].items()):
-            rest.update(f"{qid}\t{docid}\t{grade}\n".encode())
+    _hash_queries_and_qrels(rest, dataset)
     rest_digest = rest.hexdigest()
     known = index.fingerprint(rest_digest) if index else None
     if known:
@@ -157,16 +152,20 @@ def fingerprint(dataset: Dataset, index: IndexDir | None = None) -> str:
         ids = dataset.corpus.ids[start:start + len(texts)].tolist()
         digest.update("".join(f"{key}\t{text}\n" for key, text in zip(ids, texts)).encode())
     digest.update(b"\x00")
+    _hash_queries_and_qrels(digest, dataset)
+    value = digest.hexdigest()[:16]
+    if index:
+        index.remember(rest_digest, value)
+    return value
+
+
+def _hash_queries_and_qrels(digest: hashlib._Hash, dataset: Dataset) -> None:
     for key, text in zip(dataset.query_ids, dataset.query_texts):
         digest.update(f"{key}\t{text}\n".encode())
     digest.update(b"\x00")
     for qid in dataset.query_ids:
         for docid, grade in sorted(dataset.qrels[qid].items()):
             digest.update(f"{qid}\t{docid}\t{grade}\n".encode())
-    value = digest.hexdigest()[:16]
-    if index:
-        index.remember(rest_digest, value)
-    return value
 
 
 def _check_expected_counts(spec: DatasetSpec, dataset: Dataset) -> None:

@@ -24,6 +24,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.digest import file_sha256
 from harness.datasets import Dataset, load_dataset, read_qrels, read_run
 from harness.errors import HarnessError
 from harness.metrics import evaluate, holes, parse_measure
@@ -189,19 +190,11 @@ def read_run_file(path: PathLike) -> RunFile:
     if not path.is_file():
         raise HarnessError(f"{path}: run file not found")
     run = read_run(path)
-    return RunFile(path, run, _sha256(path), None if _is_json(path) else _tag(path))
+    return RunFile(path, run, file_sha256(path), None if _is_json(path) else _tag(path))
 
 
 def _is_json(path: Path) -> bool:
     return path.name.endswith((".json", ".json.gz"))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _tag(path: Path) -> str | None:
