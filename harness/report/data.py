@@ -10,7 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.compare import Comparison, LoadedRun, aligned, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import Test, bootstrap_ci
 from harness.errors import HarnessError
 from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
@@ -38,6 +39,7 @@ class ReportData:
     profiles: list[LoadedProfile]
     primary_metric: str
     notes: list[str] = field(default_factory=list)
+    frontiers: dict[str, Frontier] = field(default_factory=dict)  # dataset -> quality x speed frontier
 
     @property
     def datasets(self) -> list[str]:
@@ -133,7 +135,24 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     primary = metric or next((m for m in all_metrics if m.lower() == "ndcg@10"), all_metrics[0] if all_metrics else "")
     if metric and metric not in all_metrics:
         raise HarnessError(f"--metric {metric!r} is in no record; metrics: {', '.join(all_metrics)}")
-    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes)
+    frontiers = quality_speed_frontiers(runs, primary, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes, frontiers)
+
+
+def quality_speed_frontiers(runs: Sequence[LoadedRun], metric: str, *, alpha: float, test: Test, seed: int,
+                            n_resamples: int) -> dict[str, Frontier]:
+    """The `metric` x passages/s frontier of each dataset with at least two timed runs that have the metric
+    (external runs timed nothing and are left out)."""
+    out: dict[str, Frontier] = {}
+    for dataset in dict.fromkeys(r.dataset for r in runs):
+        timed = [r for r in runs if r.dataset == dataset and metric in r.per_query and r.record.performance
+                 and r.record.performance.throughput.passages_per_s]
+        if len(timed) < 2:
+            continue
+        points = [Point(r.label, r.record.performance.throughput.passages_per_s, aligned(timed[0], r, metric)[1])
+                  for r in timed]
+        out[dataset] = frontier(points, metric=metric, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+    return out
 
 
 def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[float, float]:

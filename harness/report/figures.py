@@ -14,7 +14,7 @@ from harness.report.data import ReportData
 
 @dataclass(frozen=True)
 class FigureFile:
-    key: str  # "bars" | "deltas" | "recall" | "latency" | "throughput" | "profile-latency"
+    key: str  # "bars" | "deltas" | "recall" | "latency" | "frontier" | "throughput" | "profile-latency"
     dataset: str  # "" for profile figures
     title: str
     png: Path
@@ -63,6 +63,12 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         if data.recall.get(dataset):
             keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
                  f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
+        front = data.frontiers.get(dataset)
+        if front:
+            keep(plots.quality_speed_frontier(_frontier_points(data, dataset), metric=front.metric,
+                                              title=f"{dataset}: {front.metric} vs throughput"),
+                 "frontier", dataset, f"{dataset}: {front.metric} (95% CI) vs passages/s, Pareto frontier dashed",
+                 dataset, front.metric)
         latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs
                    if r.record.performance is not None}  # external runs timed nothing
         if latency:
@@ -81,6 +87,13 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
                                    title=f"{profile.label}: latency per call"),
                  "profile-latency", "", f"{profile.label}: latency distribution", profile.label)
     return out
+
+
+def _frontier_points(data: ReportData, dataset: str) -> list[dict[str, object]]:
+    """The plain data ``plots.quality_speed_frontier`` draws."""
+    front = data.frontiers[dataset]
+    return [{"label": p.label, "speed": p.speed, "mean": p.mean, "ci": data.cis[(dataset, p.label, front.metric)],
+             "frontier": front.on_frontier(p.label)} for p in front.points]
 
 
 def _plot_point(point: ProfilePoint) -> dict[str, object]:
