@@ -135,24 +135,33 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     primary = metric or next((m for m in all_metrics if m.lower() == "ndcg@10"), all_metrics[0] if all_metrics else "")
     if metric and metric not in all_metrics:
         raise HarnessError(f"--metric {metric!r} is in no record; metrics: {', '.join(all_metrics)}")
-    frontiers = quality_speed_frontiers(runs, primary, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
-    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes, frontiers)
+    frontiers, frontier_notes = quality_speed_frontiers(runs, primary, alpha=alpha, test=test, seed=seed,
+                                                        n_resamples=n_resamples)
+    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
+                      frontiers)
 
 
 def quality_speed_frontiers(runs: Sequence[LoadedRun], metric: str, *, alpha: float, test: Test, seed: int,
-                            n_resamples: int) -> dict[str, Frontier]:
+                            n_resamples: int) -> tuple[dict[str, Frontier], list[str]]:
     """The `metric` x passages/s frontier of each dataset with at least two timed runs that have the metric
-    (external runs timed nothing and are left out)."""
+    (external runs timed nothing and are left out), over the runs on the hardware of the dataset's first timed run
+    (speeds of other hardware are not comparable; a note names them)."""
     out: dict[str, Frontier] = {}
+    notes: list[str] = []
     for dataset in dict.fromkeys(r.dataset for r in runs):
         timed = [r for r in runs if r.dataset == dataset and metric in r.per_query and r.record.performance
                  and r.record.performance.throughput.passages_per_s]
+        other = [r for r in timed if r.record.speed_hardware_key != timed[0].record.speed_hardware_key]
+        if other:
+            notes.append(f"{dataset}: frontier left out {', '.join(r.label for r in other)}: timed on other hardware "
+                         f"than {timed[0].label} ({other[0].record.speed_hardware_key})")
+            timed = [r for r in timed if r.record.speed_hardware_key == timed[0].record.speed_hardware_key]
         if len(timed) < 2:
             continue
         points = [Point(r.label, r.record.performance.throughput.passages_per_s, aligned(timed[0], r, metric)[1])
                   for r in timed]
         out[dataset] = frontier(points, metric=metric, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
-    return out
+    return out, notes
 
 
 def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[float, float]:
