@@ -3,7 +3,9 @@ through the CLI with its report's quality x speed frontier."""
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
 
 import pytest
 
@@ -11,6 +13,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.grid import expand_suite, parse_grid_args, validate_grid
 from harness.records import load
+from harness.report import load_report_data
 from harness.suite import load_suite
 from tests.conftest import DATA, write_suite
 
@@ -46,7 +49,7 @@ def test_grid_args_parse_in_key_order_without_repeats():
     (["engine=fast", "engine=onnxruntime"], "names 'engine' twice"),
 ])
 def test_bad_grid_args_are_refused_with_the_fix(items, message):
-    with pytest.raises(HarnessError, match=None) as info:
+    with pytest.raises(HarnessError) as info:
         parse_grid_args(items)
     assert message in str(info.value)
 
@@ -125,10 +128,24 @@ def test_sweep_runs_each_point_and_the_report_draws_the_frontier(tmp_path, capsy
     assert main(["report", str(out), "-o", str(report), "--format", "md"]) == 0
     md = (report / "report.md").read_text(encoding="utf-8")
     assert "## Quality × speed frontier" in md
-    assert "| frontier point (slowest first) | passages/s | nDCG@10 | Δ nDCG@10 vs previous | p (randomization) |" in md
+    assert ("| frontier point (slowest first) | passages/s | nDCG@10 | Δ nDCG@10 vs previous | p (randomization) |"
+            in md)
     assert "A record is dominated only when another record" in md
     frontier_section = md.split("## Quality × speed frontier")[1]
     assert "minilm[fp32,128]" in frontier_section and "minilm[int8,128]" in frontier_section
     plots = sorted(p.name for p in (report / "plots").glob("frontier--*"))
     assert plots == ["frontier--noveleval--nDCG-10.png", "frontier--noveleval--nDCG-10.svg"]
     assert "plots/frontier--noveleval--nDCG-10.png" in md
+
+    # a record timed on other hardware is left out of the frontier (speeds not comparable), with a note
+    moved = tmp_path / "with-other-hardware"
+    shutil.copytree(out, moved)
+    (int8_dir,) = [d for d in moved.iterdir() if "int8" in d.name]
+    raw = json.loads((int8_dir / "record.json").read_text(encoding="utf-8"))
+    raw["environment"]["cpu_model"] = "Another CPU"
+    (int8_dir / "record.json").write_text(json.dumps(raw), encoding="utf-8")
+    data = load_report_data([moved], n_resamples=1000)
+    assert "noveleval" not in data.frontiers  # one comparable record left
+    assert any("frontier left out minilm[int8,128]: timed on other hardware" in n for n in data.notes)
+    data = load_report_data([out], n_resamples=1000)
+    assert [p.label for p in data.frontiers["noveleval"].points] == ["minilm[fp32,128]", "minilm[int8,128]"]
