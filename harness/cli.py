@@ -42,6 +42,20 @@ def build_parser() -> argparse.ArgumentParser:
     _mlflow_option(run)
     run.set_defaults(func=cmd_run)
 
+    sweep = sub.add_parser("sweep", help="run every suite encoder at each engine x precision x max_seq_length "
+                                         "grid point (quality and speed; cached points cost no encoding)")
+    sweep.add_argument("suite", type=Path, help="a suite file, or a shipped suite")
+    sweep.add_argument("--grid", nargs="+", metavar="KEY=V1,V2", default=None,
+                       help="e.g. engine=fast,onnxruntime precision=fp32,int8 max_seq_length=128,256 "
+                            "(default: the suite's grid: block)")
+    sweep.add_argument("--output", "-o", type=Path, default=Path("results"), help="results folder (default: results)")
+    sweep.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
+    sweep.add_argument("--no-progress", action="store_true")
+    sweep.add_argument("--fail-fast", action="store_true", help="stop at the first point that fails")
+    _reuse_option(sweep)
+    _mlflow_option(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
     cache = sub.add_parser("cache", help="list or clear cached corpus embeddings")
     cache_sub = cache.add_subparsers(dest="cache_command", required=True, parser_class=_Parser)
     for name, helptext in (("ls", "list stores with sizes"), ("clear", "remove stores")):
@@ -220,6 +234,39 @@ def cmd_run(args: argparse.Namespace) -> int:
     records = [o.record for o in outcomes if o.ok]
     if records:
         print(results_table(suite.metrics, records))
+    if args.mlflow and records:
+        from harness.tracking import log_run_records
+
+        logged = log_run_records(args.mlflow, [(o.record, o.path) for o in outcomes if o.ok and o.path],
+                                 experiment=args.mlflow_experiment)
+        print(f"logged {len(logged)} run(s) to MLflow at {args.mlflow}", file=sys.stderr)
+    return _exit_for_failures(outcomes)
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from harness.api import results_table
+    from harness.grid import expand_suite, parse_grid_args
+    from harness.runner import RunOptions, run_suite
+    from harness.suite import load_suite
+
+    if args.mlflow:
+        from harness.tracking import require_mlflow
+
+        require_mlflow()
+    suite = load_suite(args.suite)
+    grid = parse_grid_args(args.grid) if args.grid else suite.grid
+    if not grid:
+        raise HarnessError(f"{args.suite}: no grid: give --grid KEY=V1,V2 ... or a grid: block in the suite")
+    swept, skipped = expand_suite(suite, grid)
+    print(f"sweep: {len(swept.encoders)} variant(s) x {len(swept.datasets)} dataset(s)"
+          + (f", {len(skipped)} grid point(s) skipped (see warnings)" if skipped else ""), file=sys.stderr)
+    options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
+                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings)
+    outcomes = run_suite(swept, options, on_outcome=_print_outcome)
+    records = [o.record for o in outcomes if o.ok]
+    if records:
+        print(results_table(swept.metrics, records))
+        print(f"frontier: harness report {args.output} -o REPORT_DIR", file=sys.stderr)
     if args.mlflow and records:
         from harness.tracking import log_run_records
 

@@ -7,11 +7,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.analysis.stats import Test
 from harness.encode.precision import EngineName, Precision, precision_problem
 from harness.errors import HarnessError
+from harness.grid import validate_grid
 from harness.metrics import parse_measure
 
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
@@ -209,7 +210,13 @@ class Suite(_Strict):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     top_k: int = Field(default=1000, gt=0)
     reuse_embeddings: ReuseEmbeddings = "auto"
+    grid: dict[str, list[Any]] | None = None  # `harness sweep`: engine/precision/max_seq_length values (harness.grid)
     source: Path | None = None
+
+    @field_validator("grid")
+    @classmethod
+    def _grid(cls, grid: dict[str, list[Any]] | None) -> dict[str, list[Any]] | None:
+        return None if grid is None else validate_grid(grid)
 
     @model_validator(mode="after")
     def _check(self) -> Suite:

@@ -59,7 +59,7 @@ def test_report_files(report):
     real, out = report
     plots_dir = out / "plots"
     keys = sorted(p.stem.split("--")[0] for p in plots_dir.glob("*.png"))
-    assert keys == ["bars", "deltas", "latency", "profile-latency", "recall", "throughput"]
+    assert keys == ["bars", "deltas", "frontier", "latency", "profile-latency", "recall", "throughput"]
     for png in plots_dir.glob("*.png"):
         width, height = png_size(png)
         assert width >= 600 and height >= 300

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.churn import Churn, churn as ranking_churn
-from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.compare import Comparison, LoadedRun, aligned, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import Test, bootstrap_ci
 from harness.errors import HarnessError
 from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
@@ -40,6 +41,7 @@ class ReportData:
     primary_metric: str
     notes: list[str] = field(default_factory=list)
     churn: list[Churn] = field(default_factory=list)  # each treatment's ranking against its control (--churn)
+    frontiers: dict[str, Frontier] = field(default_factory=dict)  # dataset -> quality x speed frontier
 
     @property
     def datasets(self) -> list[str]:
@@ -137,7 +139,33 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
         raise HarnessError(f"--metric {metric!r} is in no record; metrics: {', '.join(all_metrics)}")
     churns = [ranking_churn(c, t, metrics=[primary] if primary in c.per_query and primary in t.per_query else None,
                             seed=seed, n_resamples=n_resamples) for c, t in pairs] if churn else []
-    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes, churns)
+    frontiers, frontier_notes = quality_speed_frontiers(runs, primary, alpha=alpha, test=test, seed=seed,
+                                                        n_resamples=n_resamples)
+    return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
+                      churn=churns, frontiers=frontiers)
+
+
+def quality_speed_frontiers(runs: Sequence[LoadedRun], metric: str, *, alpha: float, test: Test, seed: int,
+                            n_resamples: int) -> tuple[dict[str, Frontier], list[str]]:
+    """The `metric` x passages/s frontier of each dataset with at least two timed runs that have the metric
+    (external runs timed nothing and are left out), over the runs on the hardware of the dataset's first timed run
+    (speeds of other hardware are not comparable; a note names them)."""
+    out: dict[str, Frontier] = {}
+    notes: list[str] = []
+    for dataset in dict.fromkeys(r.dataset for r in runs):
+        timed = [r for r in runs if r.dataset == dataset and metric in r.per_query and r.record.performance
+                 and r.record.performance.throughput.passages_per_s]
+        other = [r for r in timed if r.record.speed_hardware_key != timed[0].record.speed_hardware_key]
+        if other:
+            notes.append(f"{dataset}: frontier left out {', '.join(r.label for r in other)}: timed on other hardware "
+                         f"than {timed[0].label} ({other[0].record.speed_hardware_key})")
+            timed = [r for r in timed if r.record.speed_hardware_key == timed[0].record.speed_hardware_key]
+        if len(timed) < 2:
+            continue
+        points = [Point(r.label, r.record.performance.throughput.passages_per_s, aligned(timed[0], r, metric)[1])
+                  for r in timed]
+        out[dataset] = frontier(points, metric=metric, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+    return out, notes
 
 
 def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[float, float]:

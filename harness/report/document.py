@@ -10,7 +10,7 @@ from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, Sp
 from harness.records import RunRecord, utc_now
 from harness.report.data import DOWN, UP, ReportData
 from harness.report.figures import FigureFile
-from harness.tables import fmt_num
+from harness.tables import fmt_num, fmt_p
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,8 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
                    *(f for f in figures if f.key == "churn")]
     if data.runs or data.profiles:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
+    if data.frontiers:
+        blocks += [Heading("Quality × speed frontier"), *_frontier_blocks(data, figures)]
     blocks += [Heading("Environment"), _environment_table(data)]
     if data.notes:
         blocks += [Heading("Notes"), *(Para(n, "note") for n in data.notes)]
@@ -124,6 +126,31 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     else:
         blocks.append(Para("No profile records: throughput-vs-batch-size panels appear when the results include "
                            "`harness profile` records.", "note"))
+    return blocks
+
+
+def _frontier_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
+    """Per dataset: the frontier plot, and a table of the frontier in speed order with each step's quality change."""
+    blocks: list[Block] = []
+    for dataset, front in data.frontiers.items():
+        rows = []
+        for step in front.steps:
+            c = step.vs_previous
+            rows.append([step.label, fmt_num(step.speed), f"{step.mean:.4f}",
+                         "-" if c is None else f"{c.delta:+.4f}", "-" if c is None else fmt_p(c.p(front.test))])
+        blocks += [Heading(dataset, 3), *(f for f in figures if f.key == "frontier" and f.dataset == dataset),
+                   Table(["frontier point (slowest first)", "passages/s", front.metric,
+                          f"Δ {front.metric} vs previous", f"p ({front.test})"], rows)]
+        beaten = [f"{label} (by {d.by}, p {fmt_p(d.p)})" for label, d in front.dominated.items()]
+        if beaten:
+            blocks.append(Para(f"Dominated: {'; '.join(beaten)}.", "note"))
+    blocks.append(Para(
+        "A record is dominated only when another record of the dataset encodes faster (higher passages/s) and is "
+        f"significantly better on per-query {data.primary_metric} (paired {next(iter(data.frontiers.values())).test} "
+        f"test, unadjusted, alpha {next(iter(data.frontiers.values())).alpha}); a faster record whose gain is within "
+        "the noise leaves it on the frontier. Each step's Δ and p compare a frontier point with the previous, slower "
+        "one. Records without speed figures (external runs) are left out; passages/s marked as cached are those of "
+        "the run that encoded the corpus.", "note"))
     return blocks
 
 

@@ -14,7 +14,7 @@ from harness.report.data import ReportData
 
 @dataclass(frozen=True)
 class FigureFile:
-    key: str  # "bars" | "deltas" | "recall" | "churn" | "latency" | "throughput" | "profile-latency"
+    key: str  # "bars" | "deltas" | "recall" | "churn" | "frontier" | "latency" | "throughput" | "profile-latency"
     dataset: str  # "" for profile figures
     title: str
     png: Path
@@ -66,6 +66,12 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         for found in (c for c in data.churn if c.dataset == dataset):
             keep(found.figure(), "churn", dataset, f"{dataset}: ranking churn, {found.b} vs {found.a}", dataset,
                  found.b)
+        front = data.frontiers.get(dataset)
+        if front:
+            keep(plots.quality_speed_frontier(_frontier_points(data, dataset), metric=front.metric,
+                                              title=f"{dataset}: {front.metric} vs speed"),
+                 "frontier", dataset, f"{dataset}: {front.metric} (95% CI) vs passages/s (Pareto frontier dashed) "
+                 "and vs query p99 latency", dataset, front.metric)
         latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs
                    if r.record.performance is not None}  # external runs timed nothing
         if latency:
@@ -84,6 +90,14 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
                                    title=f"{profile.label}: latency per call"),
                  "profile-latency", "", f"{profile.label}: latency distribution", profile.label)
     return out
+
+
+def _frontier_points(data: ReportData, dataset: str) -> list[dict[str, object]]:
+    """The plain data ``plots.quality_speed_frontier`` draws."""
+    front = data.frontiers[dataset]
+    p99 = {r.label: r.record.performance.query_latency.p99 for r in data.runs_of(dataset) if r.record.performance}
+    return [{"label": p.label, "speed": p.speed, "mean": p.mean, "ci": data.cis[(dataset, p.label, front.metric)],
+             "frontier": front.on_frontier(p.label), "p99_ms": p99.get(p.label)} for p in front.points]
 
 
 def _plot_point(point: ProfilePoint) -> dict[str, object]:

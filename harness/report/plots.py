@@ -214,3 +214,41 @@ def churn_distribution(overlaps: Sequence[float], rbos: Sequence[float], *, k: i
         right.set_title(f"RBO: mean {values.mean():.3f}", fontsize=10)
     fig.suptitle("\n".join(textwrap.wrap(title, 80)))
     return fig
+
+
+def quality_speed_frontier(points: Sequence[Mapping[str, object]], *, metric: str, title: str) -> Figure:
+    """A metric (with its 95% CI) against passages/s, one marker per point, the frontier drawn as a line through
+    the points on it (filled markers; dominated points hollow); beside it the same markers against query p99
+    latency where points have one.
+
+    Each point needs ``label``, ``speed`` (passages/s), ``mean``, ``ci`` (low, high) and ``frontier`` (bool);
+    ``p99_ms`` is optional.
+    """
+    with_p99 = all(p.get("p99_ms") for p in points)
+    fig = _figure(11.0 if with_p99 else 6.5, 4.2 + 0.2 * len(points))
+    axes = fig.subplots(1, 2, sharey=True) if with_p99 else [fig.add_subplot()]
+    for ax, x, xlabel in zip(axes, ("speed", "p99_ms"), ("corpus encoding throughput (passages/s, higher is faster)",
+                                                        "query encoding latency p99 (ms, lower is faster)")):
+        for i, p in enumerate(points):
+            low, high = p["ci"]  # type: ignore[misc]
+            colour, on = PALETTE[i % len(PALETTE)], bool(p["frontier"])
+            ax.errorbar([p[x]], [p["mean"]], yerr=[[p["mean"] - low], [high - p["mean"]]],  # type: ignore[operator]
+                        fmt=MARKERS[i % len(MARKERS)], color=colour, markerfacecolor=colour if on else "white",
+                        markersize=8, capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
+        if x == "speed":
+            front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))  # type: ignore
+            if len(front) > 1:
+                ax.plot([p["speed"] for p in front], [p["mean"] for p in front], color="#333333", linewidth=1.2,
+                        linestyle="--", zorder=0, label="frontier")
+        values = [float(p[x]) for p in points]  # type: ignore[arg-type]
+        if max(values) / max(min(values), 1e-9) > 20:
+            ax.set_xscale("log")
+            _plain_log_ticks(ax.xaxis)
+        ax.set_xlabel(xlabel)
+        ax.grid(which="both", alpha=0.3)
+    axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
+    _title(axes[0], title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(points) > 4 else 1, fontsize=8,
+               frameon=False)
+    return fig

@@ -1,0 +1,110 @@
+"""Sweep grids: engine x precision x max_seq_length points, expanded into encoder variants of a suite.
+
+``harness sweep SUITE --grid engine=fast,onnxruntime precision=fp32,int8 max_seq_length=128,256`` (or a suite's
+``grid:`` block) turns every suite encoder into one variant per grid point, named after the point
+(``minilm[onnxruntime,int8,128]``). The variants run through ``run_suite`` like any encoder, so a point whose
+embedding key (weights, data, settings, versions) is cached costs only search and evaluation.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from harness.encode.precision import ENGINES, PRECISIONS, precision_problem
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+GRID_KEYS = ("engine", "precision", "max_seq_length")  # in this order in variant names
+
+
+def validate_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """A grid {key: values} checked and normalised: known keys in GRID_KEYS order, each a non-empty list of
+    allowed values without repeats; raises ValueError naming the key and what is allowed."""
+    unknown = [k for k in grid if k not in GRID_KEYS]
+    if unknown:
+        raise ValueError(f"unknown grid key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(GRID_KEYS)}")
+    out: dict[str, list[Any]] = {}
+    for key in (k for k in GRID_KEYS if k in grid):
+        values = grid[key]
+        if not isinstance(values, (list, tuple)) or not values:
+            raise ValueError(f"grid {key}: give a non-empty list of values, e.g. {key}: [{_example(key)}]")
+        out[key] = list(dict.fromkeys(_value(key, v) for v in values))
+    if not out:
+        raise ValueError(f"the grid is empty; give at least one of {', '.join(GRID_KEYS)}")
+    return out
+
+
+def _example(key: str) -> str:
+    return {"engine": "fast, onnxruntime", "precision": "fp32, int8", "max_seq_length": "128, 256"}[key]
+
+
+def _value(key: str, value: Any) -> Any:
+    if key == "max_seq_length":
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"grid max_seq_length: {value!r} is not a positive integer")
+        return value
+    allowed = ENGINES if key == "engine" else PRECISIONS
+    if value not in allowed:
+        raise ValueError(f"grid {key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+    return value
+
+
+def parse_grid_args(items: Sequence[str]) -> dict[str, list[Any]]:
+    """``["engine=fast,onnxruntime", "max_seq_length=128"]`` -> a validated grid; HarnessError on bad input."""
+    raw: dict[str, list[Any]] = {}
+    for item in items:
+        key, sep, values = item.partition("=")
+        key = key.strip()
+        if not sep or not key or not values.strip():
+            raise HarnessError(f"--grid {item!r}: write KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}")
+        if key in raw:
+            raise HarnessError(f"--grid names {key!r} twice; give all its values once: {key}=V1,V2")
+        parts = [v.strip() for v in values.split(",") if v.strip()]
+        if key == "max_seq_length":
+            try:
+                parts = [int(v) for v in parts]
+            except ValueError:
+                raise HarnessError(f"--grid max_seq_length={values}: give positive integers, e.g. 128,256") from None
+        raw[key] = parts
+    try:
+        return validate_grid(raw)
+    except ValueError as exc:
+        raise HarnessError(f"--grid: {exc}") from None
+
+
+def points(grid: Mapping[str, Sequence[Any]]) -> list[dict[str, Any]]:
+    """Every combination of the grid's values, the last key varying fastest."""
+    keys = list(grid)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*(grid[k] for k in keys))]
+
+
+def variant_name(encoder: str, point: Mapping[str, Any]) -> str:
+    return f"{encoder}[{','.join(str(v) for v in point.values())}]"
+
+
+def expand_suite(suite, grid: Mapping[str, Sequence[Any]]):
+    """The suite with each encoder replaced by its variants, one per grid point (encoder-major), and the reasons
+    of the points skipped as combinations that cannot run (``precision_problem``), each also logged.
+
+    A variant keeps the encoder's other settings; its ``expect`` and ``baseline`` are dropped, since they were
+    stated for the encoder's own settings, not for each point.
+    """
+    grid = validate_grid(grid)
+    variants, skipped = [], []
+    for encoder in suite.encoders:
+        for point in points(grid):
+            name = variant_name(encoder.name, point)
+            settings = {"engine": encoder.engine, "precision": encoder.precision, **point}
+            problem = precision_problem(settings["precision"], engine=settings["engine"], device=encoder.device)
+            if problem:
+                skipped.append(f"{name}: skipped: {problem}")
+                log.warning("%s", skipped[-1])
+                continue
+            variants.append(encoder.model_copy(update={**point, "name": name, "expect": None, "baseline": None}))
+    if not variants:
+        raise HarnessError("no grid point can run: " + "; ".join(skipped))
+    return suite.model_copy(update={"encoders": variants, "grid": None}), skipped
