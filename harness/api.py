@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison, LoadedRun
     from harness.records import RunRecord
-    from harness.report import ReportData
+    from harness.reporting import ReportData
     from harness.runner import ModelEvaluation, RunOutcome
 
 __all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "load_dataset",
@@ -433,7 +433,7 @@ def report(
     """An HTML/Markdown report with plots and exports (`harness report`) from record directories or results
     folders, written under ``output``. ``churn``: add a ranking-churn section (overlap@10 and RBO of each record
     against its dataset's control, `harness churn`)."""
-    from harness.report import build_report, load_report_data
+    from harness.reporting import build_report, load_report_data
 
     if isinstance(records, (str, os.PathLike)):
         records = [records]

@@ -552,7 +552,7 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.report import build_report, load_report_data
+    from harness.reporting import build_report, load_report_data
 
     data = load_report_data(args.records, control=args.control, metric=args.metric, alpha=args.alpha,
                             test=args.test, seed=args.seed, n_resamples=args.resamples, churn=args.churn)

@@ -34,6 +34,20 @@ def test_import_is_fast_and_loads_no_torch():
         harness.no_such_thing  # noqa: B018
 
 
+def test_api_functions_stay_functions_after_their_modules_are_imported():
+    # importing a submodule binds it as an attribute of its package: no public function may share a module's name
+    code = ("import importlib, pkgutil, harness; "
+            "[importlib.import_module(m.name) for m in pkgutil.walk_packages(harness.__path__, 'harness.') "
+            "if not m.name.startswith(('harness.encode.runtimes', 'harness.encode.distributed', 'harness.tracking'))]; "
+            "import harness.api as api; "
+            "bad = [n for n in harness.__all__ "
+            "       if callable(getattr(api, n, None)) and getattr(harness, n) is not getattr(api, n)]; "
+            "print(bad)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
 def test_load_qrels_reads_trec_and_beir_alike(tmp_path):
     beir = harness.load_qrels(NOVELEVAL_QRELS)
     trec = tmp_path / "qrels.txt"

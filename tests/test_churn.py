@@ -165,14 +165,12 @@ def test_cli_churn_exit_codes_for_bad_input(hand_records, tmp_path, capsys):
 
 
 def test_report_churn_section(hand_records, tmp_path):
-    from harness.api import report as make_report  # `harness.report` is the subpackage once it has been imported
-
-    report = make_report(list(hand_records), output=tmp_path / "report", formats=["md"], n_resamples=200,
+    report = harness.report(list(hand_records), output=tmp_path / "report", formats=["md"], n_resamples=200,
                             churn=True)
     text = report.markdown.read_text()
     assert "## Ranking churn" in text and "| toy | old | new | 3 | 0.4333 |" in text
     assert (tmp_path / "report" / "plots" / "churn--toy--new.png").is_file()
-    plain = make_report(list(hand_records), output=tmp_path / "plain", formats=["md"], n_resamples=200)
+    plain = harness.report(list(hand_records), output=tmp_path / "plain", formats=["md"], n_resamples=200)
     assert "Ranking churn" not in plain.markdown.read_text()
 
 

@@ -328,7 +328,7 @@ def test_report_shows_ndcg_both_ways_and_judged(dl19_record, tmp_path) -> None:
 
 
 def test_report_leaves_out_the_table_without_holes(dl19_record) -> None:
-    from harness.report.data import ReportData
+    from harness.reporting.data import ReportData
     from harness.analysis.compare import LoadedRun
 
     _, outcome = dl19_record
@@ -340,7 +340,7 @@ def test_report_leaves_out_the_table_without_holes(dl19_record) -> None:
 
 
 def test_mteb_export_keeps_only_measures_mteb_knows() -> None:
-    from harness.report.exports import mteb_key
+    from harness.reporting.exports import mteb_key
 
     assert mteb_key("nDCG", 100) == "ndcg_at_100"  # the whole ranking: the top_k retrieved
     assert [mteb_key(m, 100) for m in ("Judged@10", "Rprec", "R-prec", "Bpref", "infAP", "Success@10")] == [None] * 6

@@ -17,8 +17,8 @@ from harness.analysis.check import check_suite, select_records
 from harness.analysis.compare import load_runs
 from harness.api import compare
 from harness.records import load
-from harness.report import load_report_data, plots
-from harness.report.exports import mteb_key
+from harness.reporting import load_report_data, plots
+from harness.reporting.exports import mteb_key
 from harness.suite import load_suite
 from tests.conftest import REPO
 from tests.record_fixtures import real_records
@@ -233,8 +233,8 @@ def test_speed_from_the_cache_is_labelled_and_comparisons_show_their_mde(tmp_pat
     """A record whose corpus came from the embedding cache: its passages/s is marked with a footnote, never
     shown as this run's; the paired-comparison table has the MDE beside each delta (also in results.csv)."""
     from harness.analysis.compare import CACHED_NOTE
-    from harness.report.document import build_document
-    from harness.report.render import to_markdown
+    from harness.reporting.document import build_document
+    from harness.reporting.render import to_markdown
     from tests.record_fixtures import synthetic_record
 
     qids = [f"q{i}" for i in range(8)]

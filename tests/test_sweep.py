@@ -13,7 +13,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.grid import expand_suite, parse_grid_args, validate_grid
 from harness.records import load
-from harness.report import load_report_data
+from harness.reporting import load_report_data
 from harness.suite import load_suite
 from tests.conftest import DATA, write_suite
 

@@ -170,14 +170,14 @@ class Churn:
                                       "deltas": q.deltas} for q in self.queries}}
 
     def figure(self):
-        from harness.report.plots import churn_distribution
+        from harness.reporting.plots import churn_distribution
 
         return churn_distribution(self.overlaps, self.rbos, k=self.k, p=self.p,
                                   title=f"{self.dataset}: {self.b} vs {self.a}")
 
     def save(self, output: Path) -> list[Path]:
         """churn.json (everything), churn.csv (per query) and churn.png/.svg (the distributions) under ``output``."""
-        from harness.report.plots import save
+        from harness.reporting.plots import save
 
         try:
             output.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ RANDOM_ARCHITECTURES: dict[str, dict[str, object]] = {
     "bert-base": {"model_type": "bert"},
     "minilm-l6": {"model_type": "bert", "hidden_size": 384, "num_hidden_layers": 6, "num_attention_heads": 12,
                   "intermediate_size": 1536},
-    # Small and fast (2 layers, 128 wide: BERT-tiny's shape), for full-size pipeline rehearsals (benchmarks/rehearsal.py).
+    # Small and fast (2 layers, 128 wide: BERT-tiny's shape), for full-size pipeline rehearsals
+    # (benchmarks/rehearsal.py).
     # Normalised (dot = cosine, as all-MiniLM-L6-v2): with random weights the norm of a mean-pooled vector would
     # otherwise decide dot-product rankings, and a query that shares words with its passage would not find it.
     "bert-tiny": {"model_type": "bert", "hidden_size": 128, "num_hidden_layers": 2, "num_attention_heads": 2,

@@ -8,8 +8,8 @@ from typing import Literal, Union
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
 from harness.records import RunRecord, utc_now
-from harness.report.data import DOWN, UP, ReportData
-from harness.report.figures import FigureFile
+from harness.reporting.data import DOWN, UP, ReportData
+from harness.reporting.figures import FigureFile
 from harness.tables import fmt_num, fmt_p
 
 

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
-from harness.report.data import ReportData, load_report_data
-from harness.report.document import build_document
-from harness.report.exports import write_exports
-from harness.report.figures import draw_all, make_figures
-from harness.report.render import to_html, to_markdown
+from harness.reporting.data import ReportData, load_report_data
+from harness.reporting.document import build_document
+from harness.reporting.exports import write_exports
+from harness.reporting.figures import draw_all, make_figures
+from harness.reporting.render import to_html, to_markdown
 
 __all__ = ["ReportData", "build_report", "load_report_data", "make_figures"]
 

@@ -11,7 +11,7 @@ from typing import Any
 
 from harness.metrics import parse_measure
 from harness.records import BeirSource, RunRecord, slug
-from harness.report.data import ReportData
+from harness.reporting.data import ReportData
 
 # Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.
 MTEB_TASKS = {

@@ -6,8 +6,8 @@ import base64
 import html
 from pathlib import Path
 
-from harness.report.document import Block, Heading, Para, Table
-from harness.report.figures import FigureFile
+from harness.reporting.document import Block, Heading, Para, Table
+from harness.reporting.figures import FigureFile
 from harness.tables import html_table, markdown_table
 
 CSS = """

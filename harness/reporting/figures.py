@@ -1,4 +1,4 @@
-"""Draw every plot a report needs from ReportData (via harness.report.plots) and save PNG + SVG."""
+"""Draw every plot a report needs from ReportData (via harness.reporting.plots) and save PNG + SVG."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from harness.records import ProfilePoint, slug
-from harness.report import plots
-from harness.report.data import ReportData
+from harness.reporting import plots
+from harness.reporting.data import ReportData
 
 
 @dataclass(frozen=True)
