@@ -8,9 +8,13 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from harness.encode.precision import ENGINES, PRECISIONS
 from harness.errors import HarnessError
+
+if TYPE_CHECKING:
+    from harness.runner import RunOutcome
 
 
 class _Parser(argparse.ArgumentParser):
@@ -215,7 +219,6 @@ def _stats_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.api import results_table
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
 
@@ -231,20 +234,10 @@ def cmd_run(args: argparse.Namespace) -> int:
                          executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast,
                          reuse_embeddings=args.reuse_embeddings)
     outcomes = run_suite(suite, options, on_outcome=_print_outcome)
-    records = [o.record for o in outcomes if o.ok]
-    if records:
-        print(results_table(suite.metrics, records))
-    if args.mlflow and records:
-        from harness.tracking import log_run_records
-
-        logged = log_run_records(args.mlflow, [(o.record, o.path) for o in outcomes if o.ok and o.path],
-                                 experiment=args.mlflow_experiment)
-        print(f"logged {len(logged)} run(s) to MLflow at {args.mlflow}", file=sys.stderr)
-    return _exit_for_failures(outcomes)
+    return _finish_runs(args, suite.metrics, outcomes)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.api import results_table
     from harness.grid import expand_suite, parse_grid_args
     from harness.runner import RunOptions, run_suite
     from harness.suite import load_suite
@@ -263,10 +256,19 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
                          fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings)
     outcomes = run_suite(swept, options, on_outcome=_print_outcome)
+    code = _finish_runs(args, swept.metrics, outcomes)
+    if any(o.ok for o in outcomes):
+        print(f"frontier: harness report {args.output} -o REPORT_DIR", file=sys.stderr)
+    return code
+
+
+def _finish_runs(args: argparse.Namespace, metrics: list[str], outcomes: list[RunOutcome]) -> int:
+    """The results table, the MLflow log (--mlflow) and the exit code of `harness run` / `harness sweep`."""
+    from harness.api import results_table
+
     records = [o.record for o in outcomes if o.ok]
     if records:
-        print(results_table(swept.metrics, records))
-        print(f"frontier: harness report {args.output} -o REPORT_DIR", file=sys.stderr)
+        print(results_table(metrics, records))
     if args.mlflow and records:
         from harness.tracking import log_run_records
 
