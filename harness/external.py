@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -27,16 +26,15 @@ from pathlib import Path
 from harness.digest import file_sha256
 from harness.datasets import Dataset, load_dataset, read_qrels, read_run
 from harness.errors import HarnessError
-from harness.metrics import evaluate, holes, parse_measure
+from harness.metrics import holes, parse_measure
 from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
-                             QrelsSource, RecallCurve, RecordFiles, RunRecord, RunSource, SuiteInfo, curve_ks,
+                             QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score,
                              find_records, load, utc_now, write_run_record)
 from harness.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
 
 log = logging.getLogger(__name__)
 
 PathLike = str | os.PathLike[str]
-BATCH_QUERIES = 1000  # queries per pytrec_eval call: bounds the copy pytrec_eval makes of a large run
 EXAMPLES = 5
 _RUN_SUFFIXES = (".trec", ".txt", ".run", ".tsv", ".json")
 
@@ -265,35 +263,6 @@ def run_warnings(run: Mapping[str, Mapping[str, float]], judgments: Judgments, *
 
 def _examples(ids: Iterable[str]) -> list[str]:
     return sorted(ids)[:EXAMPLES]
-
-
-# ---------------------------------------------------------------- scoring
-
-
-@dataclass(frozen=True)
-class Scores:
-    per_query: dict[str, dict[str, float]]
-    aggregate: dict[str, float]
-    recall_curve: RecallCurve
-
-
-def score(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metrics: Sequence[str], *,
-          relevance_level: int, top_k: int) -> Scores:
-    """``metrics.evaluate`` and the Recall@k curve, a batch of queries at a time (means over all judged queries)."""
-    qids = list(qrels)
-    ks = curve_ks(top_k)
-    curve_names = [f"Recall@{k}" for k in ks]  # as ``records.recall_curve`` names them: one pytrec_eval pass
-    names = list(dict.fromkeys([*metrics, *curve_names]))
-    per_query: dict[str, dict[str, float]] = {m: {} for m in names}
-    for start in range(0, len(qids), BATCH_QUERIES):
-        batch = qids[start:start + BATCH_QUERIES]
-        sub_run = {q: run[q] for q in batch if q in run}
-        evaluation = evaluate({q: qrels[q] for q in batch}, sub_run, names, relevance_level=relevance_level)
-        for name in names:
-            per_query[name].update(evaluation.per_query[name])
-    aggregate = {m: math.fsum(per_query[m].values()) / len(qids) for m in metrics}
-    curve = RecallCurve(ks=ks, per_query={q: [per_query[n][q] for n in curve_names] for q in qids})
-    return Scores({m: per_query[m] for m in metrics}, aggregate, curve)
 
 
 # ---------------------------------------------------------------- records

@@ -19,7 +19,8 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -441,15 +442,44 @@ class RecallCurve(_Record):
         return [math.fsum(v[i] for v in self.per_query.values()) / n if n else 0.0 for i in range(len(self.ks))]
 
 
-def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: dict[str, dict[str, float]], *, top_k: int,
-                 relevance_level: int = 1) -> RecallCurve:
-    """The Recall@k curve of a run (qid -> docid -> score), by ``harness.metrics.evaluate``."""
+SCORE_BATCH_QUERIES = 1000  # queries per pytrec_eval call: bounds the copy pytrec_eval makes of a large run
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A run scored: each metric per query and its mean over all judged queries, and the Recall@k curve."""
+
+    per_query: dict[str, dict[str, float]]
+    aggregate: dict[str, float]
+    recall_curve: RecallCurve
+
+
+def score(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metrics: Sequence[str], *,
+          relevance_level: int, top_k: int) -> Scores:
+    """``metrics.evaluate`` and the Recall@k curve in one pytrec_eval pass, a batch of queries at a time (means
+    over all judged queries, as ``evaluate`` computes them)."""
     from harness.metrics import evaluate
 
+    qids = list(qrels)
     ks = curve_ks(top_k)
-    names = [f"Recall@{k}" for k in ks]
-    per_query = evaluate(qrels, run, names, relevance_level=relevance_level).per_query
-    return RecallCurve(ks=ks, per_query={qid: [per_query[n][qid] for n in names] for qid in qrels})
+    curve_names = [f"Recall@{k}" for k in ks]
+    names = list(dict.fromkeys([*metrics, *curve_names]))
+    per_query: dict[str, dict[str, float]] = {m: {} for m in names}
+    for start in range(0, len(qids), SCORE_BATCH_QUERIES):
+        batch = qids[start:start + SCORE_BATCH_QUERIES]
+        sub_run = {q: run[q] for q in batch if q in run}
+        evaluation = evaluate({q: qrels[q] for q in batch}, sub_run, names, relevance_level=relevance_level)
+        for name in names:
+            per_query[name].update(evaluation.per_query[name])
+    aggregate = {m: math.fsum(per_query[m].values()) / len(qids) for m in metrics}
+    curve = RecallCurve(ks=ks, per_query={q: [per_query[n][q] for n in curve_names] for q in qids})
+    return Scores({m: per_query[m] for m in metrics}, aggregate, curve)
+
+
+def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], *, top_k: int,
+                 relevance_level: int = 1) -> RecallCurve:
+    """The Recall@k curve of a run (qid -> docid -> score)."""
+    return score(qrels, run, [], relevance_level=relevance_level, top_k=top_k).recall_curve
 
 
 # ------------------------------------------------------------------ writing

@@ -22,7 +22,7 @@ from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
 from harness.errors import HarnessError
-from harness.metrics import Evaluation, evaluate, holes, parse_measure
+from harness.metrics import Evaluation, holes, parse_measure
 from harness.profile import timing
 from harness.progress import progress
 from harness.records import (
@@ -39,7 +39,7 @@ from harness.records import (
     RunRecord,
     SuiteInfo,
     TimedRows,
-    recall_curve,
+    score,
     utc_now,
     write_run_record,
 )
@@ -230,7 +230,8 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     run = _ranking(dataset, top.scores, top.indices, suite.top_k)
 
     ranked = {q: dict(r) for q, r in run.items()}
-    evaluation = evaluate(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level)
+    scores = score(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level, top_k=suite.top_k)
+    evaluation = Evaluation(scores.per_query, scores.aggregate)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
@@ -239,8 +240,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
                                   chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
                                   versions=getattr(store, "parts", {}).get("versions") or embedding_versions(),
                                   store=store.origin))
-    curve = recall_curve(dataset.qrels, ranked, top_k=suite.top_k, relevance_level=dataset.relevance_level)
-    return ModelEvaluation(record, evaluation.per_query, run, curve)
+    return ModelEvaluation(record, evaluation.per_query, run, scores.recall_curve)
 
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
