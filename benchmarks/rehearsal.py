@@ -185,7 +185,7 @@ def child_run(args: argparse.Namespace) -> int:
     wrap(distributed, "encode_on_ray", "encode")
     wrap(EmbeddingStore, "write", "store")
     wrap(runner, "exact_top_k", "search")
-    wrap(runner, "evaluate", "metrics")
+    wrap(runner, "score", "metrics")
     wrap(runner, "write_run_record", "record")
     argv = ["run", str(args.suite), "--output", str(args.results), "--cache", str(args.cache),
             "--store-dtype", "fp16", "--chunk-rows", str(args.chunk_rows), "--no-progress", "--fail-fast"]
