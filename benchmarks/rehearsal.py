@@ -1,6 +1,7 @@
 """MS MARCO rehearsal: the real `suites/msmarco-dev.yaml` path (ir_datasets, streamed corpus, fast engine, fp16
 store, exact top-1000, five metrics) end to end on an MS MARCO-shaped synthetic corpus, with the encoder swapped
-for `random:bert-tiny`; per-stage wall seconds and peak RSS sampled from this (second) process.
+for `random:bert-tiny` (or `--model random:bert-micro`); per-stage wall seconds and peak RSS sampled from this
+(second) process.
 
     python benchmarks/rehearsal.py --passages 1000000 --output /tmp/rehearsal
     python benchmarks/rehearsal.py --passages 8841823 --output /big/rehearsal          # full size
@@ -46,7 +47,7 @@ MSMARCO_QUERIES = 6_980
 SOURCE_PASSAGES = REPO / "data" / "msmarco-trecdl2019-pool" / "corpus.jsonl.gz"
 SOURCE_QUERIES = REPO / "data" / "msmarco-passage-dev-small" / "queries.jsonl"
 SUITE = REPO / "suites" / "msmarco-dev.yaml"
-MODEL = "random:bert-tiny"
+MODELS = ("random:bert-tiny", "random:bert-micro")  # harness.encode.models.RANDOM_ARCHITECTURES
 QUERY_WORDS = 24
 STAGES = ("read", "tokenize", "encode", "store", "search", "metrics", "record")
 _WORD = re.compile(r"\S+")
@@ -126,15 +127,15 @@ def write_data(home: Path, passages: int, seed: int) -> dict:
     return info
 
 
-def write_suite(path: Path, info: dict) -> Path:
-    """suites/msmarco-dev.yaml with the encoder's model swapped for random:bert-tiny and the expected counts set to
-    the rehearsal's; nothing else changed."""
+def write_suite(path: Path, info: dict, model: str) -> Path:
+    """suites/msmarco-dev.yaml with the encoder's model swapped for `model` (a random architecture) and the expected
+    counts set to the rehearsal's; nothing else changed."""
     import yaml
 
     suite = yaml.safe_load(SUITE.read_text())
     suite["name"] = f"{suite['name']}-rehearsal"
     for encoder in suite["encoders"]:
-        encoder["name"], encoder["model"] = "bert-tiny-random", MODEL
+        encoder["name"], encoder["model"] = f"{model.removeprefix('random:')}-random", model
     for dataset in suite["datasets"]:
         dataset["expected_counts"] = {"documents": info["params"]["passages"],
                                       "queries": info["params"]["queries"], "qrels": info["qrels"]}
@@ -318,9 +319,9 @@ def rehearse(args: argparse.Namespace) -> dict:
         env.setdefault("HARNESS_RAY_CPUS_PER_WORKER", "1")
     print(f"data: {args.passages:,} passages under {home} ...", flush=True)
     info = write_data(home, args.passages, args.seed)
-    suite = write_suite(out / "msmarco-dev-rehearsal.yaml", info)
+    suite = write_suite(out / "msmarco-dev-rehearsal.yaml", info, args.model)
     report = {"passages": args.passages, "queries": info["params"]["queries"], "qrels": info["qrels"],
-              "seed": args.seed, "model": MODEL, "executor": args.executor, "machine": machine(),
+              "seed": args.seed, "model": args.model, "executor": args.executor, "machine": machine(),
               "data_generate_s": round(info["generate_s"], 1), "collection_bytes": info["collection_bytes"]}
     for name in ("results", "cache", "results-resumed", "cache-resumed", "results-rerun"):
         subprocess.run(["rm", "-rf", str(out / name)], check=True)
@@ -386,6 +387,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="also SIGKILL a second run after this fraction of the store's chunks, resume it, "
                              "and compare its run.trec with the uninterrupted run's")
     parser.add_argument("--executor", choices=("local", "ray"), default="local")
+    parser.add_argument("--model", choices=MODELS, default=MODELS[0],
+                        help="the random-weight encoder that replaces msmarco-distilbert-dot-v5 (default %(default)s; "
+                             "bert-micro: 1 layer, for the full size on a few CPU cores)")
     parser.add_argument("--rerun", action="store_true", help="also rerun with everything from the cache")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-rows", type=int, default=16384, help="store chunk rows (harness run's default)")

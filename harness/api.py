@@ -24,6 +24,7 @@ from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, r
 from harness.encode.precision import EngineName, Precision
 from harness.errors import HarnessError
 from harness.metrics import Evaluation, evaluate as _evaluate
+from harness.profile.timing import LATENCY_CALLS
 from harness.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
                            cutoff_problem, load_suite, shipped_folder)
 from harness.tables import fmt_num, text_table
@@ -121,7 +122,7 @@ def evaluate_model(
     query_prefix: str = "",
     document_prefix: str = "",
     document_model: Any = None,
-    latency_min_calls: int = 100,
+    latency_calls: int = LATENCY_CALLS,
     progress: bool = True,
 ) -> ModelEvaluation:
     """Encode a data set with a model, search exactly, and score the ranking: all in memory, no file written
@@ -163,7 +164,7 @@ def evaluate_model(
     suite = Suite(name="evaluate_model", datasets=[dataset_spec], encoders=[encoder_spec], metrics=metrics,
                   top_k=top_k)
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
-    options = RunOptions(latency_min_calls=latency_min_calls, progress=progress)
+    options = RunOptions(latency_calls=latency_calls, progress=progress)
     store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
     loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
     if loaded_documents:

@@ -202,10 +202,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _reuse_option(parser: argparse.ArgumentParser) -> None:
+    from harness.profile.timing import LATENCY_CALLS
+
     parser.add_argument("--reuse-embeddings", choices=("auto", "never"), default=None,
                         help="auto: reuse cached corpus embeddings whose key (weights, data, settings, engine code and "
                              "library versions) matches; never: encode every corpus again (default: the suite's "
                              "reuse_embeddings, else auto)")
+    parser.add_argument("--latency-calls", type=_positive_int("--latency-calls"), default=LATENCY_CALLS, metavar="N",
+                        help=f"single-query calls timed for the query latency figures (default {LATENCY_CALLS}; the "
+                             "speed gate needs at least 368 in both records to bound a p99)")
 
 
 def _stats_options(parser: argparse.ArgumentParser) -> None:
@@ -232,7 +237,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
                          store_dtype=args.store_dtype, progress=not args.no_progress,
                          executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast,
-                         reuse_embeddings=args.reuse_embeddings)
+                         reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
     outcomes = run_suite(suite, options, on_outcome=_print_outcome)
     return _finish_runs(args, suite.metrics, outcomes)
 
@@ -254,7 +259,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep: {len(swept.encoders)} variant(s) x {len(swept.datasets)} dataset(s)"
           + (f", {len(skipped)} grid point(s) skipped (see warnings)" if skipped else ""), file=sys.stderr)
     options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
-                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings)
+                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
     outcomes = run_suite(swept, options, on_outcome=_print_outcome)
     code = _finish_runs(args, swept.metrics, outcomes)
     if any(o.ok for o in outcomes):
@@ -478,7 +483,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         from harness.runner import RunOptions, run_suite
 
         options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
-                             reuse_embeddings=args.reuse_embeddings)
+                             reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
         outcomes = run_suite(suite, options, on_outcome=_print_outcome)
         if _exit_for_failures(outcomes):
             return 2

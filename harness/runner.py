@@ -58,7 +58,7 @@ class RunOptions:
     cache: Path | None = None
     chunk_rows: int = 16384
     store_dtype: str = "auto"  # "auto" | "fp32" | "fp16"
-    latency_min_calls: int = 100
+    latency_calls: int = timing.LATENCY_CALLS
     progress: bool = True
     executor: str = "local"  # "local" | "ray"
     ray_address: str | None = None
@@ -213,7 +213,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     query_result = encoder.encode_queries(dataset.query_texts)
     latency = timing.measure_latency(
         lambda i: encoder.encode_queries([dataset.query_texts[i % len(dataset.query_texts)]]),
-        device=encoder.device, min_calls=options.latency_min_calls,
+        device=encoder.device, min_calls=options.latency_calls,
     )
 
     dimension = int(query_result.embeddings.shape[1])

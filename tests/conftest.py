@@ -9,8 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Property tests check values, not speed: a deadline only adds false failures on a loaded 2-core machine.
+settings.register_profile("harness", deadline=None)
+settings.load_profile("harness")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 REPO = Path(__file__).resolve().parent.parent

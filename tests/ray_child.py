@@ -58,7 +58,7 @@ def main() -> None:
     environ = dict(os.environ)
     try:
         options = RunOptions(output=Path(output), cache=Path(cache), chunk_rows=int(chunk_rows), progress=False,
-                             latency_min_calls=3, executor="ray", ray_address=nodes.address if nodes else None)
+                             latency_calls=3, executor="ray", ray_address=nodes.address if nodes else None)
         [result] = run_suite(load_suite(Path(suite_path)), options)  # a failure comes back as data
         outcome["record"], outcome["error"] = (str(result.path) if result.ok else None), result.error
     except HarnessError as exc:

@@ -53,7 +53,7 @@ def real_records(tmp_path_factory) -> RealRecords:
         base = tmp_path_factory.mktemp("real-records")
         suite_path = write_suite(base / "suite.yaml", SUITE)
         outcomes = run_suite(load_suite(suite_path),
-                             RunOptions(output=base / "results", progress=False, latency_min_calls=30))
+                             RunOptions(output=base / "results", progress=False, latency_calls=30))
         _made["records"] = RealRecords(base / "results", outcomes[0].path, outcomes[1].path, suite_path)
     made = _made["records"]
     copy = tmp_path_factory.mktemp("records-copy") / "results"

@@ -105,7 +105,7 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
     before = (weights_fingerprint(model), model.max_seq_length, next(model.parameters()).dtype)
 
     result = harness.evaluate_model(model, DATA / "noveleval", metrics=["nDCG@10", "MRR@10"], top_k=20,
-                                    relevance_level=2, latency_min_calls=3, progress=False)
+                                    relevance_level=2, latency_calls=3, progress=False)
     assert list(tmp_path.iterdir()) == []  # no record, no embedding cache
     assert all(m.training for m in model.modules())  # train mode is back
     assert (weights_fingerprint(model), model.max_seq_length, next(model.parameters()).dtype) == before
@@ -117,7 +117,7 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
 
     # The same numbers as loading the model by path, and as re-scoring the returned ranking.
     by_path = harness.evaluate_model(str(tiny_model), str(DATA / "noveleval"), metrics=["nDCG@10", "MRR@10"],
-                                     top_k=20, relevance_level=2, device="cpu", latency_min_calls=3, progress=False)
+                                     top_k=20, relevance_level=2, device="cpu", latency_calls=3, progress=False)
     assert by_path.metrics == pytest.approx(result.metrics, abs=1e-6)
     qrels = harness.load_dataset(DATA / "noveleval").qrels
     again = harness.evaluate(qrels, {q: dict(h) for q, h in result.run.items()}, ["nDCG@10", "MRR@10"],
@@ -131,7 +131,7 @@ def test_the_baseline_engine_at_half_precision_leaves_a_loaded_model_bit_identic
 
     before = (weights_fingerprint(loaded_tiny), next(loaded_tiny.parameters()).dtype)
     result = harness.evaluate_model(loaded_tiny, DATA / "noveleval", metrics=["nDCG@10"], precision="bf16",
-                                    engine="sentence-transformers", latency_min_calls=1, progress=False)
+                                    engine="sentence-transformers", latency_calls=1, progress=False)
     assert 0 < result.metrics["nDCG@10"] <= 1
     assert (weights_fingerprint(loaded_tiny), next(loaded_tiny.parameters()).dtype) == before
 

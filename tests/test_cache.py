@@ -42,7 +42,7 @@ def suite_file(tmp_path: Path, model: Path, *, extra: str = "") -> Path:
 
 def run_once(tmp_path: Path, model: Path, **options):
     [outcome] = run_suite(load_suite(suite_file(tmp_path, model)),
-                          RunOptions(cache=tmp_path / "cache", progress=False, latency_min_calls=5, **options))
+                          RunOptions(cache=tmp_path / "cache", progress=False, latency_calls=5, **options))
     assert outcome.ok, outcome.error
     return outcome.record
 
@@ -213,7 +213,7 @@ metrics: [nDCG@3]
 top_k: 3
 """)
     large, small = (o.record.performance for o in run_suite(
-        load_suite(suite), RunOptions(cache=tmp_path / "cache", progress=False, latency_min_calls=5)))
+        load_suite(suite), RunOptions(cache=tmp_path / "cache", progress=False, latency_calls=5)))
     assert large.peak_rss_method == small.peak_rss_method == "hwm-reset"
     # The large corpus's embeddings (55 MB, held in memory, written, read back for search) are gone before the
     # small one starts; a process-wide peak would give the small record at least the large one's figure.

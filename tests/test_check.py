@@ -11,6 +11,7 @@ from harness.analysis.check import baseline_result, check_expectation
 from harness.cli import main
 from harness.errors import HarnessError
 from harness.analysis.stats import holm, randomization_test
+from harness.profile.timing import Latency
 from harness.suite import Expectation, load_suite
 from tests.conftest import REPO, write_suite
 from tests.record_fixtures import gpu_environment, real_records, synthetic_record
@@ -115,7 +116,7 @@ def _pieces(mean_s: float, seed: int, n: int = 20) -> list[tuple[int, float]]:
 
 
 def _latencies(mean_ms: float, seed: int) -> list[float]:
-    return [float(x) for x in np.random.default_rng(seed).gamma(20.0, mean_ms / 20.0, 120)]
+    return [float(x) for x in np.random.default_rng(seed).gamma(20.0, mean_ms / 20.0, 1000)]
 
 
 def _speed_case(tmp_path, name: str, *, seconds: float, ms: float, seed: int, **options) -> None:
@@ -175,6 +176,21 @@ def test_speed_gate_skips_what_it_cannot_judge(tmp_path):
     code, speed = _speed_results(tmp_path, suite, "old")
     assert code == 0 and speed["passages/s"]["status"] == "SKIP" and "no raw encode times" in \
         speed["passages/s"]["message"]
+    # a baseline with too few timed queries to bound its p99 (it is only their maximum): SKIP, whatever the new
+    # record's latency; a large slowdown *is* shown by few new calls, since the new record needs a lower bound only
+    _speed_case(tmp_path, "few-calls", seconds=0.2, ms=5.0, seed=4)
+    few = next((tmp_path / "few-calls").iterdir())
+    data = json.loads((few / "record.json").read_text())
+    data["performance"]["query_latency"] = Latency.from_values([1.0] * 367).model_dump()
+    (few / "record.json").write_text(json.dumps(data))
+    few_suite = _suite(tmp_path, f"""    baseline:
+      records: {few.parent}
+      speed: {{}}""")
+    code, speed = _speed_results(tmp_path, few_suite, "baseline")
+    p99 = speed["query p99 ms"]
+    assert code == 0 and p99["status"] == "SKIP" and p99["expected"] == 1.0 and p99["actual"] > 4
+    assert "baseline's 367 timed query calls cannot bound its p99" in p99["message"]
+    assert "--latency-calls 368" in p99["message"]
 
 
 def test_the_old_speed_floor_is_a_clear_migration_error(tmp_path, capsys):

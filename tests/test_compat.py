@@ -131,7 +131,7 @@ def compat_runs(tmp_path_factory):
 """)
     from harness.runner import RunOptions, run_suite
 
-    outcomes = run_suite(load_suite(path), RunOptions(output=folder / "results", progress=False, latency_min_calls=20))
+    outcomes = run_suite(load_suite(path), RunOptions(output=folder / "results", progress=False, latency_calls=20))
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
     return {o.encoder: o.path for o in outcomes}
 
@@ -209,7 +209,7 @@ def test_a_records_stored_corpus_is_searched_as_it_is(compat_runs, tmp_path, cap
 def test_evaluate_model_searches_a_records_corpus(compat_runs):
     result = harness.evaluate_model(BUNDLED, DATA / "noveleval", metrics=["nDCG@10", "MRR@10"], top_k=100,
                                     device="cpu", document_model={"record": str(compat_runs["base"])},
-                                    latency_min_calls=5, progress=False)
+                                    latency_calls=5, progress=False)
     base = load_run_record(compat_runs["base"])
     assert result.metrics == base.metrics
     assert result.record.encoder.documents.fingerprint == base.encoder.fingerprint
@@ -248,7 +248,7 @@ def test_evaluate_model_with_itself_as_document_model_ranks_as_without(tiny_mode
     from sentence_transformers import SentenceTransformer
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path / "cache"))
-    options = dict(metrics=["nDCG@5"], top_k=8, device="cpu", latency_min_calls=3, progress=False)
+    options = dict(metrics=["nDCG@5"], top_k=8, device="cpu", latency_calls=3, progress=False)
     plain = harness.evaluate_model(str(tiny_model), tiny_set, **options)
     by_path = harness.evaluate_model(str(tiny_model), tiny_set, document_model=str(tiny_model), **options)
     loaded = SentenceTransformer(str(tiny_model), device="cpu")

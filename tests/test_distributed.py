@@ -53,7 +53,7 @@ def _ray_child(tmp: Path, name: str, where: str) -> dict:
 def _run(suite, tmp: Path, name: str, **options):
     """Run in this process; a failure raises (fail_fast) so the tests see the HarnessError itself."""
     [outcome] = run_suite(suite, RunOptions(output=tmp / f"results-{name}", cache=tmp / f"cache-{name}",
-                                            chunk_rows=CHUNK_ROWS, progress=False, latency_min_calls=3,
+                                            chunk_rows=CHUNK_ROWS, progress=False, latency_calls=3,
                                             fail_fast=True, **options))
     return outcome
 

@@ -270,7 +270,7 @@ def dl19_record(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("pooled")
     suite = load_suite(write_suite(base / "suite.yaml", SUITE))
-    [outcome] = run_suite(suite, RunOptions(output=base / "results", progress=False, latency_min_calls=5,
+    [outcome] = run_suite(suite, RunOptions(output=base / "results", progress=False, latency_calls=5,
                                             fail_fast=True))
     return base / "results", outcome
 

@@ -1,4 +1,4 @@
-"""Streaming corpus, bounded profile sampling, random:bert-tiny and the MS MARCO rehearsal (issue 12)."""
+"""Streaming corpus, bounded profile sampling, the rehearsal encoders and the MS MARCO rehearsal (issue 12)."""
 
 from __future__ import annotations
 
@@ -157,20 +157,22 @@ def test_profile_data_sample_reads_the_corpus_file():
     assert sample == dataset_texts(DATA / "noveleval", 30, seed=3)
 
 
-# ---------------------------------------------------------------- random:bert-tiny
+# ---------------------------------------------------------------- random:bert-tiny and random:bert-micro
 
-def test_random_bert_tiny_is_small_seeded_and_normalised(tmp_path, monkeypatch):
+@pytest.mark.parametrize("architecture, layers, ffn", [("bert-tiny", 2, 512), ("bert-micro", 1, 128)])
+def test_random_rehearsal_encoders_are_small_seeded_and_normalised(tmp_path, monkeypatch, architecture, layers, ffn):
     from harness.encode.models import Encoder, load_sentence_transformer, weights_fingerprint
     from harness.suite import EncoderSpec
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
-    model = load_sentence_transformer("random:bert-tiny", device="cpu")
+    model = load_sentence_transformer(f"random:{architecture}", device="cpu")
     config = model[0].auto_model.config
-    assert (config.hidden_size, config.num_hidden_layers, config.vocab_size) == (128, 2, 30522)
+    assert (config.hidden_size, config.num_hidden_layers, config.intermediate_size, config.vocab_size) == \
+        (128, layers, ffn, 30522)
     first = weights_fingerprint(model)
-    (tmp_path / "random-models" / "bert-tiny").rename(tmp_path / "old")
-    assert weights_fingerprint(load_sentence_transformer("random:bert-tiny", device="cpu")) == first  # seeded
-    encoder = Encoder(EncoderSpec(name="t", model="random:bert-tiny"))
+    (tmp_path / "random-models" / architecture).rename(tmp_path / "old")
+    assert weights_fingerprint(load_sentence_transformer(f"random:{architecture}", device="cpu")) == first  # seeded
+    encoder = Encoder(EncoderSpec(name="t", model=f"random:{architecture}"))
     emb = encoder.encode_documents(["the river flows north", "a school in the city"]).embeddings
     assert emb.shape == (2, 128) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
 

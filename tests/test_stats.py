@@ -17,12 +17,14 @@ from harness.analysis.stats import (
     TESTS,
     PairedComparison,
     bootstrap_ci,
+    calls_to_bound,
     compare_paired,
     holm,
     latency_speed_ratio,
     minimum_detectable_effect,
     noninferiority,
     paired_t_test,
+    quantile_bound,
     queries_needed,
     randomization_test,
     throughput_ratio,
@@ -398,14 +400,48 @@ def test_speed_ratio_bound_separates_noise_from_a_slowdown():
     assert throughput_ratio(rows, base, rows, slower, seed=1) == lost  # seeded: the same bound again
 
 
+def test_quantile_bounds_are_the_binomial_order_statistics():
+    from scipy.stats import binom
+
+    values = np.arange(1000, 0, -1, dtype=np.float64)  # unsorted on purpose: ranks are of the sorted values
+    # P(Bin(1000, .99) <= 996) >= .975 > P(... <= 995): the 997th value bounds the p99 from above
+    assert binom.cdf(996, 1000, 0.99) >= 0.975 > binom.cdf(995, 1000, 0.99)
+    assert quantile_bound(values, 0.99, 0.975, "upper") == 997.0
+    # P(Bin <= 982) <= .025 < P(Bin <= 983): the 983rd value bounds it from below
+    assert binom.cdf(982, 1000, 0.99) <= 0.025 < binom.cdf(983, 1000, 0.99)
+    assert quantile_bound(values, 0.99, 0.975, "lower") == 983.0
+    # 367 calls cannot bound a p99 from above at 97.5% (0.99 ** 367 > 0.025); 368 can, with the maximum
+    assert calls_to_bound(0.99, 0.975) == 368
+    assert quantile_bound(np.arange(1.0, 368.0), 0.99, 0.975, "upper") == math.inf
+    assert quantile_bound(np.arange(1.0, 369.0), 0.99, 0.975, "upper") == 368.0
+
+
+def test_quantile_bounds_cover_the_true_quantile():
+    rng = np.random.default_rng(7)
+    true_p99 = -math.log(0.01)  # exponential(1)
+    samples = rng.exponential(1.0, size=(400, 1000))
+    upper = np.array([quantile_bound(x, 0.99, 0.975, "upper") for x in samples])
+    lower = np.array([quantile_bound(x, 0.99, 0.975, "lower") for x in samples])
+    assert (upper >= true_p99).mean() >= 0.96 and (lower <= true_p99).mean() >= 0.96
+    assert np.all(lower <= upper)
+
+
 def test_latency_speed_ratio_is_inverse_p99():
-    control = [4.0] * 99 + [10.0]
-    treatment = [8.0] * 99 + [20.0]
-    result = latency_speed_ratio(control, treatment, n_resamples=300)
+    rng = np.random.default_rng(3)
+    control = rng.gamma(20.0, 0.2, 1000)
+    treatment = 2.0 * control  # every call twice as long
+    result = latency_speed_ratio(control, treatment)
     assert result.ratio == pytest.approx(np.percentile(control, 99) / np.percentile(treatment, 99)) == \
         pytest.approx(0.5)
-    assert result.upper > result.ratio and result.n_control == result.n_treatment == 100  # the tail call is rare
-    constant = latency_speed_ratio([4.0] * 50, [8.0] * 50, n_resamples=300)
-    assert constant.ratio == constant.upper == pytest.approx(0.5)
+    assert result.ratio < result.upper < 0.9 and result.slower_than(0.10)
+    assert result.n_control == result.n_treatment == 1000
+    same = latency_speed_ratio(control, rng.permutation(control))
+    assert same.ratio == pytest.approx(1.0) and same.upper > 1.0 and not same.slower_than(0.0)
+    # The bootstrap this replaced bounded a p99 of 100 calls (their maximum) as if it were known to 3%;
+    # order statistics say plainly that 100 calls cannot bound it.
+    few = latency_speed_ratio(control[:100], treatment[:100])
+    assert few.ratio == pytest.approx(0.5) and few.upper == math.inf and not few.slower_than(0.10)
+    # only the control's p99 needs an upper bound: 100 calls of a new run that is twice as slow still show it
+    assert latency_speed_ratio(control, treatment[:100]).slower_than(0.10)
     with pytest.raises(ValueError, match="positive"):
         latency_speed_ratio([1.0, -1.0], [1.0])

@@ -20,6 +20,7 @@ shows it (an intersection-union test), so the chance of a false pass stays at mo
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,7 +36,8 @@ from harness.analysis.compare import (
     label_runs,
     load_runs,
 )
-from harness.analysis.stats import SpeedRatio, Test, holm, latency_speed_ratio, noninferiority, throughput_ratio
+from harness.analysis.stats import (SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio, noninferiority,
+                                    throughput_ratio)
 from harness.errors import HarnessError
 from harness.records import Performance
 from harness.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
@@ -338,8 +340,14 @@ def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encod
         message = f"{note}; {ratio.n_control} vs {ratio.n_treatment} timed pieces"
         results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
                                    delta=ratio.ratio - 1, bound=ratio.upper, message=message))
-    ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha,
-                                n_resamples=n_resamples, seed=seed)
+    ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha)
+    if math.isinf(ratio.upper):
+        needed = calls_to_bound(0.99, 1.0 - gate.alpha / 2)
+        message = (f"the baseline's {ratio.n_control} timed query calls cannot bound its p99 at alpha {gate.alpha}: "
+                   f"rerun the baseline with at least {needed} (harness run --latency-calls {needed})")
+        results.append(CheckResult(**common, metric="query p99 ms", status="SKIP", expected=old_p99, actual=new_p99,
+                                   delta=ratio.ratio - 1, message=message))
+        return results
     status, note = speed_verdict(ratio, gate)
     message = f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs {ratio.n_treatment} calls"
     results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,

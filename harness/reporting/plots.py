@@ -231,9 +231,11 @@ def quality_speed_frontier(points: Sequence[Mapping[str, object]], *, metric: st
                                                         "query encoding latency p99 (ms, lower is faster)")):
         for i, p in enumerate(points):
             low, high = p["ci"]  # type: ignore[misc]
-            colour, on = PALETTE[i % len(PALETTE)], bool(p["frontier"])
+            # colour varies fastest, the marker once per round of colours: distinct for 64 points (a grid sweep)
+            colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
+            on = bool(p["frontier"])
             ax.errorbar([p[x]], [p["mean"]], yerr=[[p["mean"] - low], [high - p["mean"]]],  # type: ignore[operator]
-                        fmt=MARKERS[i % len(MARKERS)], color=colour, markerfacecolor=colour if on else "white",
+                        fmt=marker, color=colour, markerfacecolor=colour if on else "white",
                         markersize=8, capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
         if x == "speed":
             front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))  # type: ignore
