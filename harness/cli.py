@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--executor", choices=("local", "ray"), default="local",
                      help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
-    _reuse_option(run)
+    _encoding_options(run)
     _mlflow_option(run)
     run.set_defaults(func=cmd_run)
 
@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--fail-fast", action="store_true", help="stop at the first point that fails")
-    _reuse_option(sweep)
+    _encoding_options(sweep)
     _mlflow_option(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -133,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--output", "-o", type=Path, default=Path("out/check"),
                        help="where a fresh run writes its records (default: out/check)")
     check.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
-    _reuse_option(check)
+    _encoding_options(check)
     check.add_argument("--seed", type=int, default=0)
     check.add_argument("--resamples", type=int, default=10_000)
     check.add_argument("--json", type=Path, help="write the summary as JSON here")
@@ -201,7 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _reuse_option(parser: argparse.ArgumentParser) -> None:
+def _encoding_options(parser: argparse.ArgumentParser) -> None:
     from harness.profile.timing import LATENCY_CALLS
 
     parser.add_argument("--reuse-embeddings", choices=("auto", "never"), default=None,
@@ -209,8 +209,8 @@ def _reuse_option(parser: argparse.ArgumentParser) -> None:
                              "library versions) matches; never: encode every corpus again (default: the suite's "
                              "reuse_embeddings, else auto)")
     parser.add_argument("--latency-calls", type=_positive_int("--latency-calls"), default=LATENCY_CALLS, metavar="N",
-                        help=f"single-query calls timed for the query latency figures (default {LATENCY_CALLS}; the "
-                             "speed gate needs at least 368 in both records to bound a p99)")
+                        help=f"single-query calls timed for the query latency figures (default {LATENCY_CALLS}; a "
+                             "baseline needs at least 368 for the speed gate to bound its p99)")
 
 
 def _stats_options(parser: argparse.ArgumentParser) -> None:
@@ -259,7 +259,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     print(f"sweep: {len(swept.encoders)} variant(s) x {len(swept.datasets)} dataset(s)"
           + (f", {len(skipped)} grid point(s) skipped (see warnings)" if skipped else ""), file=sys.stderr)
     options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
-                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
+                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings,
+                         latency_calls=args.latency_calls)
     outcomes = run_suite(swept, options, on_outcome=_print_outcome)
     code = _finish_runs(args, swept.metrics, outcomes)
     if any(o.ok for o in outcomes):

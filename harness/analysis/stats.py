@@ -22,8 +22,8 @@ __all__ = [
     "SpeedRatio",
     "Test",
     "bootstrap_ci",
-    "compare_paired",
     "calls_to_bound",
+    "compare_paired",
     "holm",
     "latency_speed_ratio",
     "minimum_detectable_effect",
@@ -453,7 +453,7 @@ def quantile_bound(values: Sequence[float], quantile: float, confidence: float, 
 
 
 def calls_to_bound(quantile: float, confidence: float) -> int:
-    """The fewest calls whose ``quantile`` has a finite upper bound at ``confidence`` (p99 at 97.5%: 367)."""
+    """The fewest calls whose ``quantile`` has a finite upper bound at ``confidence`` (p99 at 97.5%: 368)."""
     return math.ceil(math.log(1.0 - confidence) / math.log(quantile))
 
 
