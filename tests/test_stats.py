@@ -443,5 +443,7 @@ def test_latency_speed_ratio_is_inverse_p99():
     assert few.ratio == pytest.approx(0.5) and few.upper == math.inf and not few.slower_than(0.10)
     # only the control's p99 needs an upper bound: 100 calls of a new run that is twice as slow still show it
     assert latency_speed_ratio(control, treatment[:100]).slower_than(0.10)
+    # a median of 2 calls has no lower bound at 97.5% (its smallest value is below it with probability 0.75)
+    assert latency_speed_ratio(control, treatment[:2], quantile=0.5).upper == math.inf
     with pytest.raises(ValueError, match="positive"):
         latency_speed_ratio([1.0, -1.0], [1.0])

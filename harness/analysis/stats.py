@@ -463,7 +463,8 @@ def latency_speed_ratio(control_ms: Sequence[float], treatment_ms: Sequence[floa
     quantile as ``numpy.percentile`` computes it (``Latency.from_values``). The upper bound is the control's
     upper order-statistic bound over the treatment's lower one, each at 1 - alpha/2 (so both hold together
     with probability >= 1 - alpha). Only the control's bound needs many calls: it is inf when the control has
-    fewer than ``calls_to_bound``, while a few treatment calls can still show a large slowdown."""
+    fewer than ``calls_to_bound``, while a few treatment calls can still show a large slowdown (for a low
+    quantile and very few treatment calls its lower bound is 0, and the ratio's bound inf too)."""
     c = np.array(control_ms, dtype=np.float64)
     t = np.array(treatment_ms, dtype=np.float64)
     for name, v in (("control", c), ("treatment", t)):
@@ -472,5 +473,6 @@ def latency_speed_ratio(control_ms: Sequence[float], treatment_ms: Sequence[floa
     # speed = 1 / latency, so treatment speed / control speed = control latency / treatment latency
     ratio = float(np.quantile(c, quantile) / np.quantile(t, quantile))
     confidence = 1.0 - alpha / 2
-    upper = quantile_bound(c, quantile, confidence, "upper") / quantile_bound(t, quantile, confidence, "lower")
+    lower_t = quantile_bound(t, quantile, confidence, "lower")
+    upper = quantile_bound(c, quantile, confidence, "upper") / lower_t if lower_t > 0 else math.inf
     return SpeedRatio(ratio, upper, alpha, int(c.size), int(t.size))
