@@ -338,12 +338,14 @@ def rehearse(args: argparse.Namespace) -> dict:
         "store_bytes": store_bytes, "store_chunks": store_files, "run_trec_sha256": sha256(trec),
         "metrics": record["metrics"], "record_peak_rss_mb": record["performance"].get("peak_rss_mb"),
     })
+    save(out, report)  # after each phase: a full-size rehearsal takes hours and an interrupted one keeps its figures
     if args.rerun:
         print("rerun: everything from the cache ...", flush=True)
         warm = run_once(args, suite, out / "results-rerun", out / "cache", env)
         same = sha256(run_trec(out / "results-rerun")) == report["run_trec_sha256"]
         report["rerun"] = {"stage_s": {**warm["stage_s"], "total": round(warm["wall_s"], 1)},
                            "peak_rss_mb": round(warm["peak_rss_mb"], 1), "run_trec_identical": same}
+        save(out, report)
     if args.kill_at is not None:
         at = max(1, min(n_chunks - 1, round(n_chunks * args.kill_at)))
         print(f"kill: SIGKILL after {at} of {n_chunks} chunks, then resume ...", flush=True)
@@ -354,8 +356,13 @@ def rehearse(args: argparse.Namespace) -> dict:
         report["kill"] = {"kill_at": args.kill_at, "killed": killed["killed"], "chunks_when_killed": written,
                           "chunks": n_chunks, "resumed_wall_s": round(resumed["wall_s"], 1),
                           "resumed_run_trec_sha256": digest, "identical": digest == report["run_trec_sha256"]}
-    (out / "rehearsal.json").write_text(json.dumps(report, indent=1))
+        save(out, report)
     return report
+
+
+def save(out: Path, report: dict) -> None:
+    (out / "rehearsal.json").write_text(json.dumps(report, indent=1))
+    print(table(report), flush=True)
 
 
 def table(r: dict) -> str:
@@ -406,8 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--output is required")
     if args.kill_at is not None and not 0 < args.kill_at < 1:
         parser.error("--kill-at must be a fraction between 0 and 1")
-    report = rehearse(args)
-    print(table(report))
+    rehearse(args)
     print(f"wrote {args.output / 'rehearsal.json'}")
     return 0
 
