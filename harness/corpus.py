@@ -59,7 +59,9 @@ class Corpus:
 
     def rows_of(self, doc_ids: Iterable[str]) -> dict[str, int]:
         """Canonical row of each of `doc_ids` found in the corpus (absent ids are left out)."""
-        wanted = np.asarray(sorted(set(doc_ids)), dtype=self.ids.dtype if len(self.ids) else str)
+        # Not cast to the corpus's dtype: numpy would cut a longer id to the corpus's width ("12345678" would be
+        # found as "1234567"). Arrays of different widths compare exactly.
+        wanted = np.asarray(sorted(set(doc_ids)), dtype=str)
         if not len(wanted) or not len(self):
             return {}
         ascending = self.ids[::-1]

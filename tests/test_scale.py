@@ -85,6 +85,14 @@ def test_corpus_reads_any_rows_and_looks_up_ids(tmp_path):
     assert ds.corpus.lookup(wanted) == {ids[17]: texts[17], ids[4242]: texts[4242]}
 
 
+def test_an_id_longer_than_every_corpus_id_is_not_cut_to_match_one():
+    corpus = MemoryCorpus(np.array(["2", "1234567", "1"]), ["two", "seven digits", "one"])
+    assert corpus.lookup(["12345678", "1234567"]) == {"1234567": "seven digits"}
+    assert corpus.count_missing(["12345678", "1", "0"]) == 2
+    assert corpus.rows_of(["1234567", "2", "123456"]) == {"1234567": 1, "2": 0}
+    assert corpus.rows_of(["12345678"]) == {}
+
+
 def test_msmarco_tsv_and_ir_datasets_stream_the_same_corpus(tmp_path, monkeypatch):
     """A collection.tsv read at offsets and an ir_datasets corpus read from its spill give the BEIR set's order."""
     beir_ds = load_dataset(DatasetSpec(name="b", path=DATA / "msmarco-trecdl2019-pool", relevance_level=2))
