@@ -323,13 +323,19 @@ def rehearse(args: argparse.Namespace) -> dict:
     report = {"passages": args.passages, "queries": info["params"]["queries"], "qrels": info["qrels"],
               "seed": args.seed, "model": args.model, "executor": args.executor, "machine": machine(),
               "data_generate_s": round(info["generate_s"], 1), "collection_bytes": info["collection_bytes"]}
+    if args.rerun_only:
+        report = json.loads((out / "rehearsal.json").read_text())
+        if (report["passages"], report["model"]) != (args.passages, args.model) or not (out / "cache").is_dir():
+            raise SystemExit(f"--rerun-only needs {out}/rehearsal.json and cache/ from a cold run of the same "
+                             f"--passages and --model: run without --rerun-only first")
+        rerun(args, out, suite, env, report)
+        return report
     for name in ("results", "cache", "results-resumed", "cache-resumed", "results-rerun"):
         subprocess.run(["rm", "-rf", str(out / name)], check=True)
 
     print("run: harness run (cold cache) ...", flush=True)
     cold = run_once(args, suite, out / "results", out / "cache", env)
     trec = run_trec(out / "results")
-    n_chunks = -(-args.passages // args.chunk_rows)
     store_files, store_bytes = store_chunks(out / "cache")
     record = json.loads((trec.parent / "record.json").read_text())
     report.update({
@@ -340,13 +346,9 @@ def rehearse(args: argparse.Namespace) -> dict:
     })
     save(out, report)  # after each phase: a full-size rehearsal takes hours and an interrupted one keeps its figures
     if args.rerun:
-        print("rerun: everything from the cache ...", flush=True)
-        warm = run_once(args, suite, out / "results-rerun", out / "cache", env)
-        same = sha256(run_trec(out / "results-rerun")) == report["run_trec_sha256"]
-        report["rerun"] = {"stage_s": {**warm["stage_s"], "total": round(warm["wall_s"], 1)},
-                           "peak_rss_mb": round(warm["peak_rss_mb"], 1), "run_trec_identical": same}
-        save(out, report)
+        rerun(args, out, suite, env, report)
     if args.kill_at is not None:
+        n_chunks = -(-args.passages // args.chunk_rows)
         at = max(1, min(n_chunks - 1, round(n_chunks * args.kill_at)))
         print(f"kill: SIGKILL after {at} of {n_chunks} chunks, then resume ...", flush=True)
         killed = run_once(args, suite, out / "results-resumed", out / "cache-resumed", env, kill_at_chunk=at)
@@ -358,6 +360,17 @@ def rehearse(args: argparse.Namespace) -> dict:
                           "resumed_run_trec_sha256": digest, "identical": digest == report["run_trec_sha256"]}
         save(out, report)
     return report
+
+
+def rerun(args: argparse.Namespace, out: Path, suite: Path, env: dict, report: dict) -> None:
+    print("rerun: everything from the cache ...", flush=True)
+    subprocess.run(["rm", "-rf", str(out / "results-rerun")], check=True)
+    warm = run_once(args, suite, out / "results-rerun", out / "cache", env)
+    same = sha256(run_trec(out / "results-rerun")) == report["run_trec_sha256"]
+    report["rerun"] = {"stage_s": {**warm["stage_s"], "total": round(warm["wall_s"], 1)},
+                       "peak_rss_mb": round(warm["peak_rss_mb"], 1), "stage_peak_rss_mb": warm["stage_peak_rss_mb"],
+                       "run_trec_identical": same, "machine": machine()}
+    save(out, report)
 
 
 def save(out: Path, report: dict) -> None:
@@ -398,6 +411,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="the random-weight encoder that replaces msmarco-distilbert-dot-v5 (default %(default)s; "
                              "bert-micro: 1 layer, for the full size on a few CPU cores)")
     parser.add_argument("--rerun", action="store_true", help="also rerun with everything from the cache")
+    parser.add_argument("--rerun-only", action="store_true",
+                        help="only the rerun, from the cache and rehearsal.json an earlier cold run left in OUTPUT")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--chunk-rows", type=int, default=16384, help="store chunk rows (harness run's default)")
     parser.add_argument("--sample-s", type=float, default=0.1, help="RSS sampling period (s)")
