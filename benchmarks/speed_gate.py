@@ -78,7 +78,7 @@ def main() -> int:
 
     def run(label: str, encoder: Encoder) -> LoadedRun:
         started = time.perf_counter()
-        store = MemoryStore(len(dataset.doc_ids), chunk_rows=options.chunk_rows)
+        store = MemoryStore(len(dataset.corpus), chunk_rows=options.chunk_rows)
         result = run_one(suite, dataset, encoder, options, store=store)
         perf = result.record.performance
         print(f"  {label}: {perf.throughput.passages_per_s:.1f} passages/s, query p99 {perf.query_latency.p99:.2f} ms, "

@@ -165,7 +165,7 @@ def evaluate_model(
                   top_k=top_k)
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
     options = RunOptions(latency_calls=latency_calls, progress=progress)
-    store = MemoryStore(len(data.doc_ids), chunk_rows=len(data.doc_ids))
+    store = MemoryStore(len(data.corpus), chunk_rows=len(data.corpus))
     loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
     if loaded_documents:
         _require_sentence_transformer(document_model)

@@ -71,7 +71,7 @@ class CorpusSource:
             meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
             StoreOrigin.model_validate(meta["created_by"])  # else opening the store would start it afresh
             parts, layout = meta["parts"], {"dtype": meta["dtype"], "chunk_rows": meta["chunk_rows"]}
-            matches = store_key({**parts, **layout}) == key and meta["n_rows"] == len(dataset.doc_ids)
+            matches = store_key({**parts, **layout}) == key and meta["n_rows"] == len(dataset.corpus)
         except (OSError, ValueError, KeyError, TypeError):
             raise HarnessError(f"{where}: its corpus embeddings (store {key}) are not in the embedding cache {root}; "
                                "point --cache / HARNESS_CACHE at the cache that run used, or name the model instead "

@@ -1,10 +1,13 @@
 """Corpus ids in canonical order, and the texts streamed from the source in that order, chunk by chunk.
 
 The canonical order is ids descending (exact search breaks score ties by the lower row, so this order
-breaks them the way trec_eval does: docno descending). Ids are kept as one numpy unicode array
-(numpy compares code points, as Python's ``sorted`` does, so the order is bit-identical to sorting the
-strings). No text is held: each source gets a byte-offset index (offset and length of every document's
-line, in canonical order) and a chunk is read with one ``pread`` per document, in file order.
+breaks them the way trec_eval does: docno descending). Ids are kept as one numpy array: ASCII bytes when every
+id is ASCII (MS MARCO: 7 bytes a passage instead of numpy unicode's 28), unicode otherwise. Both compare code
+points, as Python's ``sorted`` does, so the order is bit-identical to sorting the strings; `as_strings` turns
+either into Python strings. No text is held: each source gets a byte-offset index (offset and length of every
+document's line, in canonical order) and a chunk is read with one ``pread`` per document, in file order. A saved
+index's offsets and lengths stay on disk: each read maps their files for the rows it needs, so memory does not
+grow with the corpus by their 12 bytes a document.
 
 * plain ``corpus.jsonl`` / ``collection.tsv``: the index points into the file itself;
 * ``corpus.jsonl.gz`` and ``ir_datasets`` sources cannot be read at an offset: one pass writes their documents
@@ -40,7 +43,7 @@ _ID_BLOCK = 1 << 20  # ids gathered as Python strings before packing into numpy
 class Corpus:
     """Document ids in canonical order; texts read on demand. Subclasses implement `texts_at`."""
 
-    ids: np.ndarray  # numpy unicode array, ids descending
+    ids: np.ndarray  # ids descending: ASCII bytes (dtype S) or unicode (U); see `as_strings`
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -61,13 +64,17 @@ class Corpus:
         """Canonical row of each of `doc_ids` found in the corpus (absent ids are left out)."""
         # Not cast to the corpus's dtype: numpy would cut a longer id to the corpus's width ("12345678" would be
         # found as "1234567"). Arrays of different widths compare exactly.
-        wanted = np.asarray(sorted(set(doc_ids)), dtype=str)
+        wanted = sorted(set(doc_ids))
+        if self.ids.dtype.kind == "S":  # a non-ASCII id cannot be among ASCII ones
+            wanted = np.asarray([d.encode() for d in wanted if d.isascii()], dtype=bytes)
+        else:
+            wanted = np.asarray(wanted, dtype=str)
         if not len(wanted) or not len(self):
             return {}
         ascending = self.ids[::-1]
         pos = np.searchsorted(ascending, wanted).clip(0, len(self) - 1)
         found = ascending[pos] == wanted
-        return {str(d): len(self) - 1 - int(p) for d, p in zip(wanted[found], pos[found])}
+        return {d: len(self) - 1 - int(p) for d, p in zip(as_strings(wanted[found]), pos[found].tolist())}
 
     def lookup(self, doc_ids: Iterable[str]) -> dict[str, str]:
         """The texts of those of `doc_ids` that are in the corpus (for pools, reports, spot checks)."""
@@ -91,10 +98,24 @@ class MemoryCorpus(Corpus):
         return [self._texts[i] for i in rows.tolist()]
 
 
-class FileCorpus(Corpus):
-    """Texts read from a plain file at the byte offsets of an index (see module doc)."""
+def as_strings(ids: np.ndarray) -> list[str]:
+    """Corpus ids (all of them or a selection) as Python strings, whichever dtype holds them."""
+    return ids.astype(str).tolist() if ids.dtype.kind == "S" else ids.tolist()
 
-    def __init__(self, path: Path, fmt: str, ids: np.ndarray, offsets: np.ndarray, lengths: np.ndarray):
+
+def pack_ids(keys: list[str]) -> np.ndarray:
+    """Ids as a numpy array: ASCII bytes when every id is ASCII, unicode otherwise."""
+    try:
+        return np.array(keys, dtype=bytes)
+    except UnicodeEncodeError:
+        return np.array(keys, dtype=str)
+
+
+class FileCorpus(Corpus):
+    """Texts read from a plain file at the byte offsets of an index (see module doc). `offsets` and `lengths` are
+    arrays, or the .npy files of a saved index, mapped by each read for the rows it needs."""
+
+    def __init__(self, path: Path, fmt: str, ids: np.ndarray, offsets: np.ndarray | Path, lengths: np.ndarray | Path):
         self.path, self.fmt, self.ids, self.offsets, self.lengths = path, fmt, ids, offsets, lengths
         self._fd: int | None = None
         self._pid = 0
@@ -102,7 +123,7 @@ class FileCorpus(Corpus):
     def texts_at(self, rows: np.ndarray) -> list[str]:
         if self._fd is None or self._pid != os.getpid():
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        offsets, lengths = self.offsets[rows], self.lengths[rows]
+        offsets, lengths = _column(self.offsets)[rows], _column(self.lengths)[rows]  # copies: the maps close here
         order = np.argsort(offsets, kind="stable")  # read in file order: sequential I/O
         parse = _PARSERS[self.fmt]
         out: list[str] = [""] * len(rows)
@@ -121,6 +142,10 @@ class FileCorpus(Corpus):
 
     def __getstate__(self):
         return {**self.__dict__, "_fd": None, "_pid": 0}
+
+
+def _column(source: np.ndarray | Path) -> np.ndarray:
+    return source if isinstance(source, np.ndarray) else np.load(source, mmap_mode="r")
 
 
 # ---------------------------------------------------------------- line formats
@@ -202,13 +227,15 @@ class _IdsBuilder:
 
     def _pack(self) -> None:
         if self.pending:
-            self.blocks.append(np.array(self.pending, dtype=str))
+            self.blocks.append(pack_ids(self.pending))
             self.pending = []
 
     def finish(self, *, where: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         self._pack()
         if not self.blocks:
             raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
+        if len({block.dtype.kind for block in self.blocks}) > 1:  # a later block held a non-ASCII id
+            self.blocks = [block.astype(str) for block in self.blocks]
         ids = np.concatenate(self.blocks)
         self.blocks = []
         order = canonical_order(ids, where=where)
@@ -224,7 +251,7 @@ def canonical_order(ids: np.ndarray, *, where: str) -> np.ndarray:
     ordered = ids[order]
     same = np.flatnonzero(ordered[1:] == ordered[:-1])
     if len(same):
-        raise HarnessError(f"{where}: duplicate document id {str(ordered[same[0]])!r}; ids must be unique")
+        raise HarnessError(f"{where}: duplicate document id {as_strings(ordered[same[:1]])[0]!r}; ids must be unique")
     return order
 
 
@@ -278,12 +305,14 @@ class IndexDir:
         try:
             info = json.loads(meta.read_text())
             ids = np.load(self.path / "ids.npy")
-            offsets = np.load(self.path / "offsets.npy")
-            lengths = np.load(self.path / "lengths.npy")
-        except (OSError, ValueError):
-            return None  # a damaged index is rebuilt
+            if any(np.load(self.path / f"{column}.npy", mmap_mode="r").shape != ids.shape
+                   for column in ("offsets", "lengths")):
+                raise ValueError("columns of different lengths")
+        except (OSError, ValueError):  # a damaged index is removed, to be built again
+            shutil.rmtree(self.path, ignore_errors=True)
+            return None
         text_file = self.path / "spill" if info.get("spill") else source
-        return FileCorpus(text_file, info["fmt"], ids, offsets, lengths)
+        return FileCorpus(text_file, info["fmt"], ids, self.path / "offsets.npy", self.path / "lengths.npy")
 
     def save(self, fmt: str, ids, offsets, lengths, spill_tmp: Path | None, source: Path | None) -> FileCorpus:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -378,6 +407,6 @@ def memory_corpus(docs: Iterable[tuple[str, str]], *, where: str) -> MemoryCorpu
         texts.append(text)
     if not keys:
         raise HarnessError(f"{where}: the corpus is empty; a retrieval evaluation needs documents")
-    ids = np.array(keys, dtype=str)
+    ids = pack_ids(keys)
     order = canonical_order(ids, where=where)
     return MemoryCorpus(ids[order], [texts[i] for i in order.tolist()])

@@ -497,7 +497,7 @@ def write_run_record(
     output: Path,
     record: RunRecord,
     *,
-    run: dict[str, list[tuple[str, float]]] | Path,
+    run: Mapping[str, Sequence[tuple[str, float]]] | Path,
     per_query: dict[str, dict[str, float]],
     recall_curve: RecallCurve,
     tag: str = "",
@@ -568,7 +568,7 @@ def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
         os.fsync(handle.fileno())
 
 
-def write_trec_run(path: Path, run: dict[str, list[tuple[str, float]]], *, tag: str) -> None:
+def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *, tag: str) -> None:
     with open(path, "w", encoding="utf-8") as handle:
         for qid in sorted(run):
             for rank, (docid, score) in enumerate(run[qid], start=1):

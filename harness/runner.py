@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -18,6 +18,7 @@ import numpy as np
 
 from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root
 from harness.compat import CorpusSource, check_dimensions, load_encoders
+from harness.corpus import as_strings
 from harness.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
@@ -49,7 +50,54 @@ from harness.suite import EncoderSpec, ReuseEmbeddings, Suite
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Ranking = dict[str, list[tuple[str, float]]]  # query id -> [(doc id, score)], best first
+
+
+class Ranking(Mapping[str, list[tuple[str, float]]]):
+    """Query id -> [(doc id, score)], best first: the exact search's top k kept as its numpy arrays, each query's
+    list built when it is asked for. As Python tuples, MS MARCO's 6,980 x 1,000 hits take about 1 GB."""
+
+    def __init__(self, query_ids: Sequence[str], doc_ids: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+                 top_k: int, *, drop_self_hits: bool = False):
+        self._rows = {qid: row for row, qid in enumerate(query_ids)}
+        self._doc_ids, self._scores, self._indices = doc_ids, scores, indices
+        self._top_k, self._drop_self_hits = top_k, drop_self_hits
+
+    def __getitem__(self, qid: str) -> list[tuple[str, float]]:
+        row = self._rows[qid]
+        hits = zip(as_strings(self._doc_ids[self._indices[row]]), self._scores[row].tolist())
+        if self._drop_self_hits:
+            hits = ((d, s) for d, s in hits if d != qid)
+        return list(hits)[:self._top_k]
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self._rows
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def scored(self) -> Mapping[str, dict[str, float]]:
+        """The same ranking as query id -> {doc id: score} (what `score` and `holes` read), built per query."""
+        return _Scored(self)
+
+
+class _Scored(Mapping[str, dict[str, float]]):
+    def __init__(self, ranking: Ranking):
+        self._ranking = ranking
+
+    def __getitem__(self, qid: str) -> dict[str, float]:
+        return dict(self._ranking[qid])
+
+    def __contains__(self, qid: object) -> bool:
+        return qid in self._ranking
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._ranking)
+
+    def __len__(self) -> int:
+        return len(self._ranking)
 
 
 @dataclass(frozen=True)
@@ -199,8 +247,8 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     if store is None:
         store = EmbeddingStore(
             options.cache or cache_root(), corpus_encoder.store_parts(dataset.fingerprint),
-            n_rows=len(dataset.doc_ids), chunk_rows=options.chunk_rows,
-            dtype=store_dtype_for(len(dataset.doc_ids), options.store_dtype), reuse=reuse == "auto",
+            n_rows=len(dataset.corpus), chunk_rows=options.chunk_rows,
+            dtype=store_dtype_for(len(dataset.corpus), options.store_dtype), reuse=reuse == "auto",
         )
     chunks_encoded = len(store.missing())
     if options.executor == "ray":
@@ -221,15 +269,15 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     if first_chunk is not None:
         check_dimensions(encoder, documents, found=(dimension, int(first_chunk.shape[1])))
 
-    k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.doc_ids))
-    with progress(len(dataset.doc_ids), f"search {label}", enabled=options.progress) as update:
+    k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.corpus))
+    with progress(len(dataset.corpus), f"search {label}", enabled=options.progress) as update:
         started = time.perf_counter()
         top = exact_top_k(query_result.embeddings, store.chunks(), k, similarity=spec.similarity,
                           device=encoder.device, progress=update)
         search_seconds = time.perf_counter() - started
-    run = _ranking(dataset, top.scores, top.indices, suite.top_k)
-
-    ranked = {q: dict(r) for q, r in run.items()}
+    run = Ranking(dataset.query_ids, dataset.corpus.ids, top.scores, top.indices, suite.top_k,
+                  drop_self_hits=dataset.drop_self_hits)
+    ranked = run.scored()
     scores = score(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level, top_k=suite.top_k)
     evaluation = Evaluation(scores.per_query, scores.aggregate)
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
@@ -257,7 +305,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
     performance = Performance(
         corpus_encode_s=totals.seconds,
         corpus_tokens=totals.tokens,
-        throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.doc_ids), tokens=totals.tokens),
+        throughput=timing.Throughput.from_seconds(totals.seconds, passages=len(dataset.corpus), tokens=totals.tokens),
         truncated_documents=totals.truncated,
         corpus_from_cache=embeddings.chunks_encoded == 0,
         encoding_hosts=list(encoding_hosts),
@@ -305,13 +353,3 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | M
             texts = dataset.corpus.texts(rows.start, rows.stop)  # one chunk's texts at a time, streamed
             encode_chunk(encoder, texts, index, progress=update).write(store)
     return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]
-
-
-def _ranking(dataset: Dataset, scores: np.ndarray, indices: np.ndarray, top_k: int) -> Ranking:
-    run = {}
-    for row, qid in enumerate(dataset.query_ids):
-        hits = list(zip(dataset.doc_ids[indices[row]].tolist(), scores[row].tolist()))
-        if dataset.drop_self_hits:
-            hits = [(d, s) for d, s in hits if d != qid]
-        run[qid] = hits[:top_k]
-    return run

@@ -18,6 +18,7 @@ from harness.corpus import FileCorpus, MemoryCorpus
 from harness.datasets import load_dataset
 from harness.errors import HarnessError
 from harness.profile.sweep import dataset_texts, reservoir_sample
+from harness.runner import Ranking
 from harness.suite import DatasetSpec
 from tests.conftest import DATA, REPO, write_beir
 from tests.test_datasets import _dl19_tsv
@@ -85,12 +86,55 @@ def test_corpus_reads_any_rows_and_looks_up_ids(tmp_path):
     assert ds.corpus.lookup(wanted) == {ids[17]: texts[17], ids[4242]: texts[4242]}
 
 
-def test_an_id_longer_than_every_corpus_id_is_not_cut_to_match_one():
-    corpus = MemoryCorpus(np.array(["2", "1234567", "1"]), ["two", "seven digits", "one"])
+@pytest.mark.parametrize("dtype", [str, bytes])
+def test_an_id_longer_than_every_corpus_id_is_not_cut_to_match_one(dtype):
+    corpus = MemoryCorpus(np.array(["2", "1234567", "1"], dtype=dtype), ["two", "seven digits", "one"])
     assert corpus.lookup(["12345678", "1234567"]) == {"1234567": "seven digits"}
-    assert corpus.count_missing(["12345678", "1", "0"]) == 2
-    assert corpus.rows_of(["1234567", "2", "123456"]) == {"1234567": 1, "2": 0}
+    assert corpus.count_missing(["12345678", "1", "0", "é"]) == 3
+    assert corpus.rows_of(["1234567", "2", "123456", "é"]) == {"1234567": 1, "2": 0}
     assert corpus.rows_of(["12345678"]) == {}
+
+
+def test_ascii_ids_are_held_as_bytes_and_read_back_as_strings(tmp_path):
+    """MS MARCO's ids take 7 bytes a passage, not numpy unicode's 28; every reader still sees Python strings."""
+    ids, texts, fingerprint = reference(DATA / "scifact")
+    ds = load_dataset(DatasetSpec(name="s", path=DATA / "scifact"), cache=tmp_path)
+    assert ds.corpus.ids.dtype == np.dtype(f"S{max(map(len, ids))}")
+    assert ds.fingerprint == fingerprint and ds.doc_ids.tolist() == ids and ds.doc_ids.dtype.kind == "U"
+    assert isinstance(ds.corpus.offsets, Path)  # a saved index's offsets stay on disk
+    assert ds.corpus.lookup([ids[5], ids[-1]]) == {ids[5]: texts[5], ids[-1]: texts[-1]}
+
+
+def test_a_non_ascii_id_in_a_later_block_keeps_every_id_unicode(tmp_path, monkeypatch):
+    monkeypatch.setattr("harness.corpus._ID_BLOCK", 2)  # ids are packed 2 at a time: the first block is ASCII
+    docs = [("a1", "x"), ("b2", "y"), ("c3", "z"), ("é4", "w"), ("d5", "v")]
+    folder = write_beir(tmp_path / "s", docs=docs, queries=[("q", "?")], qrels=[("q", "é4", 1)])
+    ds = load_dataset(DatasetSpec(name="t", path=folder), cache=tmp_path / "c")
+    assert ds.corpus.ids.dtype.kind == "U"
+    assert ds.doc_ids.tolist() == ["é4", "d5", "c3", "b2", "a1"] and ds.doc_texts == ["w", "v", "z", "y", "x"]
+    assert ds.corpus.rows_of(["é4", "a1", "zz"]) == {"é4": 0, "a1": 4}
+
+
+def test_a_damaged_saved_index_is_rebuilt(tmp_path):
+    ids, texts, _ = reference(DATA / "scifact")
+    spec = DatasetSpec(name="s", path=DATA / "scifact")
+    load_dataset(spec, cache=tmp_path)
+    [index] = (tmp_path / "corpus-index").iterdir()
+    np.save(index / "offsets.npy", np.zeros(3, dtype=np.int64))  # e.g. a copy cut short
+    ds = load_dataset(spec, cache=tmp_path)
+    assert ds.corpus.texts(0, 3) == texts[:3] and len(np.load(index / "offsets.npy")) == len(ids)
+
+
+def test_ranking_builds_each_querys_hits_from_the_search_arrays():
+    ids = np.array(["d3", "q1", "d1"], dtype=bytes)
+    scores = np.array([[3.0, 2.0, 1.0], [5.0, 4.0, 0.5]], dtype=np.float32)
+    indices = np.array([[0, 1, 2], [2, 0, 1]])
+    ranking = Ranking(["q1", "q2"], ids, scores, indices, top_k=2, drop_self_hits=True)
+    assert dict(ranking) == {"q1": [("d3", 3.0), ("d1", 1.0)], "q2": [("d1", 5.0), ("d3", 4.0)]}
+    assert len(ranking) == 2 and "q1" in ranking and "q3" not in ranking
+    assert dict(ranking.scored()) == {"q1": {"d3": 3.0, "d1": 1.0}, "q2": {"d1": 5.0, "d3": 4.0}}
+    kept = Ranking(["q1"], ids, scores[:1], indices[:1], top_k=3)
+    assert kept["q1"] == [("d3", 3.0), ("q1", 2.0), ("d1", 1.0)]
 
 
 def test_msmarco_tsv_and_ir_datasets_stream_the_same_corpus(tmp_path, monkeypatch):
