@@ -202,6 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _encoding_options(parser: argparse.ArgumentParser) -> None:
+    from harness.analysis.stats import LATENCY_QUANTILE, calls_to_bound
     from harness.profile.timing import LATENCY_CALLS
 
     parser.add_argument("--reuse-embeddings", choices=("auto", "never"), default=None,
@@ -210,7 +211,8 @@ def _encoding_options(parser: argparse.ArgumentParser) -> None:
                              "reuse_embeddings, else auto)")
     parser.add_argument("--latency-calls", type=_positive_int("--latency-calls"), default=LATENCY_CALLS, metavar="N",
                         help=f"single-query calls timed for the query latency figures (default {LATENCY_CALLS}; a "
-                             "baseline needs at least 368 for the speed gate to bound its p99)")
+                             f"baseline needs at least {calls_to_bound(LATENCY_QUANTILE, 0.975)} for the speed gate "
+                             "to bound its p99 at alpha 0.05)")
 
 
 def _stats_options(parser: argparse.ArgumentParser) -> None:

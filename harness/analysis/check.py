@@ -36,8 +36,8 @@ from harness.analysis.compare import (
     label_runs,
     load_runs,
 )
-from harness.analysis.stats import (SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio, noninferiority,
-                                    throughput_ratio)
+from harness.analysis.stats import (LATENCY_QUANTILE, SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio,
+                                    noninferiority, throughput_ratio)
 from harness.errors import HarnessError
 from harness.records import Performance
 from harness.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
@@ -342,7 +342,7 @@ def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encod
                                    delta=ratio.ratio - 1, bound=ratio.upper, message=message))
     ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha)
     if math.isinf(ratio.upper):
-        needed = calls_to_bound(0.99, 1.0 - gate.alpha / 2)
+        needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
         message = (f"the baseline's {ratio.n_control} timed query calls cannot bound its p99 at alpha {gate.alpha}: "
                    f"rerun the baseline with at least {needed} (harness run --latency-calls {needed})")
         results.append(CheckResult(**common, metric="query p99 ms", status="SKIP", expected=old_p99, actual=new_p99,

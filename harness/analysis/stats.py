@@ -22,6 +22,7 @@ __all__ = [
     "SpeedRatio",
     "Test",
     "bootstrap_ci",
+    "LATENCY_QUANTILE",
     "calls_to_bound",
     "compare_paired",
     "holm",
@@ -452,13 +453,16 @@ def quantile_bound(values: Sequence[float], quantile: float, confidence: float, 
     return float(x[r - 1]) if r >= 1 else 0.0
 
 
+LATENCY_QUANTILE = 0.99  # the query latency quantile the speed gate judges (p99)
+
+
 def calls_to_bound(quantile: float, confidence: float) -> int:
     """The fewest calls whose ``quantile`` has a finite upper bound at ``confidence`` (p99 at 97.5%: 368)."""
     return math.ceil(math.log(1.0 - confidence) / math.log(quantile))
 
 
-def latency_speed_ratio(control_ms: Sequence[float], treatment_ms: Sequence[float], *, quantile: float = 0.99,
-                        alpha: float = 0.05) -> SpeedRatio:
+def latency_speed_ratio(control_ms: Sequence[float], treatment_ms: Sequence[float], *,
+                        quantile: float = LATENCY_QUANTILE, alpha: float = 0.05) -> SpeedRatio:
     """Speed by a latency quantile: control's / treatment's (below 1: the treatment is slower), with the
     quantile as ``numpy.percentile`` computes it (``Latency.from_values``). The upper bound is the control's
     upper order-statistic bound over the treatment's lower one, each at 1 - alpha/2 (so both hold together
