@@ -50,24 +50,14 @@ from harness.suite import EncoderSpec, ReuseEmbeddings, Suite
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 
-class Ranking(Mapping[str, list[tuple[str, float]]]):
-    """Query id -> [(doc id, score)], best first: the exact search's top k kept as its numpy arrays, each query's
-    list built when it is asked for. As Python tuples, MS MARCO's 6,980 x 1,000 hits take about 1 GB."""
+class _PerQuery(Mapping[str, V]):
+    """Query id -> a value built from the query's row of the search's arrays when it is read."""
 
-    def __init__(self, query_ids: Sequence[str], doc_ids: np.ndarray, scores: np.ndarray, indices: np.ndarray,
-                 top_k: int, *, drop_self_hits: bool = False):
-        self._rows = {qid: row for row, qid in enumerate(query_ids)}
-        self._doc_ids, self._scores, self._indices = doc_ids, scores, indices
-        self._top_k, self._drop_self_hits = top_k, drop_self_hits
-
-    def __getitem__(self, qid: str) -> list[tuple[str, float]]:
-        row = self._rows[qid]
-        hits = zip(as_strings(self._doc_ids[self._indices[row]]), self._scores[row].tolist())
-        if self._drop_self_hits:
-            hits = ((d, s) for d, s in hits if d != qid)
-        return list(hits)[:self._top_k]
+    def __init__(self, rows: dict[str, int]):
+        self._rows = rows
 
     def __contains__(self, qid: object) -> bool:
         return qid in self._rows
@@ -78,26 +68,36 @@ class Ranking(Mapping[str, list[tuple[str, float]]]):
     def __len__(self) -> int:
         return len(self._rows)
 
+
+class Ranking(_PerQuery[list[tuple[str, float]]]):
+    """Query id -> [(doc id, score)], best first: the exact search's top k kept as its numpy arrays, each query's
+    list built when it is asked for. As Python tuples, MS MARCO's 6,980 x 1,000 hits take about 1 GB."""
+
+    def __init__(self, query_ids: Sequence[str], doc_ids: np.ndarray, scores: np.ndarray, indices: np.ndarray,
+                 top_k: int, *, drop_self_hits: bool = False):
+        super().__init__({qid: row for row, qid in enumerate(query_ids)})
+        self._doc_ids, self._scores, self._indices = doc_ids, scores, indices
+        self._top_k, self._drop_self_hits = top_k, drop_self_hits
+
+    def __getitem__(self, qid: str) -> list[tuple[str, float]]:
+        row = self._rows[qid]
+        hits = zip(as_strings(self._doc_ids[self._indices[row]]), self._scores[row].tolist())
+        if self._drop_self_hits:
+            hits = ((d, s) for d, s in hits if d != qid)
+        return list(hits)[:self._top_k]
+
     def scored(self) -> Mapping[str, dict[str, float]]:
         """The same ranking as query id -> {doc id: score} (what `score` and `holes` read), built per query."""
         return _Scored(self)
 
 
-class _Scored(Mapping[str, dict[str, float]]):
+class _Scored(_PerQuery[dict[str, float]]):
     def __init__(self, ranking: Ranking):
+        super().__init__(ranking._rows)
         self._ranking = ranking
 
     def __getitem__(self, qid: str) -> dict[str, float]:
         return dict(self._ranking[qid])
-
-    def __contains__(self, qid: object) -> bool:
-        return qid in self._ranking
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._ranking)
-
-    def __len__(self) -> int:
-        return len(self._ranking)
 
 
 @dataclass(frozen=True)
