@@ -127,10 +127,16 @@ def test_corrupt_chunk_is_detected_and_re_encoded(tmp_path, reference):
     assert (newest / "run.trec").read_bytes() == (reference / "run.trec").read_bytes()
 
 
+def _interruptible():
+    # A shell without job control starts background jobs with SIGINT ignored, and the child would inherit that
+    # (the run would finish with 0): restore the default so that Python turns SIGINT into KeyboardInterrupt.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path, reference):
     suite, out, cache = suite_for(tmp_path, "bundled:all-MiniLM-L6-v2"), tmp_path / "out", tmp_path / "cache"
     args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress")
-    proc = harness(*args)
+    proc = harness(*args, preexec_fn=_interruptible)
     wait_for(lambda: chunks_done(cache) >= 1, proc=proc)
     proc.send_signal(signal.SIGINT)
     code, _, err = finish(proc)
