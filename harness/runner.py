@@ -352,4 +352,5 @@ def _encode_corpus(dataset: Dataset, encoder: Encoder, store: EmbeddingStore | M
             rows = store.rows_of(index)
             texts = dataset.corpus.texts(rows.start, rows.stop)  # one chunk's texts at a time, streamed
             encode_chunk(encoder, texts, index, progress=update).write(store)
+            timing.release_free_heap()
     return [EncodingHost(host=host, hardware_key=hardware, chunks=len(missing), rows=todo)]

@@ -32,6 +32,7 @@ from harness.datasets import Dataset
 from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
+from harness.profile.timing import release_free_heap
 from harness.progress import progress as show_progress
 from harness.records import EncodingHost
 from harness.suite import EncoderSpec
@@ -92,6 +93,7 @@ class ChunkEncoder:
             return row
         try:
             chunk = encode_chunk(self.encoder, texts, index)
+            release_free_heap()
         except HarnessError as exc:
             return {**row, "error": f"Ray worker {self.worker}, chunk {index}: {exc}"}
         data = np.ascontiguousarray(chunk.embeddings, dtype=self.dtype)
