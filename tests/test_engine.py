@@ -153,6 +153,31 @@ def test_many_texts_take_the_prefetch_path_and_match(tiny):
     assert count_tokens(tiny.tokenizer, texts, tiny.max_seq_length)[1] > 0  # some hit max_seq_length 128
 
 
+def test_odd_sized_batches_get_filler_rows_and_the_same_embeddings(tiny, msmarco, scifact):
+    # oneDNN caches kernels per row count: only full batches' shapes may reach the model (docs/scale.md §5)
+    texts = msmarco + scifact
+    engine = FastEngine(tiny, device="cpu", max_tokens=512, block=128)
+    assert engine.fill_rows
+    seen: list[tuple[int, int]] = []
+    hook = engine.net.register_forward_pre_hook(
+        lambda _, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        filled = engine.encode(texts).embeddings
+        assert seen and all(rows == engine._rows_for(width) for rows, width in seen)
+        seen.clear()
+        engine.fill_rows = False
+        unfilled = engine.encode(texts).embeddings
+        assert any(rows < engine._rows_for(width) for rows, width in seen)  # there were odd batches to fill
+        seen.clear()
+        engine.fill_rows = True
+        engine.encode(texts[:3])  # a small call (latency) is not filled
+        assert sum(rows for rows, _ in seen) == 3
+    finally:
+        hook.remove()
+    np.testing.assert_allclose(filled, unfilled, rtol=0, atol=1e-6)
+    assert not FastEngine(tiny, device="cpu", cpu_kernels="aten").fill_rows  # no oneDNN caches to bound
+
+
 def test_empty_input(minilm, distilbert):
     for model, dim in ((minilm, 384), (distilbert, 768)):
         result = FastEngine(model, device="cpu").encode([])
@@ -374,6 +399,9 @@ def test_pad_batch_right_pads_with_the_pad_id():
     ids, mask = pad_batch(block, np.array([2, 0, 1]), pad_id=9)
     assert ids.tolist() == [[101, 5, 6, 7, 102], [101, 7, 102, 9, 9], [101, 102, 9, 9, 9]]
     assert mask.tolist() == [[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 1, 0, 0, 0]]
+    ids, mask = pad_batch(block, np.array([0, 1]), pad_id=9, total_rows=4)  # filler: one unmasked pad token
+    assert ids.tolist() == [[101, 7, 102], [101, 102, 9], [9, 9, 9], [9, 9, 9]]
+    assert mask.tolist() == [[1, 1, 1], [1, 1, 0], [1, 0, 0], [1, 0, 0]]
 
 
 def test_prefetch_thread_passes_items_and_errors_through():

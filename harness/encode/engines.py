@@ -10,7 +10,11 @@ What it does differently from `SentenceTransformer.encode` (docs/engine.md has t
   instead of once per batch through the Python tokenizer call.
 * Sorts by *token* length and builds **token-budget batches**: a batch holds as many texts as fit in
   `max_tokens` padded tokens, so short texts run in large batches and long ones in small batches, and each
-  batch is padded only to its own longest text. The input order is restored at the end.
+  batch is padded only to its own longest text. The input order is restored at the end. On CPU with oneDNN
+  kernels, a batch with fewer rows than its length allows (the end of a block, a length drop) gets filler rows
+  up to that count: oneDNN compiles and caches kernels per row count, and without this every new odd-sized
+  batch added to a cache that grew by hundreds of MB over a long corpus (docs/scale.md §5); filler costs ≈ 2.7%
+  more padded tokens on MS MARCO passages.
 * Calls the Hugging Face model directly under `torch.inference_mode()` and then runs the model's own
   remaining sentence-transformers modules (Pooling, Dense, Normalize, ...) on the output, so pooling and
   normalisation are exactly the model's. Models whose first module is not a plain text Transformer
@@ -161,6 +165,7 @@ class FastEngine:
         model.eval()
         self.net = self._precision_copy(model[0].auto_model if self.path == "direct" else model)
         self.tail = list(model)[1:] if self.path == "direct" else []
+        self.fill_rows = self.path == "direct" and any(isinstance(m, PackedLinear) for m in self.net.modules())
         if compile:
             self.net = torch.compile(self.net, dynamic=True)
 
@@ -185,7 +190,7 @@ class FastEngine:
             start += len(chunk)
             size = min(size * 2, self.block)
 
-    def _batches(self, blocks, pin: bool) -> Iterator[Batch]:
+    def _batches(self, blocks, pin: bool, fill_rows: bool = False) -> Iterator[Batch]:
         for start, chunk, tokens in blocks:
             if tokens is None:  # nothing to count tokens with: sort by characters, fixed batches
                 lengths = np.array([len(t) for t in chunk], dtype=np.int64)
@@ -199,11 +204,17 @@ class FastEngine:
                 if self.path != "direct":
                     yield Batch(rows + start, None, None, [chunk[j] for j in rows], n_tokens, n_truncated)
                     continue
-                ids, mask = pad_batch(tokens, rows, self.pad_id)
+                full = self._rows_for(int(lengths[rows].max())) if fill_rows else None
+                ids, mask = pad_batch(tokens, rows, self.pad_id, total_rows=full)
                 ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
                 if pin:
                     ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
                 yield Batch(rows + start, ids_t, mask_t, None, n_tokens, n_truncated)
+
+    def _rows_for(self, width: int) -> int:
+        """The rows a batch of this padded width holds when it is full (plan_batches' count)."""
+        rows = max(1, self.max_tokens // max(width, 1))
+        return rows if self.max_rows is None else min(rows, self.max_rows)
 
     # -- forward ------------------------------------------------------------------------------------
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
@@ -213,7 +224,7 @@ class FastEngine:
             features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": self._hidden(ids, mask).float()}
             for module in self.tail:
                 features = module(features)
-            return features["sentence_embedding"], batch.n_tokens
+            return features["sentence_embedding"][:len(batch.rows)], batch.n_tokens
         features = self.model.preprocess(batch.texts)
         n_tokens = batch.n_tokens
         if n_tokens < 0:
@@ -238,7 +249,8 @@ class FastEngine:
         if small:  # latency: everything in this thread
             batches = self._batches(self._blocks(texts), pin=False)
         else:  # a pipeline: tokenise (up to 2 blocks ahead) -> pad and pin (a few batches ahead) -> model
-            batches = _prefetched(self._batches(_prefetched(self._blocks(texts), 2), pin=cuda), self.prefetch)
+            blocks = _prefetched(self._blocks(texts), 2)
+            batches = _prefetched(self._batches(blocks, pin=cuda, fill_rows=self.fill_rows), self.prefetch)
         out: np.ndarray | None = None
         n_tokens = n_truncated = 0
         pending: deque = deque()

@@ -51,17 +51,23 @@ def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = No
     return batches
 
 
-def pad_batch(block: TokenBlock, rows: np.ndarray, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """Right-padded [len(rows), longest] id and mask arrays for some rows of a token block."""
+def pad_batch(block: TokenBlock, rows: np.ndarray, pad_id: int, total_rows: int | None = None
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Right-padded [len(rows), longest] id and mask arrays for some rows of a token block. With `total_rows`,
+    filler rows follow up to that many: one unmasked pad token each (a fully masked row can give NaN), for the
+    caller to drop from the output."""
     lengths = block.lengths[rows]
     width = int(lengths.max()) if len(rows) else 0
-    mask = np.arange(width) < lengths[:, None]
-    ids = np.full((len(rows), width), pad_id, dtype=np.int64)
+    total = max(len(rows), total_rows or 0)
+    mask = np.zeros((total, width), dtype=bool)
+    mask[:len(rows)] = np.arange(width) < lengths[:, None]
+    mask[len(rows):, :1] = True
+    ids = np.full((total, width), pad_id, dtype=np.int64)
     # the mask fills row by row, so gather the rows' tokens back to back: position p of row r's run
     # reads block.ids[offsets[rows[r]] + p]
     before = np.cumsum(lengths) - lengths
     gather = np.arange(int(lengths.sum())) + np.repeat(block.offsets[rows] - before, lengths)
-    ids[mask] = block.ids[gather]
+    ids[:len(rows)][mask[:len(rows)]] = block.ids[gather]
     return ids, mask.astype(np.int64)
 
 
