@@ -165,7 +165,8 @@ class FastEngine:
         model.eval()
         self.net = self._precision_copy(model[0].auto_model if self.path == "direct" else model)
         self.tail = list(model)[1:] if self.path == "direct" else []
-        self.fill_rows = self.path == "direct" and any(isinstance(m, PackedLinear) for m in self.net.modules())
+        self.fill_rows = (self.path == "direct" and isinstance(self.net, torch.nn.Module)  # not a runtime's session
+                          and any(isinstance(m, PackedLinear) for m in self.net.modules()))
         if compile:
             self.net = torch.compile(self.net, dynamic=True)
 
