@@ -23,7 +23,7 @@ from harness.encode.models import load_sentence_transformer, weights_fingerprint
 from harness.encode.engines import FastEngine, _prefetched
 from harness.encode.kernels import INT8_PATH_ENV, Int8Linear, cpu_has_vnni, int8_path
 from harness.encode.precision import precision_problem
-from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
+from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
 from harness.errors import HarnessError
 
 FP32_BAR = 0.99999
@@ -161,13 +161,14 @@ def test_odd_sized_batches_get_filler_rows_and_the_same_embeddings(tiny, msmarco
     seen: list[tuple[int, int]] = []
     hook = engine.net.register_forward_pre_hook(
         lambda _, args, kwargs: seen.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    full = lambda width: full_rows(width, engine.max_tokens, engine.max_rows)  # noqa: E731
     try:
         filled = engine.encode(texts).embeddings
-        assert seen and all(rows == engine._rows_for(width) for rows, width in seen)
+        assert seen and all(rows == full(width) for rows, width in seen)
         seen.clear()
         engine.fill_rows = False
         unfilled = engine.encode(texts).embeddings
-        assert any(rows < engine._rows_for(width) for rows, width in seen)  # there were odd batches to fill
+        assert any(rows < full(width) for rows, width in seen)  # there were odd batches to fill
         seen.clear()
         engine.fill_rows = True
         engine.encode(texts[:3])  # a small call (latency) is not filled

@@ -49,7 +49,7 @@ import torch
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
 from harness.encode.kernels import int8_path as _int8_path
 from harness.encode.precision import precision_problem
-from harness.encode.tokenize import TextTokenizer, TokenBlock, pad_batch, plan_batches
+from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
 from harness.errors import HarnessError
 from harness.suite import EncoderSpec
 
@@ -205,17 +205,12 @@ class FastEngine:
                 if self.path != "direct":
                     yield Batch(rows + start, None, None, [chunk[j] for j in rows], n_tokens, n_truncated)
                     continue
-                full = self._rows_for(int(lengths[rows].max())) if fill_rows else None
+                full = full_rows(int(lengths[rows].max()), self.max_tokens, self.max_rows) if fill_rows else None
                 ids, mask = pad_batch(tokens, rows, self.pad_id, total_rows=full)
                 ids_t, mask_t = torch.from_numpy(ids), torch.from_numpy(mask)
                 if pin:
                     ids_t, mask_t = ids_t.pin_memory(), mask_t.pin_memory()
                 yield Batch(rows + start, ids_t, mask_t, None, n_tokens, n_truncated)
-
-    def _rows_for(self, width: int) -> int:
-        """The rows a batch of this padded width holds when it is full (plan_batches' count)."""
-        rows = max(1, self.max_tokens // max(width, 1))
-        return rows if self.max_rows is None else min(rows, self.max_rows)
 
     # -- forward ------------------------------------------------------------------------------------
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, int]:

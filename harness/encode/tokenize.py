@@ -27,6 +27,13 @@ class TokenBlock:
         return len(self.offsets) - 1
 
 
+def full_rows(width: int, max_tokens: int, max_rows: int | None = None) -> int:
+    """The rows of a full batch padded to `width` tokens: as many as `max_tokens` allows (at least one), at most
+    `max_rows`."""
+    rows = max(1, max_tokens // max(width, 1))
+    return rows if max_rows is None else min(rows, max_rows)
+
+
 def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = None,
                  min_fill: float = 0.0) -> list[np.ndarray]:
     """Split positions into batches, longest first, each costing at most `max_tokens` padded tokens
@@ -41,9 +48,7 @@ def plan_batches(lengths: np.ndarray, max_tokens: int, max_rows: int | None = No
     start = 0
     while start < len(order):
         longest = max(int(ordered[start]), 1)
-        rows = max(1, max_tokens // longest)
-        if max_rows is not None:
-            rows = min(rows, max_rows)
+        rows = full_rows(longest, max_tokens, max_rows)
         if min_fill > 0:  # the first position (after this batch's first) whose text is too short
             rows = min(rows, 1 + int(np.searchsorted(-ordered[start + 1:], -min_fill * ordered[start], side="right")))
         batches.append(order[start:start + rows])

@@ -151,7 +151,7 @@ def peak_rss_mb() -> float:
 def release_free_heap() -> None:
     """Hand the free pages of the C heap back to the system (glibc's `malloc_trim`; nothing elsewhere).
     Encoding allocates and frees buffers of many sizes; glibc keeps the freed pages resident, and over a long
-    run they added ≈ 150 MB to the RSS (docs/scale.md §6). Costs milliseconds; call it between chunks."""
+    run they added ≈ 150 MB to the RSS (docs/scale.md §5). Costs milliseconds; call it between chunks."""
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
