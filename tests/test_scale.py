@@ -250,25 +250,29 @@ def test_random_rehearsal_encoders_are_small_seeded_and_normalised(tmp_path, mon
 
 # ---------------------------------------------------------------- the rehearsal
 
+def rehearse(tmp_path: Path, args: list[str], timeout: int) -> dict:
+    """benchmarks/rehearsal.py with its data under tmp_path/irds and its output in tmp_path/out; its report."""
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rehearsal.py"), *args,
+                           "--output", str(tmp_path / "out")],
+                          env={**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds")},
+                          capture_output=True, text=True, cwd=REPO, timeout=timeout)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return json.loads((tmp_path / "out" / "rehearsal.json").read_text())
+
+
 @pytest.mark.slow
 def test_small_rehearsal_finds_planted_passages_and_resumes_identically(tmp_path):
     """3,000 MS MARCO-shaped passages through the real msmarco-dev suite path (ir_datasets), 1,000-row chunks,
     killed with SIGKILL after half the chunks and resumed: the resumed run.trec is byte-identical."""
-    env_home = tmp_path / "irds"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rehearsal.py"), "--passages", "3000",
-                           "--output", str(tmp_path / "out"), "--kill-at", "0.5", "--chunk-rows", "1000"],
-                          env={**os.environ, "IR_DATASETS_HOME": str(env_home)},
-                          capture_output=True, text=True, cwd=REPO, timeout=1500)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((tmp_path / "out" / "rehearsal.json").read_text())
+    report = rehearse(tmp_path, ["--passages", "3000", "--kill-at", "0.5", "--chunk-rows", "1000"], timeout=1500)
     assert (report["passages"], report["queries"]) == (3000, 150)
     assert report["metrics"]["MRR@10"] > 0.5 and report["metrics"]["Recall@1000"] > 0.9
     assert set(report["stage_s"]) >= {"read", "tokenize", "encode", "store", "search", "metrics", "total"}
     assert report["peak_rss_mb"] > 100 and report["store_bytes"] == 3000 * 128 * 2 + 3 * 128  # fp16 + npy headers
     kill = report["kill"]
     assert kill["killed"] and 0 < kill["chunks_when_killed"] < 3 and kill["identical"]
-    collection = env_home / "msmarco-passage" / "collection.tsv"
-    assert collection.exists() and (env_home / "msmarco-passage" / "dev" / "small" / "qrels").exists()
+    home = tmp_path / "irds" / "msmarco-passage"
+    assert (home / "collection.tsv").exists() and (home / "dev" / "small" / "qrels").exists()
 
 
 @pytest.mark.scale
@@ -276,13 +280,7 @@ def test_million_passage_rehearsal_stays_in_its_memory_bound_and_reruns_identica
     """The 1,000,000-passage rehearsal (bert-micro) cold and rerun from the cache: planted passages found among
     1M distractors, the peak RSS of the whole process tree under the issue's 3 GB, the rerun's run.trec
     byte-identical and its encode stage empty (everything from the cache). Times are not asserted."""
-    out = tmp_path / "out"
-    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "rehearsal.py"), "--passages", "1000000",
-                           "--output", str(out), "--model", "random:bert-micro", "--rerun"],
-                          env={**os.environ, "IR_DATASETS_HOME": str(tmp_path / "irds")},
-                          capture_output=True, text=True, cwd=REPO, timeout=3600)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    report = json.loads((out / "rehearsal.json").read_text())
+    report = rehearse(tmp_path, ["--passages", "1000000", "--model", "random:bert-micro", "--rerun"], timeout=3600)
     assert (report["passages"], report["queries"], report["store_chunks"]) == (1_000_000, 6980, 62)
     assert report["store_bytes"] == 1_000_000 * 128 * 2 + 62 * 128  # fp16 + npy headers
     assert 0.3 < report["metrics"]["MRR@10"] < 0.5 and report["metrics"]["Recall@1000"] > 0.6
