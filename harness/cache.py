@@ -9,11 +9,15 @@
 A chunk counts only when both files exist and the checksum matches, so a run killed at any point
 resumes from the last complete chunk; a corrupt or truncated chunk is re-encoded, never used. Chunks of a
 store whose meta.json is missing or unreadable are of unknown origin: they are removed, never used.
+`list_stores` and `clear_stores` see only the stores the harness created (`foreign_entries`: the rest of
+`embeddings/`, left alone).
 `MemoryStore` has the same interface and keeps the chunks in memory (`harness.evaluate_model`: nothing written).
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -37,6 +41,17 @@ def cache_root() -> Path:
 
 
 STORE_DTYPES = {"fp16": np.float16, "fp32": np.float32}
+_NOT_WRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS}
+
+
+def cache_write_error(root: Path, where: Path | str, exc: OSError, doing: str) -> HarnessError:
+    """What to tell the user when `doing` (at `where`) failed in the cache at `root`: the system's reason and the
+    fix (another cache where this one is not writable, else disk space)."""
+    if exc.errno in _NOT_WRITABLE:
+        return HarnessError(f"{where}: {doing} failed ({exc.strerror}): the cache directory {root} is not "
+                            "writable; set HARNESS_CACHE (or pass --cache) to a writable folder")
+    return HarnessError(f"{where}: {doing} failed ({exc.strerror or exc}); free disk space or set HARNESS_CACHE "
+                        "elsewhere (or pass --cache), then rerun to resume")
 
 
 def store_key(parts: dict[str, object]) -> str:
@@ -81,7 +96,8 @@ class EmbeddingStore(ChunkedRows):
         if dtype not in STORE_DTYPES:
             raise HarnessError(f"embedding store dtype {dtype!r} unknown; allowed: {', '.join(STORE_DTYPES)}")
         self.key = store_key({**parts, "dtype": dtype, "chunk_rows": chunk_rows})
-        self.path = Path(root) / "embeddings" / self.key
+        self.root = Path(root)
+        self.path = self.root / "embeddings" / self.key
         super().__init__(n_rows, chunk_rows)
         self.parts = parts
         self.dtype = dtype
@@ -89,8 +105,9 @@ class EmbeddingStore(ChunkedRows):
             self.path.mkdir(parents=True, exist_ok=True)
             self.origin = (reuse and self._recorded_origin()) or self._create()
         except OSError as exc:
-            raise HarnessError(f"{self.path}: cannot create the embedding cache ({exc.strerror}); "
-                               "set HARNESS_CACHE to a writable folder") from None
+            with contextlib.suppress(OSError):
+                self.path.rmdir()  # if empty: a store that could not be created leaves no folder
+            raise cache_write_error(self.root, self.path, exc, "creating the embedding store") from None
         self._verified: set[int] = set()
 
     def _recorded_origin(self) -> StoreOrigin | None:
@@ -147,7 +164,9 @@ class EmbeddingStore(ChunkedRows):
         try:
             tmp = array_file.with_name(f".{array_file.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as handle:
-                np.save(handle, data)
+                # np.save's bytes, written by Python: numpy's own write reports a full disk without the reason
+                np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(data))
+                handle.write(data.data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, array_file)
@@ -157,8 +176,7 @@ class EmbeddingStore(ChunkedRows):
         except OSError as exc:
             for path in (array_file, info_file, tmp):
                 path.unlink(missing_ok=True)
-            raise HarnessError(f"{self.path}: writing embeddings failed ({exc.strerror}); "
-                               "free disk space or set HARNESS_CACHE elsewhere, then rerun to resume") from None
+            raise cache_write_error(self.root, self.path, exc, "writing embeddings") from None
         self._verified.add(index)
 
     def read(self, index: int) -> np.ndarray:
@@ -177,22 +195,48 @@ class EmbeddingStore(ChunkedRows):
 
 def _atomic_write(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _store_meta(folder: Path) -> dict[str, object] | None:
+    """The meta.json of the store in `folder` if the harness created it: a directory named by the key of the
+    settings its meta.json records. None for anything else (a stray file, another tool's folder)."""
+    if folder.is_symlink():
+        return None
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        key = store_key({**meta["parts"], "dtype": meta["dtype"], "chunk_rows": meta["chunk_rows"]})
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return meta if key == folder.name else None
+
+
+def _entries(root: Path) -> list[Path]:
+    base = Path(root) / "embeddings"
+    return sorted(base.iterdir()) if base.is_dir() else []
+
+
+def foreign_entries(root: Path) -> list[Path]:
+    """What lies in the cache's embeddings/ folder that is not a store of the harness: never listed or removed."""
+    return [entry for entry in _entries(root) if _store_meta(entry) is None]
 
 
 def list_stores(root: Path) -> list[dict[str, object]]:
-    base = Path(root) / "embeddings"
+    """The embedding stores the harness created under `root`: key, path, size, last change and meta.json."""
     stores = []
-    for folder in sorted(base.glob("*")) if base.is_dir() else []:
+    for folder in _entries(root):
+        meta = _store_meta(folder)
+        if meta is None:
+            continue
         size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        try:
-            meta = json.loads((folder / "meta.json").read_text())
-        except (OSError, ValueError):
-            meta = {}
         stores.append({"key": folder.name, "path": str(folder), "bytes": size,
                        "modified": max((f.stat().st_mtime for f in folder.iterdir()), default=0.0), **meta})
     return stores

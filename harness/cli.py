@@ -362,13 +362,13 @@ def _duration(text: str) -> float:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from harness.cache import clear_stores, list_stores
-    from harness.cache import cache_root
+    from harness.cache import cache_root, clear_stores, foreign_entries, list_stores
 
     root = args.cache or cache_root()
     if args.cache_command == "clear":
         removed = clear_stores(root, older_than_s=args.older_than)
         print(f"removed {len(removed)} store(s) from {root}")
+        _print_foreign(foreign_entries(root))
         return 0
     stores = list_stores(root)
     total = sum(int(s["bytes"]) for s in stores)
@@ -377,7 +377,13 @@ def cmd_cache(args: argparse.Namespace) -> int:
         print(f"{store['key']}  {int(store['bytes']) / 2**20:9.1f} MiB  rows={store.get('n_rows', '?')}  "
               f"dtype={store.get('dtype', '?')}  model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
     print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {root}")
+    _print_foreign(foreign_entries(root))
     return 0
+
+
+def _print_foreign(entries: list[Path]) -> None:
+    for entry in entries:
+        print(f"{entry}  not a store of the harness: left in place")
 
 
 def cmd_profile(args: argparse.Namespace) -> int:

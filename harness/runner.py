@@ -16,7 +16,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root
+from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root, cache_write_error
 from harness.compat import CorpusSource, check_dimensions, load_encoders
 from harness.corpus import as_strings
 from harness.datasets import Dataset, load_dataset
@@ -45,7 +45,8 @@ from harness.records import (
     write_run_record,
 )
 from harness.retrieval import exact_top_k
-from harness.suite import EncoderSpec, ReuseEmbeddings, Suite
+from harness.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
+from harness.tables import markdown_table, md_escape
 
 log = logging.getLogger(__name__)
 
@@ -140,10 +141,9 @@ class ModelEvaluation:
         return self.record.metrics
 
     def _repr_markdown_(self) -> str:
-        header = "| metric | mean |\n|---|---|\n"
-        rows = "".join(f"| {name} | {value:.4f} |\n" for name, value in self.metrics.items())
-        return f"**{self.record.dataset.name} × {self.record.encoder.name}** " \
-               f"({len(self.run)} queries)\n\n{header}{rows}"
+        table = markdown_table(["metric", "mean"], [[name, f"{value:.4f}"] for name, value in self.metrics.items()])
+        return (f"**{md_escape(self.record.dataset.name)} × {md_escape(self.record.encoder.name)}** "
+                f"({len(self.run)} queries)\n\n{table}\n")
 
 
 @dataclass(frozen=True)
@@ -198,7 +198,7 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
             on_outcome(outcome)
 
     index_cache = options.cache or cache_root()  # corpus offset indexes live beside the embedding stores
-    datasets = {spec.name: _attempt(lambda: load_dataset(spec, cache=index_cache), fail_fast=options.fail_fast)
+    datasets = {spec.name: _attempt(lambda: _load_dataset(spec, index_cache), fail_fast=options.fail_fast)
                 for spec in suite.datasets}
     loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
@@ -214,6 +214,16 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
                     else RunOutcome(name, encoder_spec.name, result=done[0], path=done[1]))
     return outcomes
+
+
+def _load_dataset(spec: DatasetSpec, cache: Path) -> Dataset:
+    """The dataset, its corpus index kept in `cache`; a cache that cannot hold the index is named as the fault."""
+    try:
+        return load_dataset(spec, cache=cache)
+    except OSError as exc:
+        if exc.filename and Path(exc.filename).is_relative_to(cache):
+            raise cache_write_error(cache, exc.filename, exc, "saving the corpus index") from None
+        raise
 
 
 def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, documents: CorpusSource | None,
@@ -233,7 +243,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     embedding store (the disk cache unless `store` is given). With `documents` (a suite's document_model) the
     corpus embeddings come from there; `encoder` encodes the queries only."""
     spec: EncoderSpec = encoder.spec
-    rss_method = timing.reset_peak_rss()
+    rss = timing.RssSpan.start()
     timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
     reuse = options.reuse_embeddings or suite.reuse_embeddings
@@ -283,7 +293,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
-                              search_seconds=search_seconds, encoding_hosts=hosts, peak_rss_method=rss_method,
+                              search_seconds=search_seconds, encoding_hosts=hosts, rss=rss,
                               embeddings=EmbeddingProvenance.of_chunks(
                                   chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
                                   versions=getattr(store, "parts", {}).get("versions") or embedding_versions(),
@@ -293,7 +303,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
 
 def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
                      store: EmbeddingStore | MemoryStore, dimension: int, latency: timing.Latency,
-                     search_seconds: float, peak_rss_method: timing.PeakRssMethod,
+                     search_seconds: float, rss: timing.RssSpan,
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
                      ranking: Mapping[str, Mapping[str, float]] | None = None,
                      documents: DocumentEncoderInfo | None = None) -> RunRecord:
@@ -302,6 +312,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
     spec = encoder.spec
     infos = store.infos()
     totals = ChunkInfo.summed(infos)
+    peak_rss = timing.peak_rss_mb()
     performance = Performance(
         corpus_encode_s=totals.seconds,
         corpus_tokens=totals.tokens,
@@ -312,13 +323,15 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         query_latency=latency,
         search_s=search_seconds,
         queries_per_s_search=len(dataset.query_ids) / search_seconds if search_seconds else None,
-        peak_rss_mb=timing.peak_rss_mb(),
+        peak_rss_mb=peak_rss,
+        rss_start_mb=rss.start_mb,
+        rss_added_mb=rss.added_mb(peak_rss),
         peak_gpu_mb=timing.peak_gpu_mb(encoder.device),
         embedding_store=EmbeddingStoreInfo(key=store.key, dtype=store.dtype, chunk_rows=store.chunk_rows),
         corpus_chunk_seconds=[ChunkTiming(rows=i.rows, seconds=i.seconds,
                                           pieces=[TimedRows(rows=r, seconds=t) for r, t in i.pieces])
                               for i in infos],
-        peak_rss_method=peak_rss_method,
+        peak_rss_method=rss.method,
         corpus_embeddings=embeddings,
     )
     return RunRecord(

@@ -64,7 +64,8 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
              "corpus_encode_s": perf.corpus_encode_s if not perf.corpus_from_cache else None,
              "query_latency_p50_ms": perf.query_latency.p50, "query_latency_p99_ms": perf.query_latency.p99,
              "search_s": perf.search_s, "queries_per_s_search": perf.queries_per_s_search,
-             "peak_rss_mb": perf.peak_rss_mb, "peak_gpu_mb": perf.peak_gpu_mb}
+             "peak_rss_mb": perf.peak_rss_mb, "rss_start_mb": perf.rss_start_mb, "rss_added_mb": perf.rss_added_mb,
+             "peak_gpu_mb": perf.peak_gpu_mb}
     metrics.update({k: float(v) for k, v in speed.items() if v is not None})
     return metrics
 

@@ -66,7 +66,8 @@ def _chunks(cache: Path) -> list[Path]:
 # Record fields that differ between two runs of the same work: timings, and the hosts that encoded.
 TIMINGS_AND_HOSTS = {
     "performance": ("corpus_encode_s", "throughput", "query_latency", "search_s", "queries_per_s_search",
-                    "peak_rss_mb", "peak_gpu_mb", "encoding_hosts", "corpus_chunk_seconds"),
+                    "peak_rss_mb", "rss_start_mb", "rss_added_mb", "peak_gpu_mb", "encoding_hosts",
+                    "corpus_chunk_seconds"),
     "environment": ("hostname",),
 }
 

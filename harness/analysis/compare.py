@@ -8,6 +8,7 @@ only warn. Statistics come from ``harness.analysis.stats``; this module only mat
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -109,13 +110,14 @@ class SpeedFigures:
     query_p50_ms: float
     query_p99_ms: float
     peak_rss_mb: float
+    rss_added_mb: float | None  # what the record added to what the process held at its start
     peak_gpu_mb: float | None
 
     @classmethod
     def of(cls, performance: Performance) -> SpeedFigures:
         return cls(passages_per_s=performance.throughput.passages_per_s, query_p50_ms=performance.query_latency.p50,
                    query_p99_ms=performance.query_latency.p99, peak_rss_mb=performance.peak_rss_mb,
-                   peak_gpu_mb=performance.peak_gpu_mb)
+                   rss_added_mb=performance.rss_added_mb, peak_gpu_mb=performance.peak_gpu_mb)
 
     @staticmethod
     def names() -> list[str]:
@@ -125,7 +127,7 @@ class SpeedFigures:
         return [getattr(self, name) for name in self.names()]
 
 
-SPEED_HEADERS = ["passages/s", "query p50 ms", "query p99 ms", "peak RSS MB", "peak GPU MB"]
+SPEED_HEADERS = ["passages/s", "query p50 ms", "query p99 ms", "peak RSS MB", "RSS added MB", "peak GPU MB"]
 
 
 @dataclass(frozen=True)
@@ -226,7 +228,7 @@ class Comparison:
         return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_"])
 
     def _repr_html_(self) -> str:
-        return "\n".join([*self._render(html_table), f"<p><em>{self.footnote()}</em></p>"])
+        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>"])
 
 
 def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,

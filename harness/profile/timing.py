@@ -13,6 +13,7 @@ import platform
 import resource
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -138,14 +139,46 @@ def reset_peak_rss() -> PeakRssMethod:
 
 def peak_rss_mb() -> float:
     """Peak resident set size (MiB) since the last `reset_peak_rss`, or since the process started."""
+    peak = _proc_status_mb("VmHWM:")
+    return peak if peak is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB
+
+
+def resident_mb() -> float | None:
+    """Resident set size (MiB) now, or None where /proc/self/status is not readable."""
+    return _proc_status_mb("VmRSS:")
+
+
+def _proc_status_mb(field: str) -> float | None:
     try:
         with open(PROC_STATUS, encoding="ascii") as handle:
             for line in handle:
-                if line.startswith("VmHWM:"):
+                if line.startswith(field):
                     return int(line.split()[1]) / 1024.0  # kB
     except (OSError, ValueError, IndexError):
         pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # Linux reports KiB
+    return None
+
+
+@dataclass(frozen=True)
+class RssSpan:
+    """The resident memory of one span of work (a dataset x encoder): `start` resets the high-water mark and
+    notes what the process holds at that moment, so that the span's peak splits into what earlier work still
+    holds (`start_mb`: loaded models and data sets, earlier records' results) and what the span added."""
+
+    method: PeakRssMethod
+    start_mb: float | None
+
+    @classmethod
+    def start(cls) -> RssSpan:
+        release_free_heap()  # else pages freed by earlier work count as held, and reusing them looks free
+        return cls(reset_peak_rss(), resident_mb())
+
+    def added_mb(self, peak_mb: float) -> float | None:
+        """How far `peak_mb` (`peak_rss_mb()` at the span's end) rose above the start; None where the peak may
+        predate the span ("process-peak") or the start is unknown."""
+        if self.method != "hwm-reset" or self.start_mb is None:
+            return None
+        return max(peak_mb - self.start_mb, 0.0)
 
 
 def release_free_heap() -> None:

@@ -103,8 +103,8 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
     for run in timed:
         perf = run.record.performance
         assert perf is not None
-        passages, p50, p99, rss, gpu = SpeedFigures.of(perf).values()
-        cells = list(map(fmt_num, (passages, perf.throughput.tokens_per_s, p50, p99, rss, gpu)))
+        passages, *rest = SpeedFigures.of(perf).values()
+        cells = list(map(fmt_num, (passages, perf.throughput.tokens_per_s, *rest)))
         if perf.corpus_from_cache:  # an older run's encoding figures: mark them, never pass them off as this run's
             cells[0], cells[1] = f"{cells[0]} {CACHED_MARK}", f"{cells[1]} {CACHED_MARK}"
         rows.append([run.dataset, run.label, *cells, names[run.record.speed_hardware_key]])
