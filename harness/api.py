@@ -27,7 +27,7 @@ from harness.metrics import Evaluation, evaluate as _evaluate
 from harness.profile.timing import LATENCY_CALLS
 from harness.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
                            cutoff_problem, load_suite, shipped_folder)
-from harness.tables import fmt_num, text_table
+from harness.tables import fmt_num, markdown_table, md_escape, text_table
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
@@ -144,6 +144,8 @@ def evaluate_model(
     from harness.runner import RunOptions, run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise HarnessError(f"evaluate_model(top_k={top_k!r}): top_k must be a positive whole number, e.g. 1000")
     problem = cutoff_problem(metrics, top_k)
     if problem:
         raise HarnessError(f"evaluate_model(metrics=..., top_k={top_k}): {problem}")
@@ -161,8 +163,8 @@ def evaluate_model(
     else:
         dataset_spec = _dataset_spec(dataset, name=None, split=split, relevance_level=relevance_level,
                                      drop_self_hits=drop_self_hits)
-    suite = Suite(name="evaluate_model", datasets=[dataset_spec], encoders=[encoder_spec], metrics=metrics,
-                  top_k=top_k)
+    suite = _validated(Suite, {"name": "evaluate_model", "datasets": [dataset_spec], "encoders": [encoder_spec],
+                               "metrics": metrics, "top_k": top_k}, "evaluation")
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
     options = RunOptions(latency_calls=latency_calls, progress=progress)
     store = MemoryStore(len(data.corpus), chunk_rows=len(data.corpus))
@@ -238,15 +240,23 @@ class SuiteResult:
         return "\n\n".join(part for part in (table, failed) if part)
 
     def _repr_markdown_(self) -> str:
-        return f"**suite {self.suite.name}**\n\n{self.to_table()}"
+        parts = [f"**suite {md_escape(self.suite.name)}**"]
+        if self.results:
+            parts.append(markdown_table(*_results_rows(self.suite.metrics, [r.record for r in self.results])))
+        parts += [md_escape(f"FAILED {o.dataset} × {o.encoder}: {o.error}") for o in self.failures]
+        return "\n\n".join(parts)
 
 
 def results_table(metrics: Sequence[str], records: Sequence[RunRecord]) -> str:
     """The table `harness run` prints: one row per record, metrics then speed."""
+    return text_table(*_results_rows(metrics, records))
+
+
+def _results_rows(metrics: Sequence[str], records: Sequence[RunRecord]) -> tuple[list[str], list[list[str]]]:
     headers = ["dataset", "encoder", *metrics, "passages/s", "query p50 ms", "search s"]
     rows = [[record.dataset.name, record.name, *(f"{record.metrics[m]:.4f}" for m in metrics), *_speed_cells(record)]
             for record in records]
-    return text_table(headers, rows)
+    return headers, rows
 
 
 def _speed_cells(record: RunRecord) -> list[str]:
@@ -413,9 +423,9 @@ class Report:
         return self.html.read_text(encoding="utf-8") if self.html else None
 
     def _repr_markdown_(self) -> str:
-        comparison = self.data.comparison.to_table() if self.data.comparison else "one record per dataset"
-        where = self.markdown or self.html
-        return f"{len(self.data.runs)} run record(s), {len(self.files)} files (report: `{where}`)\n\n{comparison}"
+        comparison = self.data.comparison._repr_markdown_() if self.data.comparison else "one record per dataset"
+        where = md_escape(self.markdown or self.html)
+        return f"{len(self.data.runs)} run record(s), {len(self.files)} files (report: {where})\n\n{comparison}"
 
 
 def report(

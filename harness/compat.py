@@ -20,7 +20,7 @@ from harness.datasets import Dataset
 from harness.encode.models import Encoder
 from harness.errors import HarnessError
 from harness.records import DocumentEncoderInfo, DocumentSettings, RunRecord, StoreOrigin, load_run_record
-from harness.suite import DocumentModel, EncoderSpec, Suite, _explain
+from harness.suite import DocumentModel, EncoderSpec, Suite, explain_errors
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def corpus_source(document_model: object, encoder_spec: EncoderSpec, *, document
         try:
             spec = DocumentModel.model_validate(document_model)
         except ValidationError as exc:
-            raise HarnessError(f"document_model={document_model!r}:\n{_explain(exc)}") from None
+            raise HarnessError(f"document_model={document_model!r}:\n{explain_errors(exc)}") from None
         if spec.encoder is not None:
             raise HarnessError("document_model: 'encoder' names another encoder of a suite; evaluate_model has "
                                "none: give 'model' or 'record'")

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -19,11 +21,13 @@ from harness.errors import HarnessError
 log = logging.getLogger(__name__)
 
 GRID_KEYS = ("engine", "precision", "max_seq_length")  # in this order in variant names
+MAX_VARIANTS = 1000  # encoders x grid points that one sweep may run
 
 
 def validate_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
     """A grid {key: values} checked and normalised: known keys in GRID_KEYS order, each a non-empty list of
-    allowed values without repeats; raises ValueError naming the key and what is allowed."""
+    allowed values without repeats, at most MAX_VARIANTS points; raises ValueError naming the key and what is
+    allowed."""
     unknown = [k for k in grid if k not in GRID_KEYS]
     if unknown:
         raise ValueError(f"unknown grid key(s) {', '.join(map(repr, unknown))}; allowed: {', '.join(GRID_KEYS)}")
@@ -35,6 +39,10 @@ def validate_grid(grid: Mapping[str, Any]) -> dict[str, list[Any]]:
         out[key] = list(dict.fromkeys(_value(key, v) for v in values))
     if not out:
         raise ValueError(f"the grid is empty; give at least one of {', '.join(GRID_KEYS)}")
+    n_points = math.prod(len(values) for values in out.values())
+    if n_points > MAX_VARIANTS:
+        raise ValueError(f"the grid has {n_points:,} points ({' x '.join(str(len(v)) for v in out.values())} "
+                         f"values); a sweep runs at most {MAX_VARIANTS:,}: give fewer values")
     return out
 
 
@@ -45,11 +53,11 @@ def _example(key: str) -> str:
 def _value(key: str, value: Any) -> Any:
     if key == "max_seq_length":
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"grid max_seq_length: {value!r} is not a positive integer")
+            raise ValueError(f"grid max_seq_length: {reprlib.repr(value)} is not a positive integer")
         return value
     allowed = ENGINES if key == "engine" else PRECISIONS
     if value not in allowed:
-        raise ValueError(f"grid {key}: unknown value {value!r}; allowed: {', '.join(allowed)}")
+        raise ValueError(f"grid {key}: unknown value {reprlib.repr(value)}; allowed: {', '.join(allowed)}")
     return value
 
 
@@ -93,10 +101,15 @@ def expand_suite(suite, grid: Mapping[str, Sequence[Any]]):
     A variant keeps the encoder's other settings; its ``expect`` and ``baseline`` are dropped, since they were
     stated for the encoder's own settings, not for each point.
     """
-    grid = validate_grid(grid)
+    grid_points = points(validate_grid(grid))
+    n_variants = len(suite.encoders) * len(grid_points)
+    if n_variants > MAX_VARIANTS:
+        raise HarnessError(f"the sweep would run {n_variants:,} variants ({len(suite.encoders)} encoders x "
+                           f"{len(grid_points)} grid points); at most {MAX_VARIANTS:,} run in one sweep: sweep fewer "
+                           "encoders or give the grid fewer values")
     variants, skipped = [], []
     for encoder in suite.encoders:
-        for point in points(grid):
+        for point in grid_points:
             name = variant_name(encoder.name, point)
             settings = {"engine": encoder.engine, "precision": encoder.precision, **point}
             problem = precision_problem(settings["precision"], engine=settings["engine"], device=encoder.device)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import difflib
+import reprlib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
+                      ValidationError, field_validator, model_validator)
 
 from harness.analysis.stats import Test
 from harness.encode.precision import EngineName, Precision, precision_problem
@@ -21,6 +23,24 @@ DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
 ReuseEmbeddings = Literal["auto", "never"]
 Similarity = Literal["dot", "cosine"]
 Device = Literal["auto", "cpu", "cuda"]  # "auto": CUDA when visible
+# Numbers as written: pydantic's lax mode would read `true` as 1 and '10' as 10; a NaN expectation or an
+# infinite margin would pass every check.
+Int = Annotated[int, Strict()]
+Float = Annotated[float, Strict(), AllowInfNan(False)]
+# A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS (harness.grid).
+MAX_SUITE_NODES = 100_000
+MAX_MESSAGE_LINE = 500  # characters of one error line that echoes input
+MAX_MESSAGE_LINES = 20
+
+
+def _visible(name: str) -> str:
+    if not name.strip():
+        raise ValueError(f"name {name!r} is blank: give it a visible character (names label every result, and an "
+                         "encoder's is its runs' TREC tag)")
+    return name
+
+
+Name = Annotated[str, AfterValidator(_visible)]
 
 
 class _Strict(BaseModel):
@@ -28,8 +48,8 @@ class _Strict(BaseModel):
 
 
 class Expectation(_Strict):
-    value: float
-    tolerance: float = Field(default=0.0, ge=0)
+    value: Float
+    tolerance: Float = Field(default=0.0, ge=0)
 
 
 class SpeedGate(_Strict):
@@ -42,15 +62,15 @@ class SpeedGate(_Strict):
     upper confidence bound of the ratio is below 1 - max_slowdown.
     """
 
-    max_slowdown: float = Field(default=0.10, ge=0, lt=1)
-    alpha: float = Field(default=0.05, gt=0, lt=1)
+    max_slowdown: Float = Field(default=0.10, ge=0, lt=1)
+    alpha: Float = Field(default=0.05, gt=0, lt=1)
 
 
 class NonInferiorityMargin(_Strict):
     """"Not worse by more than ``margin``" (metric units): PASS only when the one-sided (1 - alpha) lower
     confidence bound of mean(new - baseline) over the queries is above -margin."""
 
-    margin: float = Field(gt=0)
+    margin: Float = Field(gt=0)
 
 
 class Baseline(_Strict):
@@ -66,8 +86,8 @@ class Baseline(_Strict):
     records: Path  # a record directory or a results folder, relative to the suite file
     encoder: str | None = None  # the encoder name in the baseline records (default: this encoder's name)
     metrics: list[str] | None = None  # default: every metric both records have
-    max_drop: float = Field(default=0.0, ge=0)
-    alpha: float = Field(default=0.05, gt=0, lt=1)
+    max_drop: Float = Field(default=0.0, ge=0)
+    alpha: Float = Field(default=0.05, gt=0, lt=1)
     test: Test = "randomization"
     noninferior: dict[str, NonInferiorityMargin] | None = None  # metric -> margin
     speed: SpeedGate | None = None
@@ -86,16 +106,16 @@ class Baseline(_Strict):
 class DatasetSpec(_Strict):
     """One dataset: exactly one of a BEIR folder, an ir_datasets id, or MS MARCO TSV files."""
 
-    name: str = Field(min_length=1)
+    name: Name
     path: Path | None = None
     ir_datasets: str | None = None
     collection: Path | None = None
     queries: Path | None = None
     qrels: Path | None = None
     split: str = "test"
-    relevance_level: int = Field(default=1, ge=0)
-    drop_self_hits: bool = False
-    expected_counts: dict[Literal["documents", "queries", "qrels"], int] | None = None
+    relevance_level: Int = Field(default=1, ge=0)
+    drop_self_hits: StrictBool = False
+    expected_counts: dict[Literal["documents", "queries", "qrels"], Int] | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> DatasetSpec:
@@ -137,9 +157,9 @@ class DocumentModel(_Strict):
     record: Path | None = None
     precision: Precision = "fp32"
     engine: EngineName = "fast"
-    max_seq_length: int | None = Field(default=None, gt=0)
+    max_seq_length: Int | None = Field(default=None, gt=0)
     document_prefix: str = ""
-    batch_size: int | None = Field(default=None, gt=0)  # default: the query encoder's
+    batch_size: Int | None = Field(default=None, gt=0)  # default: the query encoder's
 
     @model_validator(mode="before")
     @classmethod
@@ -172,11 +192,11 @@ class DocumentModel(_Strict):
 
 
 class EncoderSpec(_Strict):
-    name: str = Field(min_length=1)
+    name: Name
     model: str = Field(min_length=1)
     similarity: Similarity = "dot"
-    max_seq_length: int | None = Field(default=None, gt=0)
-    batch_size: int = Field(default=32, gt=0)
+    max_seq_length: Int | None = Field(default=None, gt=0)
+    batch_size: Int = Field(default=32, gt=0)
     precision: Precision = "fp32"
     device: Device = "auto"
     engine: EngineName = "fast"
@@ -204,12 +224,12 @@ class EncoderSpec(_Strict):
 
 
 class Suite(_Strict):
-    name: str = Field(min_length=1)
+    name: Name
     description: str = ""
     datasets: list[DatasetSpec] = Field(min_length=1)
     encoders: list[EncoderSpec] = Field(min_length=1)
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
-    top_k: int = Field(default=1000, gt=0)
+    top_k: Int = Field(default=1000, gt=0)
     reuse_embeddings: ReuseEmbeddings = "auto"
     grid: dict[str, list[Any]] | None = None  # `harness sweep`: engine/precision/max_seq_length values (harness.grid)
     source: Path | None = None
@@ -325,44 +345,95 @@ def load_suite(path: str | Path) -> Suite:
     resolve against its folder."""
     path = resolve_suite_path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = _read_yaml(path)
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: malformed YAML: {exc}") from None
+        raise HarnessError(f"{path}: malformed YAML: {_clip(str(exc))}") from None
+    except RecursionError:
+        raise HarnessError(f"{path}: the YAML is nested too deeply to read; a suite needs a few levels") from None
     if not isinstance(raw, dict):
         raise HarnessError(f"{path}: a suite must be a YAML mapping with 'name', 'datasets', 'encoders'")
     return parse_suite(raw, source=path)
+
+
+def _read_yaml(path: Path) -> Any:
+    """yaml.safe_load, refusing a document whose aliases expand beyond MAX_SUITE_NODES nodes (a "billion laughs"
+    bomb: a few lines of anchors, each alias repeating the one before, expand to millions of values)."""
+    loader = yaml.SafeLoader(path.read_text(encoding="utf-8"))
+    try:
+        node = loader.get_single_node()
+        if node is not None and _expanded_size(node) > MAX_SUITE_NODES:
+            raise HarnessError(f"{path}: the suite expands to more than {MAX_SUITE_NODES:,} YAML nodes once its "
+                               "aliases (*name) are expanded, or an alias contains itself; a suite may hold at most "
+                               f"{MAX_SUITE_NODES:,}: repeat less through aliases")
+        return None if node is None else loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _expanded_size(root: yaml.Node) -> int:
+    """The node count of the document with every alias expanded, counted up to MAX_SUITE_NODES + 1 (also for an
+    alias inside its own anchor). Aliases share their anchor's node, so each distinct node is sized once."""
+    over = MAX_SUITE_NODES + 1
+    sizes: dict[int, int] = {}
+    open_nodes: set[int] = set()  # the nodes being sized: the ancestors of the node at hand
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, sized_children = stack.pop()
+        children = (node.value if isinstance(node, yaml.SequenceNode)
+                    else [n for pair in node.value for n in pair] if isinstance(node, yaml.MappingNode) else [])
+        if sized_children:
+            open_nodes.discard(id(node))
+            sizes[id(node)] = min(over, 1 + sum(sizes[id(child)] for child in children))
+        elif id(node) in open_nodes:
+            return over
+        elif id(node) not in sizes:
+            open_nodes.add(id(node))
+            stack.append((node, True))
+            stack.extend((child, False) for child in children)
+    return sizes[id(root)]
 
 
 def parse_suite(raw: dict[str, Any], *, source: Path) -> Suite:
     try:
         suite = Suite.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        raise HarnessError(f"{source}: invalid suite:\n{_explain(exc)}") from None
+        raise HarnessError(f"{source}: invalid suite:\n{explain_errors(exc)}") from None
     except HarnessError as exc:  # a metric name rejected by parse_measure
-        raise HarnessError(f"{source}: field 'metrics': {exc}") from None
-    return _resolve_paths(suite, source.parent)
+        raise HarnessError(f"{source}: field 'metrics': {_clip(str(exc))}") from None
+    return _resolve_paths(suite, source)
 
 
-def _resolve_paths(suite: Suite, base: Path) -> Suite:
-    def resolve(p: Path | None) -> Path | None:
-        return None if p is None else (base / p).resolve()
+def _resolve_paths(suite: Suite, source: Path) -> Suite:
+    def resolve(p: Path | None, field: str) -> Path | None:
+        if p is None:
+            return None
+        path = source.parent / p
+        try:
+            return path.resolve(strict=True)
+        except FileNotFoundError:  # reported where it is read, with what it should hold
+            return path.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop: RuntimeError before Python 3.13
+            raise HarnessError(f"{source}: {field}: cannot follow {path} ({exc}); point it at the file or folder "
+                               "itself") from None
 
     datasets = [
-        d.model_copy(update={k: resolve(getattr(d, k)) for k in ("path", "collection", "queries", "qrels")})
-        for d in suite.datasets
+        d.model_copy(update={k: resolve(getattr(d, k), f"datasets.{i}.{k}")
+                             for k in ("path", "collection", "queries", "qrels")})
+        for i, d in enumerate(suite.datasets)
     ]
     encoders = [
-        e.model_copy(update={"baseline": e.baseline.model_copy(update={"records": resolve(e.baseline.records)})})
+        e.model_copy(update={"baseline": e.baseline.model_copy(
+            update={"records": resolve(e.baseline.records, f"encoders.{i}.baseline.records")})})
         if e.baseline else e
-        for e in suite.encoders
+        for i, e in enumerate(suite.encoders)
     ]
     encoders = [
         e.model_copy(update={"document_model": e.document_model.model_copy(
-            update={"record": resolve(e.document_model.record)})})
+            update={"record": resolve(e.document_model.record, f"encoders.{i}.document_model.record")})})
         if e.document_model and e.document_model.record else e
-        for e in encoders
+        for i, e in enumerate(encoders)
     ]
     return suite.model_copy(update={"datasets": datasets, "encoders": encoders})
 
@@ -379,9 +450,19 @@ _MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-def _explain(exc: ValidationError) -> str:
+_TYPE_FIXES = {
+    "int_type": "write a whole number without quotes, e.g. 10",
+    "float_type": "write a number without quotes, e.g. 0.05",
+    "bool_type": "write true or false without quotes",
+    "finite_number": "write a finite number",
+}
+
+
+def explain_errors(exc: ValidationError) -> str:
+    """One line per problem (MAX_MESSAGE_LINES at most), each clipped: the lines echo keys and values."""
+    errors = exc.errors()
     lines = []
-    for err in exc.errors():
+    for err in errors[:MAX_MESSAGE_LINES]:
         loc = ".".join(str(part) for part in err["loc"])
         if err["type"] == "extra_forbidden":
             key = str(err["loc"][-1])
@@ -391,8 +472,20 @@ def _explain(exc: ValidationError) -> str:
             lines.append(f"  {loc}: unknown key '{key}'{suggestion} Allowed: {', '.join(allowed)}")
         else:
             message = err["msg"].removeprefix("Value error, ")
+            if err["type"] in _TYPE_FIXES:
+                message += f", not {reprlib.repr(err['input'])}: {_TYPE_FIXES[err['type']]}"
             lines.append(f"  {loc or '(top level)'}: {message}")
-    return "\n".join(lines)
+    if len(errors) > MAX_MESSAGE_LINES:
+        lines.append(f"  ... and {len(errors) - MAX_MESSAGE_LINES} more")
+    return "\n".join(map(_clip, lines))
+
+
+def _clip(text: str) -> str:
+    """``text`` with its middle left out beyond MAX_MESSAGE_LINE characters (the field and the fix stay)."""
+    if len(text) <= MAX_MESSAGE_LINE:
+        return text
+    half = MAX_MESSAGE_LINE // 2
+    return f"{text[:half]}...({len(text) - 2 * half:,} characters left out)...{text[-half:]}"
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

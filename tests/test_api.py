@@ -143,6 +143,12 @@ def test_evaluate_model_refuses_a_cutoff_above_top_k_before_encoding(tiny_model)
         harness.evaluate_model(str(tiny_model), "no/such/folder", top_k=100)
 
 
+@pytest.mark.parametrize("top_k", [True, "10", 0, 2.5])
+def test_evaluate_model_takes_top_k_as_a_positive_whole_number_only(tiny_model, top_k):
+    with pytest.raises(harness.HarnessError, match=r"top_k must be a positive whole number"):
+        harness.evaluate_model(str(tiny_model), "no/such/folder", metrics=["nDCG@10"], top_k=top_k)
+
+
 def test_evaluate_model_refuses_to_change_a_loaded_model(loaded_tiny):
     with pytest.raises(HarnessError, match="does not change a model it is given"):
         harness.evaluate_model(loaded_tiny, DATA / "noveleval", max_seq_length=16)

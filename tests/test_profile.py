@@ -119,6 +119,7 @@ def test_cli_profile_synthetic_length_sweep(tiny_model, tmp_path):
     (["--precision", "int8", "--engine", "sentence-transformers"],
      "nothing to profile: precision int8 needs engine 'fast'"),
     (["--max-seconds", "0"], "--max-seconds > 0"),
+    (["--max-seq-length", "64,100000"], "--max-seq-length 100000: model"),
 ])
 def test_cli_profile_bad_values(tiny_model, tmp_path, capsys, args, message):
     from harness.cli import main

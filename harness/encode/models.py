@@ -190,6 +190,7 @@ class Encoder:
             self.device = "cpu" if runtime_auto else resolve_device(spec.device)
             self.model = load_sentence_transformer(spec.model, device=self.device)
             if spec.max_seq_length is not None:
+                _check_max_seq_length(self.model, spec)
                 self.model.max_seq_length = spec.max_seq_length
         else:
             self.device, self.model = _borrowed_device(model, spec), model
@@ -243,6 +244,30 @@ class Encoder:
                 "often overflow: try precision fp32 or bf16"
             )
         return result
+
+
+def position_limit(model) -> int | None:
+    """The most tokens the model's position embeddings take (None: no stated limit): its config's
+    max_position_embeddings less the positions RoBERTa-family embeddings reserve (they count from padding_idx + 1;
+    found as sentence-transformers' ``Transformer._infer_flatten_position_offset`` finds them)."""
+    net = getattr(model[0], "auto_model", None)
+    total = getattr(getattr(net, "config", None), "max_position_embeddings", None)
+    if not isinstance(total, int) or total <= 0:  # XLNet: -1
+        return None
+    for module in net.modules():
+        padding_idx = getattr(module, "padding_idx", None)
+        if isinstance(padding_idx, int) and isinstance(getattr(module, "position_embeddings", None),
+                                                       torch.nn.Embedding):
+            return total - padding_idx - 1
+    return total
+
+
+def _check_max_seq_length(model, spec: EncoderSpec) -> None:
+    limit = position_limit(model)
+    if limit is not None and spec.max_seq_length > limit:
+        raise HarnessError(f"encoder {spec.name!r}: max_seq_length {spec.max_seq_length} is more than model "
+                           f"{spec.model!r} can take: it has positions for {limit} tokens; set max_seq_length to "
+                           f"{limit} or less (or leave it out for the model's own, {model.max_seq_length})")
 
 
 def _borrowed_device(model, spec: EncoderSpec) -> str:

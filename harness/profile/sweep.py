@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from harness.encode.engines import SentenceTransformersEngine, count_tokens
-from harness.encode.models import load_sentence_transformer, make_engine, resolve_device, weights_fingerprint
+from harness.encode.models import (load_sentence_transformer, make_engine, position_limit, resolve_device,
+                                   weights_fingerprint)
 from harness.encode.precision import precision_problem
 from harness.errors import HarnessError
 from harness.profile import timing
@@ -135,6 +136,11 @@ def profile_model(
         model = load_sentence_transformer(model_name, device=device)
         info.setdefault("fingerprint", weights_fingerprint(model))
         default_length = int(model.max_seq_length)
+        limit = position_limit(model)
+        too_long = [n for n in max_seq_lengths if n and limit is not None and n > limit]
+        if too_long:
+            raise HarnessError(f"--max-seq-length {too_long[0]}: model {model_name!r} has positions for {limit} "
+                               f"tokens; give lengths up to {limit}")
         peak = datasheet_peak(device)
         for max_len, engine, precision, batch_size in itertools.product(
                 max_seq_lengths, engines, precisions, batch_sizes):
