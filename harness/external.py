@@ -29,8 +29,9 @@ from harness.errors import HarnessError
 from harness.metrics import holes, parse_measure
 from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
                              QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score,
-                             find_records, load, utc_now, write_run_record)
+                             find_records, load, record_file, utc_now, write_run_record)
 from harness.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
+from harness.tables import md_escape
 
 log = logging.getLogger(__name__)
 
@@ -277,8 +278,8 @@ class RunEvaluation:
     path: Path | None = None
 
     def _repr_markdown_(self) -> str:
-        metrics = ", ".join(f"{m} {v:.4f}" for m, v in self.record.metrics.items())
-        return f"**{self.record.dataset.name} × {self.record.name}**: {metrics}"
+        metrics = ", ".join(f"{md_escape(m)} {v:.4f}" for m, v in self.record.metrics.items())
+        return f"**{md_escape(self.record.dataset.name)} × {md_escape(self.record.name)}**: {metrics}"
 
 
 def evaluate_runs(
@@ -351,7 +352,7 @@ def rescore(
                                   judgments.qrels, judgments.dataset)
         if qrels is not None:
             judgments = with_added_qrels(judgments, qrels)
-        run_path = directory / record.files.run
+        run_path = record_file(directory, record, "run")
         run_file = read_run_file(run_path)
         warnings = run_warnings(run_file.run, judgments, where=str(run_path))
         origin = record.source
@@ -373,7 +374,8 @@ def _scored(run: dict[str, dict[str, float]], judgments: Judgments, metrics: lis
             performance: Performance | None, copy_run: Path, output: PathLike | None,
             top_k: int | None = None) -> RunEvaluation:
     level = judgments.info.relevance_level
-    depth = top_k or max(len(docs) for docs in run.values())
+    # The depth of the ranking scored: that of the judged queries (the others are not scored, however long).
+    depth = top_k or max(len(run.get(qid, ())) for qid in judgments.qrels)
     scores = score(judgments.qrels, run, metrics, relevance_level=level, top_k=depth)
     record = RunRecord(suite=suite, dataset=judgments.info, encoder=encoder, metrics=scores.aggregate,
                        metric_definitions={m: parse_measure(m).definition(level) for m in metrics}, top_k=depth,

@@ -8,7 +8,9 @@
 
 `harness profile` writes a ProfileRecord (record.json only). `load(path)` reads both kinds, schema
 1 (upgraded in memory) and 2. Directories are assembled under a hidden temporary name and renamed
-into place, so a reader never sees half a record, and an existing record is never overwritten.
+into place, so a reader never sees half a record, and an existing record is never overwritten; the
+temporary name holds the writer's pid and host, so that the next writer removes what a killed one left.
+A record's files (``files``) are plain names inside its folder, joined to it by ``record_file`` only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ import math
 import os
 import re
 import shutil
+import socket
+import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +30,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
 from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
@@ -39,6 +43,8 @@ RECORD_FILE = "record.json"
 RUN_FILE = "run.trec"
 PER_QUERY_FILE = "per_query.json"
 RECALL_CURVE_FILE = "recall_curve.json"
+RUN_TAG = "harness"  # the TREC run tag of a name with nothing left to slug
+LEFTOVER_HOURS = 24  # a writer's temporary record folder this old is a dead writer's, whatever its host
 
 
 class _Record(BaseModel):
@@ -227,6 +233,8 @@ class Performance(_Record):
     query_latency: Latency  # one query per call, milliseconds
     search_s: float
     queries_per_s_search: float | None
+    # The process's resident high-water mark during this dataset x encoder (reset at its start where
+    # `peak_rss_method` is "hwm-reset"): what earlier work still holds (models, data sets, earlier results) is in it.
     peak_rss_mb: float
     peak_gpu_mb: float | None
     embedding_store: EmbeddingStoreInfo
@@ -235,6 +243,11 @@ class Performance(_Record):
     # Records that predate these fields: process-wide peaks, embedding origin unknown.
     peak_rss_method: PeakRssMethod = "process-peak"
     corpus_embeddings: EmbeddingProvenance | None = None
+    # Resident set (MiB) when this dataset x encoder started, and how far its peak rose above that: what it
+    # added (peak_rss_mb - rss_start_mb). None in older records; rss_added_mb also where peak_rss_method is
+    # "process-peak" (the peak may predate the run).
+    rss_start_mb: float | None = None
+    rss_added_mb: float | None = None
 
 
 class GpuInfo(_Record):
@@ -266,12 +279,24 @@ class Environment(_Record):
         return hardware_key(self.model_dump())
 
 
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
 class RecordFiles(_Record):
-    """The files next to record.json, by role; ``recall_curve`` is None in records that predate it."""
+    """The files next to record.json, by role; ``recall_curve`` is None in records that predate it. Each is a
+    plain file name in the record's folder (read through ``record_file``)."""
 
     run: str = RUN_FILE
     per_query: str = PER_QUERY_FILE
     recall_curve: str | None = RECALL_CURVE_FILE
+
+    @field_validator("run", "per_query", "recall_curve")
+    @classmethod
+    def _plain_name(cls, name: str | None) -> str | None:
+        if name is not None and not _FILE_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not a file name in the record's folder; a record's files lie beside its "
+                             f"record.json: give the plain name (like {RUN_FILE!r}), no folder, no '..'")
+        return name
 
 
 class CountedWarning(_Record):
@@ -488,9 +513,9 @@ def utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def slug(text: str) -> str:
-    """A file-name-safe form of a name (records, plots, exports)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+def slug(text: str, *, fallback: str = "x") -> str:
+    """A file-name-safe form of a name (records, plots, exports, TREC run tags)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or fallback
 
 
 def write_run_record(
@@ -533,7 +558,8 @@ def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fil
     base = "--".join(slug(s) for s in (*names, stamp))
     try:
         output.mkdir(parents=True, exist_ok=True)
-        tmp = output / f".tmp-{base}-{uuid.uuid4().hex[:8]}"
+        remove_dead_writers_folders(output)
+        tmp = writer_folder(output)
         tmp.mkdir()
     except OSError as exc:
         raise HarnessError(f"{output}: cannot create the results folder ({exc.strerror}); "
@@ -545,6 +571,46 @@ def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fil
         raise HarnessError(f"{output}: writing the record failed ({exc.strerror}); nothing was kept") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+_WRITERS_FOLDER = re.compile(r"\.tmp-(\d{1,9})@(.+)-[0-9a-f]{8}")  # .tmp-<pid>@<host>-<random>
+
+
+def _host() -> str:
+    return slug(socket.gethostname())
+
+
+def writer_folder(parent: Path) -> Path:
+    """A new hidden folder name in ``parent`` for a writer to build in (``.tmp-<pid>@<host>-<random>``): records and
+    reports name theirs alike, so a dead writer's is removed by the next writer there, whichever it is."""
+    return parent / f".tmp-{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}"
+
+
+def remove_dead_writers_folders(output: Path) -> None:
+    """Remove the temporary folders that writers killed mid-record (kill -9, power loss) left in ``output``:
+    those of a process of this host that is gone, and any older than LEFTOVER_HOURS (a writer on another host
+    sharing the folder, or a pid reused since). A live writer's folder is left alone."""
+    host, now = _host(), time.time()
+    for folder in output.glob(".tmp-*"):
+        match = _WRITERS_FOLDER.fullmatch(folder.name)
+        if match is None:
+            continue
+        try:
+            old = now - folder.stat().st_mtime > LEFTOVER_HOURS * 3600
+        except OSError:  # another writer removed it meanwhile
+            continue
+        if old or (match[2] == host and not _alive(int(match[1]))):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        pass
+    return True
 
 
 def _rename_unique(tmp: Path, target: Path) -> Path:
@@ -568,13 +634,48 @@ def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
         os.fsync(handle.fileno())
 
 
+# What a TREC run line cannot carry in an id: trec_eval and `datasets.read_run` split lines at whitespace, a BOM
+# at the start of the file is not part of the first id, control characters and lone surrogates are not text.
+_NOT_IN_ID = re.compile(r"\s|[\x00-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
+
+
 def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *, tag: str) -> None:
+    """Write a ranking as a TREC run that trec_eval and ``datasets.read_run`` read back as exactly this ranking:
+    each score as the shortest decimal that gives back its float64, the run tag ``tag`` slugged to one token
+    (RUN_TAG when nothing is left). An id that is not one token, a query id that would start a comment line
+    ('#'), a document ranked twice and a score that is not finite cannot be written so: HarnessError, naming
+    them (the caller removes the partial file: ``write_run_record`` writes into a temporary folder)."""
+    tag = slug(tag, fallback=RUN_TAG)
     with open(path, "w", encoding="utf-8") as handle:
         for qid in sorted(run):
-            for rank, (docid, score) in enumerate(run[qid], start=1):
-                handle.write(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n")
+            ranking = run[qid]
+            docids = [docid for docid, _ in ranking]
+            scores = [float(score) for _, score in ranking]
+            _check_ranking(path, qid, docids, scores)
+            handle.write("".join(f"{qid} Q0 {docid} {rank} {score!r} {tag}\n"
+                                 for rank, (docid, score) in enumerate(zip(docids, scores), start=1)))
         handle.flush()
         os.fsync(handle.fileno())
+
+
+def _check_ranking(path: Path, qid: str, docids: list[str], scores: list[float]) -> None:
+    if not qid or _NOT_IN_ID.search(qid) or qid.startswith("#"):
+        raise HarnessError(f"{path.name}: query id {qid!r} cannot be written to a TREC run (an id is one token "
+                           "without whitespace or control characters, a query id does not start with '#'); rename "
+                           "the query in the data set")
+    if not all(docids) or _NOT_IN_ID.search("".join(docids)):  # one search per query: runs have millions of lines
+        docid = next(d for d in docids if not d or _NOT_IN_ID.search(d))
+        raise HarnessError(f"{path.name}: document id {docid!r} (query {qid!r}) cannot be written to a TREC run (an "
+                           "id is one token without whitespace or control characters); rename the document in the "
+                           "data set")
+    if len(set(docids)) < len(docids):
+        docid = next(d for i, d in enumerate(docids) if d in docids[:i])
+        raise HarnessError(f"{path.name}: document {docid!r} is ranked twice for query {qid!r}; a run ranks each "
+                           "document once")
+    if not all(map(math.isfinite, scores)):
+        docid, score = next((d, s) for d, s in zip(docids, scores) if not math.isfinite(s))
+        raise HarnessError(f"{path.name}: score {score!r} of document {docid!r} (query {qid!r}) is not a finite "
+                           "number; trec_eval cannot order by it")
 
 
 def load(path: Path | str) -> RunRecord | ProfileRecord:
@@ -596,12 +697,30 @@ def load(path: Path | str) -> RunRecord | ProfileRecord:
     if version == 1:
         data = _upgrade_v1(data, file)
     try:
-        return _RECORD.validate_python(data)
+        record = _RECORD.validate_python(data)
     except ValidationError as exc:
         problems = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
         more = [f"  ... and {len(problems) - 10} more"] if len(problems) > 10 else []
         raise HarnessError(f"{file}: not a valid {data.get('kind', 'run')} record:\n"
                            + "\n".join(problems[:10] + more)) from None
+    if isinstance(record, RunRecord):
+        for role, name in record.files:
+            if name is not None:
+                record_file(file.parent, record, role)
+    return record
+
+
+def record_file(directory: Path | str, record: RunRecord, role: Literal["run", "per_query", "recall_curve"]) -> Path:
+    """The path of a record's file ``files.<role>``: the one way to join a record folder with a file name, so that
+    no record.json makes the harness read outside its folder (through a link either)."""
+    directory = Path(directory)
+    name = getattr(record.files, role)
+    path = directory / name
+    target = Path(os.path.realpath(path))
+    if target.parent != Path(os.path.realpath(directory)):
+        raise HarnessError(f"{directory / RECORD_FILE}: files.{role} {name!r} leads out of the record's folder (to "
+                           f"{target}); a record's files lie in its folder: replace the link with the file itself")
+    return path
 
 
 def load_run_record(path: Path | str) -> RunRecord:
@@ -643,7 +762,7 @@ def _point_v1(point: dict[str, Any]) -> dict[str, Any]:
 
 
 def load_per_query(directory: Path, record: RunRecord) -> dict[str, dict[str, float]]:
-    path = Path(directory) / record.files.per_query
+    path = record_file(directory, record, "per_query")
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -654,7 +773,7 @@ def load_recall_curve(directory: Path, record: RunRecord) -> RecallCurve | None:
     """The record's Recall@k curve; None for a record that predates them (schema 1)."""
     if record.files.recall_curve is None:
         return None
-    path = Path(directory) / record.files.recall_curve
+    path = record_file(directory, record, "recall_curve")
     try:
         return RecallCurve.model_validate_json(path.read_bytes())
     except OSError as exc:
