@@ -12,6 +12,7 @@ data set. Only judged queries are pooled: the others cannot be scored anyway.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import os
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from pathlib import Path
 from harness.datasets import read_run
 from harness.errors import HarnessError
 from harness.external import Judgments, judgments_of_record, load_judgments, with_added_qrels
-from harness.records import RunRecord, find_records, load
+from harness.records import RunRecord, find_records, load, record_file
 
 PathLike = str | os.PathLike[str]
 HEADER = "query-id\tcorpus-id\ttext"
@@ -49,8 +50,10 @@ class Pool:
                     handle.write(f"{qid}\t{docid}\t{' '.join(text.split())}\n")
             os.replace(tmp, path)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
-            raise HarnessError(f"{path}: cannot write the pool ({exc.strerror})") from None
+            with contextlib.suppress(OSError):  # a read-only or missing folder refuses the unlink too
+                tmp.unlink(missing_ok=True)
+            raise HarnessError(f"cannot write {path} ({exc.strerror or exc}); nothing was written: choose a "
+                               "writable --output") from None
         return path
 
 
@@ -83,7 +86,7 @@ def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None
     seen: dict[str, dict[str, None]] = {}
     ranked = 0
     for directory, record in loaded:
-        run = read_run(directory / record.files.run)
+        run = read_run(record_file(directory, record, "run"))
         for qid, judged in judgments.qrels.items():
             top = heapq.nlargest(depth, run.get(qid, {}).items(), key=lambda item: (item[1], item[0]))
             ranked += len(top)

@@ -1,6 +1,8 @@
 """Tables and numbers as every output prints them: terminal text, Markdown, HTML.
 
-One formatter per medium, shared by compare, check, the CLI, the profile sweep and the report.
+One formatter per medium, shared by compare, check, the CLI, the profile sweep and the report. Text from data or
+configuration (suite, dataset, encoder names, notes) is escaped for the medium: ``html.escape`` for HTML,
+``md_escape`` for Markdown.
 """
 
 from __future__ import annotations
@@ -19,9 +21,15 @@ def text_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> s
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, rows)])
 
 
+def md_escape(text: object) -> str:
+    """Text as Markdown that shows it as it is: no raw HTML (``<``, ``>``, ``&`` become entities), a backslash
+    stays a backslash, and a line break (which would end a heading, a table row or a paragraph) becomes a space."""
+    return " ".join(html.escape(str(text), quote=False).replace("\\", "\\\\").splitlines())
+
+
 def markdown_table(headers: Sequence[object], rows: Sequence[Sequence[object]]) -> str:
     def row(cells: Sequence[object]) -> str:
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in cells) + " |"
+        return "| " + " | ".join(md_escape(c).replace("|", "\\|") for c in cells) + " |"
 
     return "\n".join([row(headers), "|" + "---|" * len(headers), *map(row, rows)])
 

@@ -19,8 +19,10 @@ shows it (an intersection-union test), so the chance of a false pass stays at mo
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -41,7 +43,7 @@ from harness.analysis.stats import (LATENCY_QUANTILE, SpeedRatio, Test, calls_to
 from harness.errors import HarnessError
 from harness.records import Performance
 from harness.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
-from harness.tables import fmt_p, html_table, markdown_table, text_table
+from harness.tables import fmt_p, html_table, markdown_table, md_escape, text_table
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
 EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table we print
@@ -106,20 +108,21 @@ class CheckReport:
         return f"{text_table(self.TABLE_HEADERS, self.table_rows())}\n\n{self.verdict()}"
 
     def _repr_markdown_(self) -> str:
-        return f"**{self.verdict()}**\n\n{markdown_table(self.TABLE_HEADERS, self.table_rows())}"
+        return f"**{md_escape(self.verdict())}**\n\n{markdown_table(self.TABLE_HEADERS, self.table_rows())}"
 
     def _repr_html_(self) -> str:
-        return f"<p><strong>{self.verdict()}</strong></p>{html_table(self.TABLE_HEADERS, self.table_rows())}"
+        return (f"<p><strong>{html.escape(self.verdict())}</strong></p>"
+                f"{html_table(self.TABLE_HEADERS, self.table_rows())}")
 
     def to_junit(self) -> str:
         """JUnit XML: one testcase per check, FAIL as <failure>, SKIP as <skipped>."""
         counts = self.counts()
-        suite = ET.Element("testsuite", name=f"harness check {self.suite}", tests=str(len(self.results)),
+        suite = ET.Element("testsuite", name=_xml(f"harness check {self.suite}"), tests=str(len(self.results)),
                            failures=str(counts["FAIL"]), skipped=str(counts["SKIP"]), errors="0")
         for r in self.results:
-            case = ET.SubElement(suite, "testcase", classname=f"{self.suite}.{r.dataset}.{r.encoder}",
-                                 name=f"{r.kind} {r.metric}")
-            detail = describe(r)
+            case = ET.SubElement(suite, "testcase", classname=_xml(f"{self.suite}.{r.dataset}.{r.encoder}"),
+                                 name=_xml(f"{r.kind} {r.metric}"))
+            detail = _xml(describe(r))
             if r.status == "FAIL":
                 ET.SubElement(case, "failure", message=detail, type="regression").text = detail
             elif r.status == "SKIP":
@@ -130,6 +133,15 @@ class CheckReport:
         root.append(suite)
         ET.indent(root)
         return ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n"
+
+
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _xml(text: str) -> str:
+    """Text for the JUnit XML: ElementTree escapes ``<``, ``&`` and quotes but writes characters that XML 1.0
+    forbids (control characters such as ESC) as they are, which leaves a file no CI can parse; they become U+FFFD."""
+    return _NOT_XML.sub("\ufffd", text)
 
 
 def describe(r: CheckResult) -> str:

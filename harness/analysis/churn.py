@@ -16,6 +16,7 @@ p-values, W/T/L) and the per-query Δ (B - A). Nothing is re-encoded or re-score
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import statistics
@@ -27,6 +28,7 @@ from typing import Any
 from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs
 from harness.datasets import read_run
 from harness.errors import HarnessError
+from harness.records import record_file
 from harness.tables import html_table, markdown_table, text_table
 
 DEFAULT_K = 10
@@ -83,7 +85,7 @@ def ordered(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
 
 def load_ranking(run: LoadedRun) -> dict[str, list[str]]:
     """A record's stored ranking (its run file)."""
-    path = run.path / run.record.files.run
+    path = record_file(run.path, run.record, "run")
     if not path.is_file():
         raise HarnessError(f"{path}: the record's run file is missing; churn compares the stored rankings")
     return ordered(read_run(path))
@@ -159,7 +161,7 @@ class Churn:
         return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_"])
 
     def _repr_html_(self) -> str:
-        return "\n".join([*self._render(html_table), f"<p><em>{self.footnote()}</em></p>"])
+        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>"])
 
     def to_dict(self) -> dict[str, Any]:
         return {"dataset": self.dataset, "a": self.a, "b": self.b, "records": list(self.paths), "k": self.k,

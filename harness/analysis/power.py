@@ -10,6 +10,7 @@ that estimate errs on the cautious side (a larger MDE).
 
 from __future__ import annotations
 
+import html
 import statistics
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -62,7 +63,7 @@ class PowerReport:
         return f"{markdown_table(self.headers, self.table_rows())}\n\n_{self.footnote()}_"
 
     def _repr_html_(self) -> str:
-        return f"{html_table(self.headers, self.table_rows())}<p><em>{self.footnote()}</em></p>"
+        return f"{html_table(self.headers, self.table_rows())}<p><em>{html.escape(self.footnote())}</em></p>"
 
     def to_dict(self) -> dict[str, Any]:
         return {"alpha": self.alpha, "power": self.power, "effect": self.effect, "test": "paired t (t-based MDE)",

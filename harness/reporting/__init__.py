@@ -14,6 +14,7 @@ from harness.reporting.data import ReportData, load_report_data
 from harness.reporting.document import build_document
 from harness.reporting.exports import write_exports
 from harness.reporting.figures import draw_all, make_figures
+from harness.reporting.folder import write_report_folder
 from harness.reporting.render import to_html, to_markdown
 
 __all__ = ["ReportData", "build_report", "load_report_data", "make_figures"]
@@ -22,21 +23,22 @@ FORMATS = ("html", "md")
 
 
 def build_report(data: ReportData, output: Path, *, formats: Sequence[str] = FORMATS) -> list[Path]:
-    """Write the report files under ``output``; returns every path written."""
+    """Write the report folder ``output`` as one step (see ``harness.reporting.folder``), replacing a previous
+    report there; returns every path written."""
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise HarnessError(f"unknown report format(s) {', '.join(unknown)}; choose from {', '.join(FORMATS)}")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise HarnessError(f"{output}: cannot create the report folder ({exc.strerror})") from None
-    figures = draw_all(data, output / "plots")
-    blocks = build_document(data, figures)
-    written = [p for f in figures for p in (f.png, f.svg)]
-    if "md" in formats:
-        written.append(output / "report.md")
-        written[-1].write_text(to_markdown(blocks, relative_to=output), encoding="utf-8")
-    if "html" in formats:
-        written.append(output / "report.html")
-        written[-1].write_text(to_html(blocks), encoding="utf-8")
-    return written + write_exports(data, output)
+
+    def fill(folder: Path) -> list[Path]:
+        figures = draw_all(data, folder / "plots")
+        blocks = build_document(data, figures)
+        written = [p for f in figures for p in (f.png, f.svg)]
+        if "md" in formats:
+            written.append(folder / "report.md")
+            written[-1].write_text(to_markdown(blocks, relative_to=folder), encoding="utf-8")
+        if "html" in formats:
+            written.append(folder / "report.html")
+            written[-1].write_text(to_html(blocks), encoding="utf-8")
+        return written + write_exports(data, folder)
+
+    return write_report_folder(output, fill)

@@ -6,6 +6,7 @@ without one (schema 1) gets a note instead of a curve. Nothing is re-read from t
 
 from __future__ import annotations
 
+import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +17,7 @@ from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import Test, bootstrap_ci
 from harness.errors import HarnessError
 from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
-from harness.tables import html_table, markdown_table
+from harness.tables import html_table, markdown_table, md_escape
 
 UP, DOWN = "▲", "▼"
 
@@ -107,10 +108,10 @@ class ReportData:
 
     def _repr_markdown_(self) -> str:
         return "\n\n".join([f"**{self._summary()}**", *self._render(markdown_table),
-                             *(f"_{n}_" for n in self.notes)])
+                             *(f"_{md_escape(n)}_" for n in self.notes)])
 
     def _repr_html_(self) -> str:
-        return "\n".join([f"<p><strong>{self._summary()}</strong></p>", *self._render(html_table)])
+        return "\n".join([f"<p><strong>{html.escape(self._summary())}</strong></p>", *self._render(html_table)])
 
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,

@@ -62,8 +62,15 @@ def to_csv(rows: list[dict[str, Any]]) -> str:
     return buffer.getvalue()
 
 
+TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+               "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+               "<": r"\textless{}", ">": r"\textgreater{}", "|": r"\textbar{}"}
+
+
 def _tex(text: str) -> str:
-    return re.sub(r"([&%$#_{}])", r"\\\1", text).replace("~", r"\textasciitilde{}").replace("^", r"\^{}")
+    """A name as LaTeX text: every special character escaped (a backslash would start a command, ``\\input``
+    among them), line breaks (a blank line ends the table cell) as spaces."""
+    return re.sub(r"[\\&%$#_{}~^<>|]", lambda m: TEX_ESCAPES[m[0]], " ".join(text.splitlines()))
 
 
 def to_latex(data: ReportData) -> str:
@@ -115,7 +122,7 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
         scores = {key: run.record.metrics[m] for m, key in keys.items() if key}
         main = scores.get("ndcg_at_10", next(iter(scores.values()), None))
         performance = run.record.performance
-        out[f"{slug(run.label)}/{task}.json"] = {
+        out[f"{slug(run.label)}/{slug(task)}.json"] = {
             "dataset_revision": run.record.dataset.fingerprint,
             "task_name": task,
             "mteb_version": None,

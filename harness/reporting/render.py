@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.reporting.document import Block, Heading, Para, Table
 from harness.reporting.figures import FigureFile
-from harness.tables import html_table, markdown_table
+from harness.tables import html_table, markdown_table, md_escape
 
 CSS = """
 body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: #1d1d1f;
@@ -30,18 +30,22 @@ figcaption { font-size: 13px; color: #444; }
 
 
 def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
+    """Markdown; names from the records are escaped (``md_escape``), so no raw HTML reaches a renderer."""
     out: list[str] = []
     for block in blocks:
         if isinstance(block, Heading):
-            out.append(f"{'#' * block.level} {block.text}")
+            out.append(f"{'#' * block.level} {md_escape(block.text)}")
         elif isinstance(block, Para):
-            out.append(f"_{block.text}_" if block.style == "note" else block.text)
+            text = md_escape(block.text)
+            out.append(f"_{text}_" if block.style == "note" else text)
         elif isinstance(block, Table):
             out.append(markdown_table(block.headers, block.rows))
         elif isinstance(block, FigureFile):
             png = block.png.relative_to(relative_to).as_posix()
             svg = block.svg.relative_to(relative_to).as_posix()
-            out.append(f"![{block.title}]({png})\n\n_{block.title}_ ([SVG]({svg}))")
+            title = md_escape(block.title)
+            alt = title.replace("[", "\\[").replace("]", "\\]")  # a bracket of a name would end the alt text
+            out.append(f"![{alt}]({png})\n\n_{title}_ ([SVG]({svg}))")
     return "\n\n".join(out) + "\n"
 
 
