@@ -17,6 +17,13 @@ The index is built by one pass over the source and, when a cache directory is gi
 ``<cache>/corpus-index/<key>`` (the key names the source file, its size and mtime), so later runs read the ids
 with one ``np.load``. Without a cache directory plain files keep the index in memory and gzip / ir_datasets
 sources hold their texts in memory (`MemoryCorpus`: small sets, the in-memory API).
+
+The index is not trusted blindly: meta.json holds a sha256 of its ids, offsets and lengths, checked at load (a
+damaged index is removed and built again, with a warning naming it), and every text read checks that the line
+read holds the id the index gives its row (a mismatch removes the index and stops with a HarnessError: the
+embeddings of the rows already read cannot be trusted, so the run has to start again).
+
+Ids are refused where they enter when the TREC run and qrels formats cannot carry them (`check_id`).
 """
 
 from __future__ import annotations
@@ -24,18 +31,24 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
+import logging
 import os
+import re
 import shutil
 import tempfile
+import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
 
+from harness.digest import file_sha256
 from harness.errors import HarnessError
 
-INDEX_VERSION = 1
+log = logging.getLogger(__name__)
+
+INDEX_VERSION = 2  # 2: meta.json holds the checksum of the index columns
 READ_ROWS = 16384  # documents per read when streaming the whole corpus
 _ID_BLOCK = 1 << 20  # ids gathered as Python strings before packing into numpy
 
@@ -113,28 +126,50 @@ def pack_ids(keys: list[str]) -> np.ndarray:
 
 class FileCorpus(Corpus):
     """Texts read from a plain file at the byte offsets of an index (see module doc). `offsets` and `lengths` are
-    arrays, or the .npy files of a saved index, mapped by each read for the rows it needs."""
+    arrays, or the .npy files of a saved index (the folder `index`), mapped by each read for the rows it needs."""
 
-    def __init__(self, path: Path, fmt: str, ids: np.ndarray, offsets: np.ndarray | Path, lengths: np.ndarray | Path):
+    def __init__(self, path: Path, fmt: str, ids: np.ndarray, offsets: np.ndarray | Path, lengths: np.ndarray | Path,
+                 index: Path | None = None):
         self.path, self.fmt, self.ids, self.offsets, self.lengths = path, fmt, ids, offsets, lengths
+        self.index = index
         self._fd: int | None = None
         self._pid = 0
 
     def texts_at(self, rows: np.ndarray) -> list[str]:
         if self._fd is None or self._pid != os.getpid():
             self._fd, self._pid = os.open(self.path, os.O_RDONLY), os.getpid()
-        offsets, lengths = _column(self.offsets)[rows], _column(self.lengths)[rows]  # copies: the maps close here
+        try:
+            offsets, lengths = _column(self.offsets)[rows], _column(self.lengths)[rows]  # copies: the maps close here
+        except OSError as exc:  # removed as damaged by another process reading it
+            raise HarnessError(f"{self.index}: the corpus index cannot be read ({exc}); run again to build it anew") \
+                from None
+        expected = as_strings(self.ids[rows])
         order = np.argsort(offsets, kind="stable")  # read in file order: sequential I/O
         parse = _PARSERS[self.fmt]
         out: list[str] = [""] * len(rows)
         for i, offset, length in zip(order.tolist(), offsets[order].tolist(), lengths[order].tolist()):
             raw = os.pread(self._fd, length, offset)
             if len(raw) != length:
-                raise HarnessError(f"{self.path}: changed since its index was built (short read at byte {offset}); "
-                                   "restore the file, or delete the corpus-index folder of the cache to index it "
-                                   "again")
-            out[i] = parse(raw.decode("utf-8"))[1]
+                raise self._damaged(offset, f"the file ends {length - len(raw)} bytes before the indexed line does")
+            try:
+                key, out[i] = parse(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+                raise self._damaged(offset, f"the {len(raw)} bytes there are not a line of the corpus ({exc})") \
+                    from None
+            if key != expected[i]:
+                raise self._damaged(offset, f"the index has document {expected[i]!r} there, the file {key!r}")
         return out
+
+    def _damaged(self, offset: int, what: str) -> HarnessError:
+        """The file does not match the index: it changed after it was indexed, or the index is damaged. Texts read
+        so far may be wrong, so the run stops; a saved index is removed, so the next run builds it anew."""
+        if self.index is None:
+            return HarnessError(f"{self.path}: changed after it was indexed for this run (at byte {offset}, {what}); "
+                                "run again")
+        shutil.rmtree(self.index, ignore_errors=True)
+        return HarnessError(f"{self.path}: does not match its corpus index {self.index} (at byte {offset}, {what}): "
+                            "the file changed after it was indexed, or the index is damaged; the index was removed, "
+                            "run again to build it anew")
 
     def __del__(self):
         if self._fd is not None and self._pid == os.getpid():
@@ -152,7 +187,21 @@ def _column(source: np.ndarray | Path) -> np.ndarray:
 
 def parse_beir_line(line: str) -> tuple[str, str]:
     row = json.loads(line)
-    return str(row["_id"]), f"{row.get('title') or ''} {row.get('text') or ''}".strip()
+    key = row["_id"]
+    if type(key) is not str and type(key) is not int:  # an integer id (BEIR has some) reads as its digits
+        raise ValueError(f"'_id' must be a string or an integer, got {json.dumps(key)[:60]}")
+    return str(key), f"{_text_field(row, 'title')} {_text_field(row, 'text')}".strip()
+
+
+def _text_field(row: dict, name: str) -> str:
+    """A title or text: a string, or null/absent for none. Anything else (a list, an object, a number) would be
+    encoded as its Python repr, so it is refused."""
+    value = row.get(name)
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise ValueError(f"{name!r} must be a string or null, got {json.dumps(value)[:60]}")
+    return value
 
 
 def parse_tsv_line(line: str) -> tuple[str, str]:
@@ -169,28 +218,89 @@ def parse_pair_line(line: str) -> tuple[str, str]:
 
 _PARSERS: dict[str, Callable[[str], tuple[str, str]]] = {
     "beir": parse_beir_line, "tsv": parse_tsv_line, "pair": parse_pair_line}
-_EXPECTED = {"beir": "a JSON object with '_id' and 'text' (document)", "tsv": "'id<TAB>text'", "pair": "[id, text]"}
+_EXPECTED = {"beir": "a JSON object with '_id' and 'text'", "tsv": "'id<TAB>text'", "pair": "[id, text]"}
+_BOM = b"\xef\xbb\xbf"
+# What an id cannot hold: whitespace (\s: every character str.isspace() accepts; TREC columns are separated by it),
+# control characters (NUL ends trec_eval's C strings), a BOM (dropped at the start of a file) and lone surrogates
+# (not text). The TREC writer (`records.write_trec_run`) refuses the same set, so an id it would refuse after a
+# whole encode is refused here, where it enters.
+ID_BREAKERS = re.compile(r"\s|[\x00-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
+
+
+def id_problem(key: str, *, query: bool = False) -> str | None:
+    """Why the TREC run and qrels formats cannot carry `key` (see ID_BREAKERS; trec_eval also skips run lines
+    starting with '#'), or None."""
+    if not key:
+        return "is empty"
+    breaker = ID_BREAKERS.search(key)
+    if breaker:
+        return f"contains {breaker.group()!r}"
+    if query and key.startswith("#"):
+        return "starts with '#', which makes its lines of a TREC run comments to trec_eval"
+    return None
+
+
+def check_id(key: str, where: str, what: str = "document") -> str:
+    """`key` if the TREC formats can carry it (`id_problem`), else a HarnessError at `where` (file:line)."""
+    problem = id_problem(key, query=what == "query")
+    if problem:
+        raise HarnessError(f"{where}: {what} id {key!r} {problem}; ids are written to and read from TREC run and "
+                           "qrels files, which cannot carry it: rename it (e.g. '_' for each space) in every file "
+                           "that names it")
+    return key
 
 
 def raw_lines(path: Path) -> Iterator[tuple[int, int, bytes]]:
-    """(line number, byte offset in the uncompressed stream, raw line) of a plain or gzipped file."""
+    """(line number, byte offset in the uncompressed stream, raw line) of a plain or gzipped file. A UTF-8 byte
+    order mark at the start is skipped: it would become part of the first id."""
     opener = gzip.open if path.suffix == ".gz" else open
     offset = 0
     try:
         with opener(path, "rb") as handle:
             for number, raw in enumerate(handle, start=1):
+                if number == 1 and raw.startswith(_BOM):
+                    raw, offset = raw[len(_BOM):], len(_BOM)
                 yield number, offset, raw
                 offset += len(raw)
-    except (OSError, EOFError) as exc:
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        raise _corrupt_gzip(path, exc) from None
+    except OSError as exc:
         raise HarnessError(f"{path}: cannot read: {exc}") from None
+
+
+def _corrupt_gzip(path: Path, reason: object) -> HarnessError:
+    return HarnessError(f"{path}: the gzip stream is corrupt ({reason}); download the file again, or compress it "
+                        "again from an intact copy")
+
+
+def _gzip_damage(path: Path) -> str | None:
+    """Why a gzipped file's stream is corrupt, or None. Asked when a line does not decode or parse: a damaged
+    stream can decompress to garbage for a while before zlib or gzip's checksum at the end notices."""
+    if path.suffix != ".gz":
+        return None
+    try:
+        with gzip.open(path, "rb") as handle:
+            while handle.read(1 << 24):
+                pass
+    except (gzip.BadGzipFile, EOFError, zlib.error) as exc:
+        return str(exc)
+    except OSError:
+        pass
+    return None
+
+
+def line_error(path: Path, number: int, problem: str) -> HarnessError:
+    """The error for a line that does not read: `problem` at file:line, or a corrupt gzip stream if that is why."""
+    damage = _gzip_damage(path)
+    return _corrupt_gzip(path, damage) if damage else HarnessError(f"{path}:{number}: {problem}")
 
 
 def decode_line(path: Path, number: int, raw: bytes) -> str:
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise HarnessError(f"{path}:{number}: not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
-                           "re-encode the file as UTF-8") from None
+        raise line_error(path, number, f"not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
+                                       "re-encode the file as UTF-8") from None
 
 
 def iter_file_docs(path: Path, fmt: str) -> Iterator[tuple[str, str]]:
@@ -198,14 +308,16 @@ def iter_file_docs(path: Path, fmt: str) -> Iterator[tuple[str, str]]:
     for number, _, raw in raw_lines(path):
         line = decode_line(path, number, raw)
         if line.strip():
-            yield _parse(path, number, line, fmt)
+            yield parse_line(path, number, line, fmt)
 
 
-def _parse(path: Path, number: int, line: str, fmt: str) -> tuple[str, str]:
+def parse_line(path: Path, number: int, line: str, fmt: str, what: str = "document") -> tuple[str, str]:
+    """(id, text) of a line of a corpus or queries file, its id checked (`check_id`)."""
     try:
-        return _PARSERS[fmt](line)
+        key, text = _PARSERS[fmt](line)
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
-        raise HarnessError(f"{path}:{number}: each line must be {_EXPECTED[fmt]}: {exc}") from None
+        raise line_error(path, number, f"each line must be {_EXPECTED[fmt]} ({what}): {exc}") from None
+    return check_id(key, f"{path}:{number}", what), text
 
 
 # ---------------------------------------------------------------- building the index
@@ -262,7 +374,7 @@ def index_file(path: Path, fmt: str, builder: _IdsBuilder, spill=None) -> None:
         line = decode_line(path, number, raw)
         if not line.strip():
             continue
-        key, _ = _parse(path, number, line, fmt)
+        key, _ = parse_line(path, number, line, fmt)
         if spill is None:
             builder.add(key, offset, len(raw))
         else:
@@ -282,6 +394,14 @@ def spill_docs(docs: Iterable[tuple[str, str]], builder: _IdsBuilder, spill) -> 
         offset += len(raw)
 
 
+_COLUMNS = ("ids", "offsets", "lengths")
+
+
+def _checksum(folder: Path) -> str:
+    """sha256 over the sha256 of each column file (about 0.15 s for MS MARCO's 8.8M rows)."""
+    return hashlib.sha256("".join(file_sha256(folder / f"{c}.npy") for c in _COLUMNS).encode()).hexdigest()
+
+
 def source_key(parts: list) -> str:
     return hashlib.sha256(json.dumps([INDEX_VERSION, *parts], default=str).encode()).hexdigest()[:20]
 
@@ -292,8 +412,8 @@ def file_stat(path: Path) -> list:
 
 
 class IndexDir:
-    """A saved index: ids.npy, offsets.npy, lengths.npy, (spill file), meta.json (fingerprints by the digest of
-    the queries and qrels they were computed with)."""
+    """A saved index: ids.npy, offsets.npy, lengths.npy, (spill file), meta.json (the columns' checksum, and
+    fingerprints by the digest of the queries and qrels they were computed with)."""
 
     def __init__(self, root: Path, key: str):
         self.path = root / "corpus-index" / key
@@ -304,25 +424,26 @@ class IndexDir:
             return None
         try:
             info = json.loads(meta.read_text())
+            if info.get("checksum") != _checksum(self.path):
+                raise ValueError("its files do not match the checksum in meta.json")
             ids = np.load(self.path / "ids.npy")
-            if any(np.load(self.path / f"{column}.npy", mmap_mode="r").shape != ids.shape
-                   for column in ("offsets", "lengths")):
-                raise ValueError("columns of different lengths")
-        except (OSError, ValueError):  # a damaged index is removed, to be built again
+        except (OSError, ValueError) as exc:
+            log.warning("%s: the saved corpus index is damaged (%s); removed, it is built again", self.path, exc)
             shutil.rmtree(self.path, ignore_errors=True)
             return None
         text_file = self.path / "spill" if info.get("spill") else source
-        return FileCorpus(text_file, info["fmt"], ids, self.path / "offsets.npy", self.path / "lengths.npy")
+        return FileCorpus(text_file, info["fmt"], ids, self.path / "offsets.npy", self.path / "lengths.npy",
+                          index=self.path)
 
     def save(self, fmt: str, ids, offsets, lengths, spill_tmp: Path | None, source: Path | None) -> FileCorpus:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path.parent))
-        np.save(tmp / "ids.npy", ids)
-        np.save(tmp / "offsets.npy", offsets)
-        np.save(tmp / "lengths.npy", lengths)
+        for column, values in zip(_COLUMNS, (ids, offsets, lengths)):
+            np.save(tmp / f"{column}.npy", values)
         if spill_tmp is not None:
             os.replace(spill_tmp, tmp / "spill")
-        (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None, "fingerprints": {}}))
+        (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None,
+                                                   "checksum": _checksum(tmp), "fingerprints": {}}))
         try:
             os.replace(tmp, self.path)
         except OSError:  # built meanwhile by another process: use theirs

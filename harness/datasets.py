@@ -6,24 +6,34 @@ and raises `HarnessError` naming the file, the line and the fix.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import logging
 import math
 import os
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
-from harness.corpus import (Corpus, IndexDir, as_strings, file_stat, iter_file_docs, memory_corpus, open_docs_corpus,
-                            open_file_corpus)
+from harness.corpus import (Corpus, IndexDir, as_strings, check_id, decode_line, file_stat, iter_file_docs, line_error,
+                            memory_corpus, open_docs_corpus, open_file_corpus, parse_line, raw_lines)
 from harness.errors import HarnessError
 from harness.suite import DatasetSpec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataWarning:
+    """Something odd in a data file that did not stop the load, counted (the record keeps it as a CountedWarning)."""
+
+    kind: str  # duplicate-qrels
+    count: int
+    message: str
+    examples: list[str]
 
 
 @dataclass(frozen=True)
@@ -33,7 +43,8 @@ class Dataset:
     Documents are sorted by id, descending: exact search breaks score ties by lower row index,
     so this order makes our rankings break ties the way trec_eval does (docno descending).
     The corpus keeps the ids (a numpy array) and streams the texts in that order (`harness.corpus`).
-    Only the queries judged in the chosen qrels split are kept, sorted by id.
+    Only the queries judged in the chosen qrels split are kept, sorted by id. `warnings`: what is odd in the
+    files but did not stop the load, counted (repeated qrels lines).
     """
 
     name: str
@@ -46,6 +57,7 @@ class Dataset:
     drop_self_hits: bool = False
     unknown_qrels_docs: int = 0
     fingerprint: str = field(default="", compare=False)
+    warnings: list[DataWarning] = field(default_factory=list, compare=False)
 
     @property
     def doc_ids(self) -> np.ndarray:
@@ -89,19 +101,18 @@ def build_dataset(
     source: dict[str, str],
     docs: Iterable[tuple[str, str]] | Corpus,
     queries: Iterable[tuple[str, str]],
-    qrels: Iterable[tuple[str, str, int]],
+    qrels: tuple[dict[str, dict[str, int]], list[DataWarning]],
     relevance_level: int = 1,
     drop_self_hits: bool = False,
     where: str = "",
     index: IndexDir | None = None,
 ) -> Dataset:
-    """Assemble and validate a Dataset from a Corpus (or (id, text) pairs, held in memory) and (qid, text),
-    (qid, docid, grade) streams. `index`, where the corpus has a saved index, caches the fingerprint."""
+    """Assemble and validate a Dataset from a Corpus (or (id, text) pairs, held in memory), a (qid, text) stream
+    and the qrels with their warnings (`collect_qrels`). `index`, where the corpus has a saved index, caches the
+    fingerprint."""
     where = where or name
     corpus = docs if isinstance(docs, Corpus) else memory_corpus(docs, where=where)
-    judged: dict[str, dict[str, int]] = {}
-    for qid, docid, grade in qrels:
-        judged.setdefault(qid, {})[docid] = grade
+    judged, warnings = qrels
     if not judged:
         raise HarnessError(f"{where}: the qrels split has no queries; check the split name and the qrels file")
     all_queries = _unique(queries, what="query", where=where)
@@ -128,6 +139,7 @@ def build_dataset(
         relevance_level=relevance_level,
         drop_self_hits=drop_self_hits,
         unknown_qrels_docs=unknown,
+        warnings=warnings,
     )
     return replace(dataset, fingerprint=fingerprint(dataset, index))
 
@@ -182,85 +194,140 @@ def _check_expected_counts(spec: DatasetSpec, dataset: Dataset) -> None:
 
 
 # ---------------------------------------------------------------- file readers
+# The rules for TREC qrels and runs, and where they are stricter than trec_eval: docs/design.md, "Reading TREC
+# qrels and runs".
+
+EXAMPLES = 5
+# Whitespace that Python's str.split() splits on and trec_eval's (C isspace: space, \t, \n, \v, \f, \r) does not,
+# e.g. U+00A0, U+2003, U+001F; and NUL, which ends a C string. _C0: the ASCII ones, for a quick check per line.
+_NOT_TREC_SPACE = re.compile(r"[^\S \t\n\v\f\r]|\x00")
+_C0 = b"\x00\x1c\x1d\x1e\x1f"
+_INTEGER = re.compile(r"[+-]?[0-9]+")
+_TREC_QRELS = "qid 0 docid grade"
+_BEIR_QRELS = "query-id<TAB>corpus-id<TAB>score"
 
 
 def _open_text(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (line number, line) of a text file (optionally gzipped), strictly UTF-8."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    try:
-        with opener(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    yield number, raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise HarnessError(
-                        f"{path}:{number}: not valid UTF-8 at byte {exc.start} of the line ({exc.reason}); "
-                        "re-encode the file as UTF-8"
-                    ) from None
-    except (OSError, EOFError) as exc:
-        raise HarnessError(f"{path}: cannot read: {exc}") from None
+    """Yield (line number, line) of a text file (optionally gzipped), strictly UTF-8, a leading BOM skipped."""
+    for number, _, raw in raw_lines(path):
+        yield number, decode_line(path, number, raw)
+
+
+def _is_comment(line: str) -> bool:
+    return line.lstrip().startswith("#")
 
 
 def read_jsonl(path: Path, *, what: str) -> Iterator[tuple[str, str]]:
     for number, line in _open_text(path):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-            key = str(row["_id"])
-            text = f"{row.get('title') or ''} {row.get('text') or ''}".strip()
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise HarnessError(
-                f"{path}:{number}: each line must be a JSON object with '_id' and 'text' ({what}): {exc}"
-            ) from None
-        yield key, text
+        if line.strip():
+            yield parse_line(path, number, line, "beir", what)
 
 
 def read_tsv_pairs(path: Path) -> Iterator[tuple[str, str]]:
     for number, line in _open_text(path):
-        line = line.rstrip("\r\n")
-        if not line:
+        if line.strip():
+            yield parse_line(path, number, line, "tsv", "query")
+
+
+def _trec_lines(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line number, columns) of the lines of a TREC qrels or run file that carry data: blank lines and comments
+    (first non-blank character '#') are skipped; columns are split where trec_eval splits them."""
+    for number, _, raw in raw_lines(path):
+        line = decode_line(path, number, raw)
+        cells = line.split()
+        if not cells or cells[0].startswith("#"):
             continue
-        key, sep, text = line.partition("\t")
-        if not sep:
-            raise HarnessError(f"{path}:{number}: expected 'id<TAB>text'")
-        yield key, text.strip()
+        if not raw.isascii() or len(raw.translate(None, _C0)) < len(raw):  # else the search cannot match
+            odd = _NOT_TREC_SPACE.search(line)
+            if odd:
+                raise line_error(path, number, f"contains {odd.group()!r}: Python would split the line there and "
+                                               "trec_eval would not (or, for NUL, end it), so ids cannot hold it; "
+                                               "replace it")
+        yield number, cells
 
 
-def read_beir_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
-    rows = ((n, line.rstrip("\r\n").split("\t")) for n, line in _open_text(path) if line.strip())
-    for number, cells in rows:
+def _grade(path: Path, number: int, cell: str, expected: str) -> int:
+    if not _INTEGER.fullmatch(cell):
+        raise line_error(path, number, f"expected '{expected}' with an integer grade, got {cell!r} (trec_eval "
+                                       "would read its leading digits only, or 0)")
+    return int(cell)
+
+
+def read_beir_qrels(path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """(line number, qid, docid, grade) of a BEIR qrels file: three tab-separated columns, header optional."""
+    for number, line in _open_text(path):
+        if not line.strip() or _is_comment(line):
+            continue
+        cells = line.rstrip("\r\n").split("\t")
         if number == 1 and cells[:2] == ["query-id", "corpus-id"]:
             continue
-        yield _qrel(path, number, cells, columns=(0, 1, 2), expected="query-id<TAB>corpus-id<TAB>score")
+        if len(cells) != 3:
+            raise line_error(path, number, f"expected '{_BEIR_QRELS}', got {cells!r}")
+        where = f"{path}:{number}"
+        yield (number, check_id(cells[0], where, "query"), check_id(cells[1], where),
+               _grade(path, number, cells[2], _BEIR_QRELS))
 
 
-def read_trec_qrels(path: Path) -> Iterator[tuple[str, str, int]]:
-    for number, line in _open_text(path):
-        cells = line.split()
-        if cells:
-            yield _qrel(path, number, cells, columns=(0, 2, 3), expected="qid 0 docid grade")
+def read_trec_qrels(path: Path) -> Iterator[tuple[int, str, str, int]]:
+    """(line number, qid, docid, grade) of a TREC qrels file: four columns, the second ignored."""
+    for number, cells in _trec_lines(path):
+        if len(cells) != 4:
+            raise line_error(path, number, f"expected '{_TREC_QRELS}' (four columns; trec_eval reports any other "
+                                           f"line as malformed), got {cells!r}")
+        yield number, cells[0], cells[2], _grade(path, number, cells[3], _TREC_QRELS)
+
+
+def collect_qrels(rows: Iterable[tuple[int, str, str, int]], *, where: str,
+                  ) -> tuple[dict[str, dict[str, int]], list[DataWarning]]:
+    """qid -> docid -> grade from (line number, qid, docid, grade) rows, and the warnings about them. A pair judged
+    twice with two grades is refused (trec_eval's result would depend on its sort); a line repeating an earlier
+    one is counted in a warning (also logged) and the pair counts once. For ir_datasets the line number is the
+    row's position in qrels_iter()."""
+    qrels: dict[str, dict[str, int]] = {}
+    lines: dict[str, dict[str, int]] = {}
+    repeats: list[str] = []
+    for number, qid, docid, grade in rows:
+        judged = qrels.setdefault(qid, {})
+        if docid not in judged:
+            judged[docid] = grade
+            lines.setdefault(qid, {})[docid] = number
+        elif judged[docid] == grade:
+            repeats.append(f"{qid} {docid}")
+        else:
+            raise HarnessError(f"{where}:{number}: query {qid!r}, document {docid!r} is judged {grade} here and "
+                               f"{judged[docid]} at line {lines[qid][docid]}; keep the right one of the two lines")
+    if not repeats:
+        return qrels, []
+    warning = DataWarning(kind="duplicate-qrels", count=len(repeats), examples=repeats[:EXAMPLES],
+                             message=f"{len(repeats)} qrels lines repeat an earlier line (same query, document and "
+                                     "grade); each pair counts once")
+    log.warning("%s: %s (e.g. %s)", where, warning.message, ", ".join(warning.examples))
+    return qrels, [warning]
+
+
+def read_qrels_with_warnings(path: str | Path) -> tuple[dict[str, dict[str, int]], list[DataWarning]]:
+    """A qrels file as qid -> docid -> grade, and its warnings (`collect_qrels`): TREC (``qid 0 docid grade``) or
+    BEIR (``query-id<TAB>corpus-id<TAB>score``, header optional), told apart by the column count of the first
+    line that is not blank or a comment; plain or gzipped."""
+    path = Path(path)
+    first = next(((n, line) for n, line in _open_text(path) if line.strip() and not _is_comment(line)), None)
+    if first is None:
+        raise HarnessError(f"{path}: the qrels file has no judgments")
+    number, line = first
+    columns = len(line.split())
+    if columns == 4:
+        rows = read_trec_qrels(path)
+    elif columns == 3 or line.startswith("query-id"):
+        rows = read_beir_qrels(path)
+    else:
+        raise HarnessError(f"{path}:{number}: not a qrels line ({columns} columns); expected TREC '{_TREC_QRELS}' "
+                           f"or BEIR '{_BEIR_QRELS}'")
+    return collect_qrels(rows, where=str(path))
 
 
 def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
-    """A qrels file as qid -> docid -> grade: TREC (``qid 0 docid grade``) or BEIR (``query-id<TAB>corpus-id<TAB>
-    score``, header optional), told apart by the column count of the first line; plain or gzipped."""
-    path = Path(path)
-    first = next((line for _, line in _open_text(path) if line.strip()), None)
-    if first is None:
-        raise HarnessError(f"{path}: the qrels file is empty")
-    columns = len(first.split())
-    if columns == 4:
-        rows = read_trec_qrels(path)
-    elif columns == 3 or first.startswith("query-id"):
-        rows = read_beir_qrels(path)
-    else:
-        raise HarnessError(f"{path}:1: not a qrels line ({columns} columns); expected TREC 'qid 0 docid grade' "
-                           "or BEIR 'query-id<TAB>corpus-id<TAB>score'")
-    qrels: dict[str, dict[str, int]] = {}
-    for qid, docid, grade in rows:
-        qrels.setdefault(qid, {})[docid] = grade
-    return qrels
+    """`read_qrels_with_warnings` without the warnings (they are logged)."""
+    return read_qrels_with_warnings(path)[0]
 
 
 def read_run(path: str | Path) -> dict[str, dict[str, float]]:
@@ -270,27 +337,23 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     TREC lines are read as trec_eval reads them (``get_trec_results.c``): blank lines and lines starting with
     ``#`` are skipped, text after the tag is ignored, the Q0 and rank columns are not used (the order comes
     from the scores). Where trec_eval would fail or guess, this raises HarnessError at ``file:line``: fewer
-    than six columns, a score that is not a number (trec_eval's ``atof`` would read it as 0) or is NaN, and a
-    document ranked twice for one query (trec_eval stops with "duplicate docs").
+    than six columns, a score that is not a finite decimal number (trec_eval's ``atof`` would read ``high`` as 0
+    and ``1_000`` as 1), whitespace inside a column that trec_eval does not split on, and a document ranked twice
+    for one query (trec_eval stops with "duplicate docs").
     """
     path = Path(path)
     if path.name.endswith((".json", ".json.gz")):
         return _json_run(path)
     run: dict[str, dict[str, float]] = {}
-    for number, line in _open_text(path):
-        cells = line.split()
-        if not cells or cells[0].startswith("#"):
-            continue
+    for number, cells in _trec_lines(path):
         if len(cells) < 6:
-            raise HarnessError(f"{path}:{number}: expected 'qid Q0 docid rank score tag', got {cells!r}")
+            raise line_error(path, number, f"expected 'qid Q0 docid rank score tag', got {cells!r}")
         qid, _, docid, _, score = cells[:5]
-        try:
-            value = float(score)
-        except ValueError:
-            value = math.nan
-        if math.isnan(value):
-            raise HarnessError(f"{path}:{number}: score {score!r} of document {docid!r} (query {qid!r}) is not a "
-                               "number; the fifth column must be the retrieval score")
+        value = _decimal(score)
+        if not math.isfinite(value):
+            raise line_error(path, number, f"score {score!r} of document {docid!r} (query {qid!r}) is not a number "
+                                           "that trec_eval and Python read alike; the fifth column must be the "
+                                           "retrieval score, a finite decimal such as 12, -1.5e3 or .5")
         docs = run.setdefault(qid, {})
         if docid in docs:
             raise HarnessError(f"{path}:{number}: document {docid!r} is ranked twice for query {qid!r}; "
@@ -301,8 +364,19 @@ def read_run(path: str | Path) -> dict[str, dict[str, float]]:
     return run
 
 
+def _decimal(cell: str) -> float:
+    """A score in the decimal notation that C's strtod and Python's float read alike (``12``, ``-1.5e3``,
+    ``.5``); NaN for anything else: Python also reads ``1_000``, ``inf``, ``nan`` and non-ASCII digits."""
+    try:
+        value = float(cell)
+    except ValueError:
+        return math.nan
+    return value if cell.isascii() and "_" not in cell and math.isfinite(value) else math.nan
+
+
 def _json_run(path: Path) -> dict[str, dict[str, float]]:
     text = "".join(line for _, line in _open_text(path))
+    shape = f"{path}: expected JSON {{query id: {{document id: score}}}}"
 
     def unique(pairs: list[tuple[str, object]]) -> dict[str, object]:
         keys = [key for key, _ in pairs]
@@ -314,23 +388,30 @@ def _json_run(path: Path) -> dict[str, dict[str, float]]:
 
     try:
         data = json.loads(text, object_pairs_hook=unique)
-        run = {str(qid): {str(docid): float(score) for docid, score in docs.items()} for qid, docs in data.items()}
-    except (json.JSONDecodeError, AttributeError, TypeError, ValueError) as exc:
-        raise HarnessError(f"{path}: expected JSON {{query id: {{document id: score}}}} ({exc})") from None
-    bad = next(((q, d, s) for q, docs in run.items() for d, s in docs.items() if math.isnan(s)), None)
-    if bad:
-        raise HarnessError(f"{path}: score of document {bad[1]!r} (query {bad[0]!r}) is not a number")
+    except json.JSONDecodeError as exc:
+        raise HarnessError(f"{shape} ({exc})") from None
+    if not isinstance(data, dict) or not all(isinstance(docs, dict) for docs in data.values()):
+        raise HarnessError(f"{shape}, got {text.strip()[:60]!r}")
+    run = {}
+    for qid, docs in data.items():
+        check_id(qid, str(path), "query")
+        run[qid] = {check_id(docid, str(path)): _json_score(shape, qid, docid, score) for docid, score in docs.items()}
     if not run:
         raise HarnessError(f"{path}: the run is empty")
     return run
 
 
-def _qrel(path: Path, number: int, cells: list[str], *, columns: tuple[int, int, int], expected: str):
-    q, d, g = columns
-    try:
-        return cells[q], cells[d], int(cells[g])
-    except (IndexError, ValueError):
-        raise HarnessError(f"{path}:{number}: expected '{expected}', got {cells!r}") from None
+def _json_score(shape: str, qid: str, docid: str, score: object) -> float:
+    """A JSON number that is finite; not a string such as "15.7", true or null (nor NaN, which json accepts)."""
+    if type(score) is int or type(score) is float:  # bool is a subclass of int
+        try:
+            value = float(score)
+        except OverflowError:  # an integer beyond a double's range
+            value = math.inf
+        if math.isfinite(value):
+            return value
+    raise HarnessError(f"{shape}: the score of document {docid!r} (query {qid!r}) is {json.dumps(score)}, not a "
+                       "finite JSON number")
 
 
 def _require(path: Path, hint: str) -> Path:
@@ -365,7 +446,7 @@ def _load_beir(spec: DatasetSpec, cache: Path | None) -> Dataset:
         docs=docs,
         index=index,
         queries=read_jsonl(queries, what="query"),
-        qrels=read_beir_qrels(qrels),
+        qrels=collect_qrels(read_beir_qrels(qrels), where=str(qrels)),
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
         where=str(folder),
@@ -410,7 +491,7 @@ def _load_msmarco_tsv(spec: DatasetSpec, cache: Path | None) -> Dataset:
         docs=docs,
         index=index,
         queries=read_tsv_pairs(spec.queries),
-        qrels=read_trec_qrels(spec.qrels),
+        qrels=collect_qrels(read_trec_qrels(spec.qrels), where=str(spec.qrels)),
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
         where=str(spec.collection.parent),
@@ -481,14 +562,17 @@ def _load_ir_datasets(spec: DatasetSpec, cache: Path | None) -> Dataset:
             f"dataset {spec.name!r}: unknown ir_datasets id {dataset_id!r}; "
             "see https://ir-datasets.com for ids, e.g. msmarco-passage/dev/small"
         ) from None
+    where = f"ir_datasets:{dataset_id}"
     try:
         # Read here so that a download failure surfaces inside this try block. The corpus is spilled once into
         # the cache (ids + offset index), keyed by the docs namespace and the files ir_datasets reads.
-        docs, index = open_docs_corpus(lambda: ((d.doc_id, _doc_text(d)) for d in source.docs_iter()),
-                                       _ir_datasets_key(source, dataset_id), cache=cache,
-                                       where=f"ir_datasets:{dataset_id}")
-        queries = [(q.query_id, q.text) for q in source.queries_iter()]
-        qrels = [(r.query_id, r.doc_id, int(r.relevance)) for r in source.qrels_iter()]
+        docs, index = open_docs_corpus(
+            lambda: ((check_id(d.doc_id, f"{where} docs"), _doc_text(d)) for d in source.docs_iter()),
+            _ir_datasets_key(source, dataset_id), cache=cache, where=where)
+        queries = [(check_id(q.query_id, f"{where} queries", "query"), q.text) for q in source.queries_iter()]
+        judged = f"{where} qrels"
+        qrels = collect_qrels(((n, check_id(r.query_id, judged, "query"), check_id(r.doc_id, judged), int(r.relevance))
+                               for n, r in enumerate(source.qrels_iter(), start=1)), where=judged)
     except HarnessError:
         raise
     except Exception as exc:  # ir_datasets raises requests/OS/Runtime errors when a download fails
@@ -505,7 +589,7 @@ def _load_ir_datasets(spec: DatasetSpec, cache: Path | None) -> Dataset:
         qrels=qrels,
         relevance_level=spec.relevance_level,
         drop_self_hits=spec.drop_self_hits,
-        where=f"ir_datasets:{dataset_id}",
+        where=where,
     )
 
 

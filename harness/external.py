@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.digest import file_sha256
-from harness.datasets import Dataset, load_dataset, read_qrels, read_run
+from harness.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
 from harness.errors import HarnessError
 from harness.metrics import holes, parse_measure
 from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
@@ -79,18 +79,16 @@ def load_judgments(qrels: PathLike | None = None, *, suite: PathLike | None = No
         return of_dataset(load_dataset(spec))
     if not path.is_file():
         raise HarnessError(f"{path}: qrels not found; give a TREC or BEIR qrels file, or a BEIR folder")
-    judged = read_qrels(path)
+    judged, warnings = read_qrels_with_warnings(path)
     info = DatasetInfo(name=name or _stem(path), source=QrelsSource(path=str(path.resolve())),
                        fingerprint=qrels_fingerprint(judged), counts=_qrels_counts(judged),
-                       relevance_level=1 if relevance_level is None else relevance_level)
+                       relevance_level=1 if relevance_level is None else relevance_level,
+                       warnings=[CountedWarning(**vars(w)) for w in warnings])
     return Judgments(info, judged)
 
 
 def of_dataset(dataset: Dataset) -> Judgments:
-    info = DatasetInfo(name=dataset.name, source=dataset.source, fingerprint=dataset.fingerprint,
-                       counts=dataset.counts, relevance_level=dataset.relevance_level,
-                       drop_self_hits=dataset.drop_self_hits)
-    return Judgments(info, dataset.qrels, dataset)
+    return Judgments(DatasetInfo.of(dataset), dataset.qrels, dataset)
 
 
 def judgments_of_record(directory: Path, record: RunRecord, *, texts: bool = False) -> Judgments:

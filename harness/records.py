@@ -27,15 +27,19 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from harness.corpus import ID_BREAKERS
 from harness.errors import HarnessError
 from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
 from harness.encode.precision import EngineName, Precision
 from harness.suite import ReuseEmbeddings, Similarity
+
+if TYPE_CHECKING:
+    from harness.datasets import Dataset
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -94,6 +98,16 @@ class DatasetCounts(_Record):
     qrels_unknown_documents: int = 0
 
 
+class CountedWarning(_Record):
+    """Something odd that did not stop an evaluation, counted: in an external run (``harness evaluate``) or in a
+    data set's files."""
+
+    kind: str  # e.g. queries-not-in-qrels, judged-queries-not-in-run, documents-not-in-corpus
+    count: int = Field(gt=0)
+    message: str
+    examples: list[str] = []
+
+
 class DatasetInfo(_Record):
     name: str
     source: DatasetSource
@@ -101,6 +115,13 @@ class DatasetInfo(_Record):
     counts: DatasetCounts
     relevance_level: int = 1
     drop_self_hits: bool = False
+    warnings: list[CountedWarning] = []  # what was odd in its files but did not stop the load (repeated qrels lines)
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> DatasetInfo:
+        return cls(name=dataset.name, source=dataset.source, fingerprint=dataset.fingerprint, counts=dataset.counts,
+                   relevance_level=dataset.relevance_level, drop_self_hits=dataset.drop_self_hits,
+                   warnings=[CountedWarning(**vars(w)) for w in dataset.warnings])
 
 
 class EncoderSettings(_Record):
@@ -297,15 +318,6 @@ class RecordFiles(_Record):
             raise ValueError(f"{name!r} is not a file name in the record's folder; a record's files lie beside its "
                              f"record.json: give the plain name (like {RUN_FILE!r}), no folder, no '..'")
         return name
-
-
-class CountedWarning(_Record):
-    """Something odd in an external run that did not stop its evaluation, counted (``harness evaluate``)."""
-
-    kind: str  # e.g. queries-not-in-qrels, judged-queries-not-in-run, documents-not-in-corpus
-    count: int = Field(gt=0)
-    message: str
-    examples: list[str] = []
 
 
 class RunSource(_Record):
@@ -636,9 +648,6 @@ def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
 
 # What a TREC run line cannot carry in an id: trec_eval and `datasets.read_run` split lines at whitespace, a BOM
 # at the start of the file is not part of the first id, control characters and lone surrogates are not text.
-_NOT_IN_ID = re.compile(r"\s|[\x00-\x1f\x7f-\x9f\ufeff\ud800-\udfff]")
-
-
 def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *, tag: str) -> None:
     """Write a ranking as a TREC run that trec_eval and ``datasets.read_run`` read back as exactly this ranking:
     each score as the shortest decimal that gives back its float64, the run tag ``tag`` slugged to one token
@@ -659,12 +668,12 @@ def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *
 
 
 def _check_ranking(path: Path, qid: str, docids: list[str], scores: list[float]) -> None:
-    if not qid or _NOT_IN_ID.search(qid) or qid.startswith("#"):
+    if not qid or ID_BREAKERS.search(qid) or qid.startswith("#"):
         raise HarnessError(f"{path.name}: query id {qid!r} cannot be written to a TREC run (an id is one token "
                            "without whitespace or control characters, a query id does not start with '#'); rename "
                            "the query in the data set")
-    if not all(docids) or _NOT_IN_ID.search("".join(docids)):  # one search per query: runs have millions of lines
-        docid = next(d for d in docids if not d or _NOT_IN_ID.search(d))
+    if not all(docids) or ID_BREAKERS.search("".join(docids)):  # one search per query: runs have millions of lines
+        docid = next(d for d in docids if not d or ID_BREAKERS.search(d))
         raise HarnessError(f"{path.name}: document id {docid!r} (query {qid!r}) cannot be written to a TREC run (an "
                            "id is one token without whitespace or control characters); rename the document in the "
                            "data set")

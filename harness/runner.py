@@ -336,9 +336,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
     )
     return RunRecord(
         suite=SuiteInfo(name=suite.name, path=str(suite.source) if suite.source else None),
-        dataset=DatasetInfo(name=dataset.name, source=dataset.source, fingerprint=dataset.fingerprint,
-                            counts=dataset.counts, relevance_level=dataset.relevance_level,
-                            drop_self_hits=dataset.drop_self_hits),
+        dataset=DatasetInfo.of(dataset),
         encoder=EncoderInfo(name=spec.name, model=spec.model, fingerprint=encoder.fingerprint, dimension=dimension,
                             settings=encoder.settings, documents=documents),
         metrics=evaluation.aggregate,
