@@ -39,6 +39,7 @@ import tempfile
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 from pathlib import Path
 
 import numpy as np
@@ -435,15 +436,36 @@ class IndexDir:
         return FileCorpus(text_file, info["fmt"], ids, self.path / "offsets.npy", self.path / "lengths.npy",
                           index=self.path)
 
+    def spill(self, fill: Callable[[IO[bytes]], None]) -> Path:
+        """A temporary spill file beside the index, written by `fill`; removed if that fails. A write error names
+        the index folder (numpy's and the file's own errors name no file), so the caller can blame the cache."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        handle = tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=".spill-", delete=False)
+        try:
+            with handle:
+                fill(handle)
+        except BaseException as exc:
+            os.unlink(handle.name)
+            if isinstance(exc, OSError) and exc.filename is None:
+                raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
+            raise
+        return Path(handle.name)
+
     def save(self, fmt: str, ids, offsets, lengths, spill_tmp: Path | None, source: Path | None) -> FileCorpus:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path.parent))
-        for column, values in zip(_COLUMNS, (ids, offsets, lengths)):
-            np.save(tmp / f"{column}.npy", values)
-        if spill_tmp is not None:
-            os.replace(spill_tmp, tmp / "spill")
-        (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None,
-                                                   "checksum": _checksum(tmp), "fingerprints": {}}))
+        try:
+            for column, values in zip(_COLUMNS, (ids, offsets, lengths)):
+                np.save(tmp / f"{column}.npy", values)
+            if spill_tmp is not None:
+                os.replace(spill_tmp, tmp / "spill")
+            (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None,
+                                                       "checksum": _checksum(tmp), "fingerprints": {}}))
+        except OSError as exc:  # numpy's short write (a full disk) carries no errno or file name: name the folder
+            shutil.rmtree(tmp, ignore_errors=True)
+            if spill_tmp is not None:
+                spill_tmp.unlink(missing_ok=True)
+            raise OSError(exc.errno, exc.strerror or str(exc), str(self.path)) from None
         try:
             os.replace(tmp, self.path)
         except OSError:  # built meanwhile by another process: use theirs
@@ -484,15 +506,9 @@ def open_file_corpus(path: Path, fmt: str, *, cache: Path | None, where: str) ->
     if corpus is None:
         builder = _IdsBuilder()
         if gz:
-            index.path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=index.path.parent, prefix=".spill-", delete=False) as spill:
-                try:
-                    index_file(path, fmt, builder, spill)
-                except BaseException:
-                    os.unlink(spill.name)
-                    raise
+            spill = index.spill(lambda file: index_file(path, fmt, builder, file))
             ids, offsets, lengths = builder.finish(where=where)
-            corpus = index.save(fmt, ids, offsets, lengths, Path(spill.name), None)
+            corpus = index.save(fmt, ids, offsets, lengths, spill, None)
         else:
             index_file(path, fmt, builder)
             corpus = index.save(fmt, *builder.finish(where=where), None, path)
@@ -508,15 +524,9 @@ def open_docs_corpus(docs: Callable[[], Iterable[tuple[str, str]]], key: list, *
     corpus = index.load("pair", None)
     if corpus is None:
         builder = _IdsBuilder()
-        index.path.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=index.path.parent, prefix=".spill-", delete=False) as spill:
-            try:
-                spill_docs(docs(), builder, spill)
-            except BaseException:
-                os.unlink(spill.name)
-                raise
+        spill = index.spill(lambda file: spill_docs(docs(), builder, file))
         ids, offsets, lengths = builder.finish(where=where)
-        corpus = index.save("pair", ids, offsets, lengths, Path(spill.name), None)
+        corpus = index.save("pair", ids, offsets, lengths, spill, None)
     return corpus, index
 
 

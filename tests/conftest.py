@@ -45,22 +45,27 @@ def write_tiny_model(folder: Path, *, poison: bool = False) -> Path:
     import torch
     from transformers import BertConfig, BertModel
 
-    from harness.encode.models import bundled_minilm_path
-
     torch.manual_seed(0)
     config = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
     model = BertModel(config)
     if poison:
         with torch.no_grad():
             model.encoder.layer[0].output.LayerNorm.weight[0] = float("nan")
+    return save_as_sentence_transformer(model, folder, max_seq_length=128)
+
+
+def save_as_sentence_transformer(model, folder: Path, *, max_seq_length: int) -> Path:
+    """A transformers model saved as a sentence-transformers folder: the bundled uncased tokenizer, mean pooling."""
+    from harness.encode.models import bundled_minilm_path
+
     model.save_pretrained(folder)
     source = bundled_minilm_path()
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(source / name, folder / name)
     (folder / "1_Pooling").mkdir()
     (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 128}))
+        json.dumps({"word_embedding_dimension": model.config.hidden_size, "pooling_mode_mean_tokens": True}))
+    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": max_seq_length}))
     (folder / "modules.json").write_text(json.dumps([
         {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},

@@ -68,16 +68,20 @@ def test_where_the_peak_cannot_be_reset_nothing_is_claimed_as_added(tmp_path, mo
     assert span.added_mb(timing.peak_rss_mb()) is None  # the process peak may come from before the span
 
 
-def test_a_record_states_what_it_added_beside_what_the_process_held(tmp_path, tiny_model):
-    suite = write_suite(tmp_path / "suite.yaml", f"""
-name: memory
+def noveleval_suite(tmp_path, model, *, name: str):
+    return write_suite(tmp_path / "suite.yaml", f"""
+name: {name}
 datasets:
   - {{name: noveleval, path: {DATA / "noveleval"}, relevance_level: 2}}
 encoders:
-  - {{name: tiny, model: {tiny_model}, device: cpu}}
+  - {{name: tiny, model: {model}, device: cpu}}
 metrics: [nDCG@10]
 top_k: 10
 """)
+
+
+def test_a_record_states_what_it_added_beside_what_the_process_held(tmp_path, tiny_model):
+    suite = noveleval_suite(tmp_path, tiny_model, name="memory")
     held = resident_array(400)
     [outcome] = run_suite(load_suite(suite), RunOptions(output=tmp_path / "out", cache=tmp_path / "cache",
                                                         progress=False, latency_calls=5))
@@ -215,15 +219,7 @@ def read_only_dir(tmp_path) -> Iterator[Path]:
 
 
 def test_a_read_only_cache_is_named_as_the_fault_not_the_dataset(tmp_path, tiny_model, read_only_dir, capsys):
-    suite = write_suite(tmp_path / "suite.yaml", f"""
-name: read-only
-datasets:
-  - {{name: noveleval, path: {DATA / "noveleval"}, relevance_level: 2}}
-encoders:
-  - {{name: tiny, model: {tiny_model}, device: cpu}}
-metrics: [nDCG@10]
-top_k: 10
-""")
+    suite = noveleval_suite(tmp_path, tiny_model, name="read-only")
     cache = read_only_dir / "cache"
     code = main(["run", str(suite), "-o", str(tmp_path / "out"), "--cache", str(cache), "--no-progress"])
     err = capsys.readouterr().err
@@ -231,3 +227,24 @@ top_k: 10
     assert f"the cache directory {cache} is not writable; set HARNESS_CACHE (or pass --cache)" in err, err
     assert "OSError" not in err and "Traceback" not in err
     assert not list((tmp_path / "out").glob("*"))  # nothing written
+
+
+def test_a_corpus_index_that_does_not_fit_names_the_cache_and_leaves_nothing(tmp_path, tiny_model, capsys):
+    suite = write_suite(tmp_path / "suite.yaml", f"""
+name: index
+datasets:
+  - {{name: dl19-pool, path: {DATA / "msmarco-trecdl2019-pool"}, relevance_level: 2}}
+encoders:
+  - {{name: tiny, model: {tiny_model}, device: cpu}}
+metrics: [nDCG@10]
+top_k: 10
+""")
+    with tmpfs(tmp_path / "disk", "size=1m") as disk, filled(disk):  # the index's offsets alone take 117 kB
+        code = main(["run", str(suite), "-o", str(tmp_path / "out"), "--cache", str(disk / "cache"),
+                     "--no-progress"])
+        err = capsys.readouterr().err
+        assert code == 2, err
+        assert "saving the corpus index failed (" in err and "free disk space or set HARNESS_CACHE" in err, err
+        assert "(None)" not in err and "Traceback" not in err
+        assert list((disk / "cache" / "corpus-index").iterdir()) == []  # no index, no temporary folder
+    assert not list((tmp_path / "out").glob("*"))

@@ -5,7 +5,6 @@ max_seq_length the model can take."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +15,7 @@ from harness.cli import main
 from harness.errors import HarnessError
 from harness.grid import expand_suite, parse_grid_args
 from harness.suite import load_suite
-from tests.conftest import DATA, write_suite
+from tests.conftest import DATA, save_as_sentence_transformer, write_suite
 
 GOOD = """
 name: rules
@@ -229,23 +228,10 @@ def _write_roberta(folder: Path, *, positions: int) -> Path:
     import torch
     from transformers import RobertaConfig, RobertaModel
 
-    from harness.encode.models import bundled_minilm_path
-
     torch.manual_seed(0)
     config = RobertaConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                            intermediate_size=16, max_position_embeddings=positions)
-    RobertaModel(config).save_pretrained(folder)
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(bundled_minilm_path() / name, folder / name)
-    (folder / "1_Pooling").mkdir()
-    (folder / "1_Pooling" / "config.json").write_text(
-        json.dumps({"word_embedding_dimension": 16, "pooling_mode_mean_tokens": True}))
-    (folder / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 32}))
-    (folder / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
-    ]))
-    return folder
+    return save_as_sentence_transformer(RobertaModel(config), folder, max_seq_length=32)
 
 
 def _encoder(model, max_seq_length: int):
