@@ -220,8 +220,12 @@ def test_half_precision_on_cpu(minilm, distilbert, msmarco, precision):
     texts = msmarco[:3]
     for model in (minilm, distilbert):
         before = weights_fingerprint(model)
-        result = FastEngine(model, device="cpu", precision=precision).encode(texts)
+        engine = FastEngine(model, device="cpu", precision=precision)
+        result = engine.encode(texts)
         assert result.embeddings.dtype == np.float32
+        if precision == "bf16":  # packed oneDNN bf16 needs the CPU's bf16 instructions; aten's emulation otherwise
+            packed = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            assert engine.runtime_info["execution_provider"] == ("cpu-onednn" if packed else "cpu-aten")
         assert cosines(result.embeddings, reference(model, texts)).min() >= HALF_BAR
         assert weights_fingerprint(model) == before  # the caller's model is untouched (a copy is cast)
         assert next(model.parameters()).dtype == torch.float32

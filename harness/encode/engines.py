@@ -154,7 +154,10 @@ class FastEngine:
         self.max_tokens = int(max_tokens or DEFAULT_MAX_TOKENS[kind])
         self.min_fill = DEFAULT_MIN_FILL[kind] if min_fill is None else min_fill
         self.threads = threads
-        self.onednn = onednn_kernels(cpu_kernels, self.device)
+        # oneDNN packs bf16 weights only where the CPU has bf16 instructions (AVX-512 BW/VL/DQ or AVX-NE-CONVERT);
+        # elsewhere bf16 stays on aten's emulated kernels, as fp16 does: the same numbers, slower
+        self.onednn = onednn_kernels(cpu_kernels, self.device) and (
+            precision != "bf16" or torch.ops.mkldnn._is_mkldnn_bf16_supported())
         self.block = block
         self.prefetch = prefetch
         self.problem = direct_path_problem(model)

@@ -204,6 +204,11 @@ class OpenVinoEngine(RuntimeEngine):
         import openvino as ov
 
         core = ov.Core()
+        if self.precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            raise HarnessError("engine 'openvino' with precision bf16: this CPU has no bf16 instructions (OpenVINO's "
+                               "CPU capabilities: " + ", ".join(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
+                               + "), so OpenVINO would run fp32 under a bf16 label; use precision fp32 or int8, or "
+                               "engine fast for bf16")
         path = onnx_export(net)
         if self.precision == "int8":
             folder = cached(path.parent.parent / "openvino-int8", lambda tmp: _ov_compress(path, tmp / "model.xml"))
