@@ -299,8 +299,8 @@ def collect_qrels(rows: Iterable[tuple[int, str, str, int]], *, where: str,
     if not repeats:
         return qrels, []
     warning = DataWarning(kind="duplicate-qrels", count=len(repeats), examples=repeats[:EXAMPLES],
-                             message=f"{len(repeats)} qrels lines repeat an earlier line (same query, document and "
-                                     "grade); each pair counts once")
+                          message=f"{len(repeats)} qrels lines repeat an earlier line (same query, document and "
+                                  "grade); each pair counts once")
     log.warning("%s: %s (e.g. %s)", where, warning.message, ", ".join(warning.examples))
     return qrels, [warning]
 

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from harness.corpus import ID_BREAKERS
+from harness.corpus import ID_BREAKERS, id_problem
 from harness.errors import HarnessError
 from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
 from harness.encode.precision import EngineName, Precision
@@ -646,8 +646,6 @@ def _write_json(path: Path, data: object, *, indent: int | None = 1) -> None:
         os.fsync(handle.fileno())
 
 
-# What a TREC run line cannot carry in an id: trec_eval and `datasets.read_run` split lines at whitespace, a BOM
-# at the start of the file is not part of the first id, control characters and lone surrogates are not text.
 def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *, tag: str) -> None:
     """Write a ranking as a TREC run that trec_eval and ``datasets.read_run`` read back as exactly this ranking:
     each score as the shortest decimal that gives back its float64, the run tag ``tag`` slugged to one token
@@ -668,15 +666,14 @@ def write_trec_run(path: Path, run: Mapping[str, Sequence[tuple[str, float]]], *
 
 
 def _check_ranking(path: Path, qid: str, docids: list[str], scores: list[float]) -> None:
-    if not qid or ID_BREAKERS.search(qid) or qid.startswith("#"):
-        raise HarnessError(f"{path.name}: query id {qid!r} cannot be written to a TREC run (an id is one token "
-                           "without whitespace or control characters, a query id does not start with '#'); rename "
+    problem = id_problem(qid, query=True)
+    if problem:
+        raise HarnessError(f"{path.name}: query id {qid!r} {problem}, so it cannot be written to a TREC run; rename "
                            "the query in the data set")
     if not all(docids) or ID_BREAKERS.search("".join(docids)):  # one search per query: runs have millions of lines
-        docid = next(d for d in docids if not d or ID_BREAKERS.search(d))
-        raise HarnessError(f"{path.name}: document id {docid!r} (query {qid!r}) cannot be written to a TREC run (an "
-                           "id is one token without whitespace or control characters); rename the document in the "
-                           "data set")
+        docid, problem = next((d, p) for d in docids if (p := id_problem(d)))
+        raise HarnessError(f"{path.name}: document id {docid!r} (query {qid!r}) {problem}, so it cannot be written "
+                           "to a TREC run; rename the document in the data set")
     if len(set(docids)) < len(docids):
         docid = next(d for i, d in enumerate(docids) if d in docids[:i])
         raise HarnessError(f"{path.name}: document {docid!r} is ranked twice for query {qid!r}; a run ranks each "
