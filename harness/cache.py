@@ -32,6 +32,7 @@ import numpy as np
 
 from harness.digest import file_sha256
 from harness.errors import HarnessError
+from harness.npy import write_npy
 from harness.profile.timing import cpu_model
 from harness.records import StoreOrigin, utc_now
 
@@ -164,9 +165,7 @@ class EmbeddingStore(ChunkedRows):
         try:
             tmp = array_file.with_name(f".{array_file.name}.{os.getpid()}.tmp")
             with open(tmp, "wb") as handle:
-                # np.save's bytes, written by Python: numpy's own write reports a full disk without the reason
-                np.lib.format.write_array_header_1_0(handle, np.lib.format.header_data_from_array_1_0(data))
-                handle.write(data.data)
+                write_npy(handle, data)
                 handle.flush()
                 os.fsync(handle.fileno())
             os.replace(tmp, array_file)

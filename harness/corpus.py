@@ -46,6 +46,7 @@ import numpy as np
 
 from harness.digest import file_sha256
 from harness.errors import HarnessError
+from harness.npy import write_npy
 
 log = logging.getLogger(__name__)
 
@@ -456,12 +457,13 @@ class IndexDir:
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=self.path.parent))
         try:
             for column, values in zip(_COLUMNS, (ids, offsets, lengths)):
-                np.save(tmp / f"{column}.npy", values)
+                with open(tmp / f"{column}.npy", "wb") as handle:
+                    write_npy(handle, values)
             if spill_tmp is not None:
                 os.replace(spill_tmp, tmp / "spill")
             (tmp / "meta.json").write_text(json.dumps({"fmt": fmt, "spill": spill_tmp is not None,
                                                        "checksum": _checksum(tmp), "fingerprints": {}}))
-        except OSError as exc:  # numpy's short write (a full disk) carries no errno or file name: name the folder
+        except OSError as exc:  # the file's own errors name no file: name the index, so the caller blames the cache
             shutil.rmtree(tmp, ignore_errors=True)
             if spill_tmp is not None:
                 spill_tmp.unlink(missing_ok=True)

@@ -244,7 +244,8 @@ top_k: 10
                      "--no-progress"])
         err = capsys.readouterr().err
         assert code == 2, err
-        assert "saving the corpus index failed (" in err and "free disk space or set HARNESS_CACHE" in err, err
+        assert "saving the corpus index failed (No space left on device)" in err, err
+        assert "free disk space or set HARNESS_CACHE" in err
         assert "(None)" not in err and "Traceback" not in err
         assert list((disk / "cache" / "corpus-index").iterdir()) == []  # no index, no temporary folder
     assert not list((tmp_path / "out").glob("*"))
