@@ -1,6 +1,6 @@
 """Everything is in pyproject.toml except one build step: a wheel carries the shipped suites/ and data/ (about
 7 MB) as package data under harness/shipped/, so `harness list` and `harness run suites/quick.yaml` work from a
-normal install in any directory (harness.suite.shipped_folder finds them). Editable installs read the checkout's."""
+normal install in any directory (harness.input.suite.shipped_folder finds them). Editable installs read the checkout's."""
 
 import shutil
 from pathlib import Path

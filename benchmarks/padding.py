@@ -27,7 +27,7 @@ sys.path.insert(0, str(REPO))
 
 from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
-from harness.profile.sweep import dataset_texts  # noqa: E402
+from harness.pipeline.sweep import dataset_texts  # noqa: E402
 
 
 def main() -> None:

@@ -148,11 +148,11 @@ def write_suite(path: Path, info: dict, model: str) -> Path:
 def child_run(args: argparse.Namespace) -> int:
     """`harness run` in this process, with the stages' functions wrapped to log (enter/exit, monotonic time)."""
     sys.path.insert(0, str(REPO))
-    import harness.corpus as corpus
+    import harness.input.corpus as corpus
     import harness.encode.distributed as distributed
     import harness.encode.tokenize as tokenize
-    import harness.runner as runner
-    from harness.cache import EmbeddingStore
+    import harness.pipeline.runner as runner
+    from harness.encode.store import EmbeddingStore
     from harness.cli import main
 
     events = open(args.events, "a", buffering=1)
@@ -301,7 +301,7 @@ def sha256(path: Path) -> str:
 
 def machine() -> dict:
     sys.path.insert(0, str(REPO))
-    from harness.profile.timing import cpu_model
+    from harness.vocabulary.timing import cpu_model
 
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "ram_gib": round(mem, 1),

@@ -56,8 +56,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="write the files and the record here (default: a temp folder)")
     args = parser.parse_args()
 
-    from harness.external import evaluate_runs
-    from harness.profile.timing import cpu_model
+    from harness.scoring.external import evaluate_runs
+    from harness.vocabulary.timing import cpu_model
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = args.keep or Path(tmp)

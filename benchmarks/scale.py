@@ -6,8 +6,8 @@
                                [--json out.json]
 
 For each size a synthetic corpus (768-dim fp16, Gaussian, seeded per chunk) is written chunk by chunk
-into a real `harness.cache.EmbeddingStore` (so generation needs one chunk of RAM), then a *fresh
-subprocess* opens the store, verifies its checksums (timed apart) and runs `harness.retrieval.exact_top_k`
+into a real `harness.encode.store.EmbeddingStore` (so generation needs one chunk of RAM), then a *fresh
+subprocess* opens the store, verifies its checksums (timed apart) and runs `harness.search.exact.exact_top_k`
 over `store.chunks()` -- exactly what `harness run` does -- and reports wall time, CPU time and its own
 peak RSS (getrusage RUSAGE_SELF; a fresh process per size, so each peak belongs to one size). Peak RSS
 counts the memmapped pages of the chunk being read.
@@ -53,7 +53,7 @@ SEED = 20261126
 # --------------------------------------------------------------------------------------------- children
 
 def _store(workdir: Path, n: int, dim: int, chunk_rows: int):
-    from harness.cache import EmbeddingStore
+    from harness.encode.store import EmbeddingStore
 
     return EmbeddingStore(workdir, {"synthetic": "gaussian", "n": n, "dim": dim, "seed": SEED},
                           n_rows=n, chunk_rows=chunk_rows, dtype="fp16")
@@ -63,7 +63,7 @@ def child_generate(args: argparse.Namespace) -> dict:
     """Write the missing chunks of the synthetic store, one chunk in RAM at a time."""
     import numpy as np
 
-    from harness.profile.timing import peak_rss_mb
+    from harness.vocabulary.timing import peak_rss_mb
 
     store = _store(args.workdir, args.n, args.dim, args.chunk_rows)
     started = time.perf_counter()
@@ -82,8 +82,8 @@ def child_search(args: argparse.Namespace) -> dict:
     import psutil
     import torch
 
-    from harness.profile import timing
-    from harness.retrieval import exact_top_k
+    from harness.vocabulary import timing
+    from harness.search.exact import exact_top_k
 
     store = _store(args.workdir, args.n, args.dim, args.chunk_rows)
     queries = np.random.default_rng([SEED, 1, 0]).standard_normal((args.queries, args.dim), dtype=np.float32)
@@ -121,8 +121,8 @@ def child_search(args: argparse.Namespace) -> dict:
 
 def child_pipeline(args: argparse.Namespace) -> dict:
     from harness.cli import main
-    from harness.profile.timing import peak_rss_mb
-    from harness.records import load_run_record
+    from harness.vocabulary.timing import peak_rss_mb
+    from harness.scoring.records import load_run_record
 
     with tempfile.TemporaryDirectory(prefix="scale-pipeline-") as tmp:
         started = time.perf_counter()
@@ -164,7 +164,7 @@ def _human(n: int) -> str:
 def machine() -> dict:
     import torch
 
-    from harness.profile.timing import cpu_model
+    from harness.vocabulary.timing import cpu_model
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

@@ -1,4 +1,4 @@
-"""Exact top-k search: harness.retrieval.exact_top_k (oneDNN scoring; with torch's own matmul,
+"""Exact top-k search: harness.search.exact.exact_top_k (oneDNN scoring; with torch's own matmul,
 `cpu_kernels="aten"`; and without narrowing chunks to the guessed width, "exact_full_k") vs the naive
 chunked search MTEB does (full fp32 matmul per chunk, torch.topk per chunk, concatenate, final topk),
 same process, same data, interleaved repeats.
@@ -23,9 +23,9 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from harness import retrieval  # noqa: E402
-from harness.profile.timing import peak_rss_mb  # noqa: E402
-from harness.retrieval import exact_top_k  # noqa: E402
+from harness.search import exact as retrieval  # noqa: E402
+from harness.vocabulary.timing import peak_rss_mb  # noqa: E402
+from harness.search.exact import exact_top_k  # noqa: E402
 
 
 def naive_top_k(queries: np.ndarray, corpus: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:

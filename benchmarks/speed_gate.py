@@ -1,7 +1,7 @@
 """The speed gate of `harness check` (suite `baseline.speed`), measured: false alarms and detection.
 
 One process, the bundled all-MiniLM-L6-v2 on NovelEval (420 passages, 21 queries), CPU. Every run is a full
-`harness.runner.run_one` with an in-memory embedding store, so the corpus is always encoded (never read from the
+`harness.pipeline.runner.run_one` with an in-memory embedding store, so the corpus is always encoded (never read from the
 cache) and the record keeps its per-batch encode times and per-call query latencies. The first run of the fast
 engine is the baseline; then, interleaved, N reruns of the same unchanged code, the fast engine with oneDNN off
 (`cpu_kernels="aten"`, a lost fast path) and the sentence-transformers engine. Each is checked against the
@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from harness.analysis.check import speed_results  # noqa: E402
 from harness.analysis.compare import LoadedRun  # noqa: E402
-from harness.datasets import load_dataset  # noqa: E402
+from harness.input.datasets import load_dataset  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
 from harness.encode.models import Encoder  # noqa: E402
-from harness.cache import MemoryStore  # noqa: E402
-from harness.runner import RunOptions, run_one  # noqa: E402
-from harness.suite import SpeedGate, parse_suite  # noqa: E402
+from harness.encode.store import MemoryStore  # noqa: E402
+from harness.pipeline.runner import RunOptions, run_one  # noqa: E402
+from harness.input.suite import SpeedGate, parse_suite  # noqa: E402
 
 SUITE = {
     "name": "speed-gate",

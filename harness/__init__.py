@@ -25,13 +25,13 @@ _EXPORTS = {
     "evaluate_model": "harness.api", "run_suite": "harness.api", "compare": "harness.api", "check": "harness.api",
     "report": "harness.api", "evaluate": "harness.api", "load_qrels": "harness.api", "load_run": "harness.api",
     "load_dataset": "harness.api", "churn": "harness.api", "SuiteResult": "harness.api", "Report": "harness.api",
-    "ModelEvaluation": "harness.runner", "RunOutcome": "harness.runner", "Evaluation": "harness.metrics",
-    "Dataset": "harness.datasets", "Suite": "harness.suite", "load_suite": "harness.suite",
+    "ModelEvaluation": "harness.pipeline.runner", "RunOutcome": "harness.pipeline.runner", "Evaluation": "harness.scoring.metrics",
+    "Dataset": "harness.input.datasets", "Suite": "harness.input.suite", "load_suite": "harness.input.suite",
     "Comparison": "harness.analysis.compare", "CheckReport": "harness.analysis.check",
     "Churn": "harness.analysis.churn",
-    "HarnessError": "harness.errors",
-    "evaluate_run": "harness.external", "evaluate_runs": "harness.external", "rescore": "harness.external",
-    "RunEvaluation": "harness.external", "pool": "harness.pooling", "Pool": "harness.pooling",
+    "HarnessError": "harness.vocabulary.errors",
+    "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external", "rescore": "harness.scoring.external",
+    "RunEvaluation": "harness.scoring.external", "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -42,13 +42,13 @@ if TYPE_CHECKING:
     from harness.analysis.compare import Comparison
     from harness.api import (Report, SuiteResult, check, churn, compare, evaluate, evaluate_model, load_dataset,
                              load_qrels, load_run, report, run_suite)
-    from harness.datasets import Dataset
-    from harness.errors import HarnessError
-    from harness.external import RunEvaluation, evaluate_run, evaluate_runs, rescore
-    from harness.pooling import Pool, pool
-    from harness.metrics import Evaluation
-    from harness.runner import ModelEvaluation, RunOutcome
-    from harness.suite import Suite, load_suite
+    from harness.input.datasets import Dataset
+    from harness.vocabulary.errors import HarnessError
+    from harness.scoring.external import RunEvaluation, evaluate_run, evaluate_runs, rescore
+    from harness.analysis.pooling import Pool, pool
+    from harness.scoring.metrics import Evaluation
+    from harness.pipeline.runner import ModelEvaluation, RunOutcome
+    from harness.input.suite import Suite, load_suite
 
 
 def __getattr__(name: str) -> Any:

@@ -20,22 +20,22 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from harness.analysis.stats import Test
-from harness.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
-from harness.encode.precision import EngineName, Precision
-from harness.errors import HarnessError
-from harness.metrics import Evaluation, evaluate as _evaluate
-from harness.profile.timing import LATENCY_CALLS
-from harness.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
+from harness.input.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
+from harness.vocabulary.precision import EngineName, Precision
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.metrics import Evaluation, evaluate as _evaluate
+from harness.vocabulary.timing import LATENCY_CALLS
+from harness.input.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
                            cutoff_problem, load_suite, shipped_folder)
-from harness.tables import fmt_num, markdown_table, md_escape, text_table
+from harness.vocabulary.tables import fmt_num, markdown_table, md_escape, text_table
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison, LoadedRun
-    from harness.records import RunRecord
+    from harness.scoring.records import RunRecord
     from harness.reporting import ReportData
-    from harness.runner import ModelEvaluation, RunOutcome
+    from harness.pipeline.runner import ModelEvaluation, RunOutcome
 
 __all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "load_dataset",
            "load_qrels", "load_run", "report", "results_table", "run_suite"]
@@ -138,10 +138,10 @@ def evaluate_model(
     ``{"model": ..., "precision": "fp32"}``; ``document_prefix`` goes to it) and ``model`` encodes the queries only;
     ``{"record": DIR}`` searches that record's stored corpus embeddings (read from ``$HARNESS_CACHE``).
     """
-    from harness.compat import check_dimensions, corpus_source
+    from harness.pipeline.compat import check_dimensions, corpus_source
     from harness.encode.models import Encoder
-    from harness.cache import MemoryStore
-    from harness.runner import RunOptions, run_one
+    from harness.encode.store import MemoryStore
+    from harness.pipeline.runner import RunOptions, run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -285,7 +285,7 @@ def run_suite(
     ``$HARNESS_CACHE`` or ``~/.cache/harness``) and reused when their key (weights, data, settings, engine code
     and library versions) matches; ``reuse_embeddings="never"`` encodes every corpus again (default: the
     suite's ``reuse_embeddings``)."""
-    from harness.runner import RunOptions, run_suite as run
+    from harness.pipeline.runner import RunOptions, run_suite as run
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
     options = RunOptions(output=_path(output), cache=_path(cache), progress=progress, fail_fast=fail_fast,
@@ -319,7 +319,7 @@ def compare(
 
 def _loaded_runs(items: Sequence[Any]) -> list[LoadedRun]:
     from harness.analysis.compare import LoadedRun, load_runs
-    from harness.runner import ModelEvaluation, RunOutcome
+    from harness.pipeline.runner import ModelEvaluation, RunOutcome
 
     runs: list[LoadedRun] = []
     for item in items:
@@ -386,7 +386,7 @@ def churn(
     directories (or results in memory) of the same dataset. With ``output``, writes churn.json, churn.csv and
     churn.png there. Renders itself as tables in Jupyter."""
     from harness.analysis.churn import churn as churn_between, load_ranking, ordered
-    from harness.runner import ModelEvaluation, RunOutcome
+    from harness.pipeline.runner import ModelEvaluation, RunOutcome
 
     runs, rankings = [], []
     for item in (a, b):

@@ -10,11 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.encode.precision import ENGINES, PRECISIONS
-from harness.errors import HarnessError
+from harness.vocabulary.precision import ENGINES, PRECISIONS
+from harness.vocabulary.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.runner import RunOutcome
+    from harness.pipeline.runner import RunOutcome
 
 
 class _Parser(argparse.ArgumentParser):
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _encoding_options(parser: argparse.ArgumentParser) -> None:
     from harness.analysis.stats import LATENCY_QUANTILE, calls_to_bound
-    from harness.profile.timing import LATENCY_CALLS
+    from harness.vocabulary.timing import LATENCY_CALLS
 
     parser.add_argument("--reuse-embeddings", choices=("auto", "never"), default=None,
                         help="auto: reuse cached corpus embeddings whose key (weights, data, settings, engine code and "
@@ -226,13 +226,13 @@ def _stats_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.pipeline.runner import RunOptions, run_suite
+    from harness.input.suite import load_suite
 
     if args.chunk_rows <= 0:
         raise HarnessError("--chunk-rows must be a positive integer")
     if args.mlflow:
-        from harness.tracking import require_mlflow
+        from harness.reporting.tracking import require_mlflow
 
         require_mlflow()
     suite = load_suite(args.suite)
@@ -245,12 +245,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.grid import expand_suite, parse_grid_args
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.input.grid import expand_suite, parse_grid_args
+    from harness.pipeline.runner import RunOptions, run_suite
+    from harness.input.suite import load_suite
 
     if args.mlflow:
-        from harness.tracking import require_mlflow
+        from harness.reporting.tracking import require_mlflow
 
         require_mlflow()
     suite = load_suite(args.suite)
@@ -278,7 +278,7 @@ def _finish_runs(args: argparse.Namespace, metrics: list[str], outcomes: list[Ru
     if records:
         print(results_table(metrics, records))
     if args.mlflow and records:
-        from harness.tracking import log_run_records
+        from harness.reporting.tracking import log_run_records
 
         logged = log_run_records(args.mlflow, [(o.record, o.path) for o in outcomes if o.ok and o.path],
                                  experiment=args.mlflow_experiment)
@@ -316,7 +316,7 @@ def _encoder_choices(field: str):
     def parse(text: str) -> list[str]:
         from typing import get_args
 
-        from harness.suite import EncoderSpec
+        from harness.input.suite import EncoderSpec
 
         allowed = get_args(EncoderSpec.model_fields[field].annotation)
         values = [v.strip() for v in text.split(",") if v.strip()]
@@ -362,7 +362,7 @@ def _duration(text: str) -> float:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from harness.cache import cache_root, clear_stores, foreign_entries, list_stores
+    from harness.encode.store import cache_root, clear_stores, foreign_entries, list_stores
 
     root = args.cache or cache_root()
     if args.cache_command == "clear":
@@ -387,13 +387,13 @@ def _print_foreign(entries: list[Path]) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from harness.profile.sweep import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
-    from harness.records import write_profile_record
+    from harness.pipeline.sweep import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
+    from harness.scoring.records import write_profile_record
 
     if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
         raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0")
     if args.mlflow:
-        from harness.tracking import require_mlflow
+        from harness.reporting.tracking import require_mlflow
 
         require_mlflow()
     n = args.n
@@ -424,7 +424,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         path = write_profile_record(args.output, record)
         print(f"{model}\n{points_table(points)}")
         if args.mlflow:
-            from harness.tracking import log_profile_record
+            from harness.reporting.tracking import log_profile_record
 
             log_profile_record(args.mlflow, record, path, experiment=args.mlflow_experiment)
         print(f"wrote {path}", file=sys.stderr)
@@ -432,7 +432,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from harness.suite import load_suite, shipped_folder
+    from harness.input.suite import load_suite, shipped_folder
 
     suites, data = shipped_folder("suites"), shipped_folder("data")
     print(f"suites (run one by path or name, e.g. `harness run suites/quick.yaml`; shipped in {suites.parent}):")
@@ -482,14 +482,14 @@ def cmd_churn(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from harness.analysis.check import check_suite, select_records, write_outputs
     from harness.analysis.compare import load_runs
-    from harness.suite import load_suite
+    from harness.input.suite import load_suite
 
     suite = load_suite(args.suite)
     if args.results:
         runs = load_runs(args.results)
         where = ", ".join(map(str, args.results))
     else:
-        from harness.runner import RunOptions, run_suite
+        from harness.pipeline.runner import RunOptions, run_suite
 
         options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
                              reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
@@ -526,7 +526,7 @@ def _comma_list(text: str) -> list[str]:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from harness.api import results_table
-    from harness.external import evaluate_runs, rescore
+    from harness.scoring.external import evaluate_runs, rescore
 
     metrics = [m for group in args.metrics or [] for m in group] or None
     if args.runs and args.records:
@@ -554,7 +554,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
-    from harness.pooling import pool
+    from harness.analysis.pooling import pool
 
     pooled = pool(args.records, depth=args.depth, qrels=args.qrels, data=args.data)
     pooled.write(args.output)

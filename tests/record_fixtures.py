@@ -47,8 +47,8 @@ _made: dict[str, RealRecords] = {}
 def real_records(tmp_path_factory) -> RealRecords:
     """Run the two encoders once per session; callers get a fresh copy they may add files to."""
     if "records" not in _made:
-        from harness.runner import RunOptions, run_suite
-        from harness.suite import load_suite
+        from harness.pipeline.runner import RunOptions, run_suite
+        from harness.input.suite import load_suite
 
         base = tmp_path_factory.mktemp("real-records")
         suite_path = write_suite(base / "suite.yaml", SUITE)
@@ -83,8 +83,8 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
     `pieces` (rows, seconds) of one store chunk when given, else none kept); the query latencies are
     `latencies_ms` (default 4, 5 and 9 ms).
     """
-    from harness.profile.timing import Latency, Throughput
-    from harness.records import RunRecord
+    from harness.vocabulary.timing import Latency, Throughput
+    from harness.scoring.records import RunRecord
 
     n_queries = len(next(iter(per_query.values())))
     seconds = 1000 / passages_per_s
@@ -117,8 +117,8 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
 
 
 def synthetic_record(folder: Path, *, encoder: str, per_query: dict[str, dict[str, float]], **options) -> Path:
-    """`synthetic_run_record` written by harness.records (each query ranks one document, d1)."""
-    from harness.records import RecallCurve, write_run_record
+    """`synthetic_run_record` written by harness.scoring.records (each query ranks one document, d1)."""
+    from harness.scoring.records import RecallCurve, write_run_record
 
     record = synthetic_run_record(encoder=encoder, per_query=per_query, **options)
     qids = list(next(iter(per_query.values())))

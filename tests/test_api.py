@@ -13,7 +13,7 @@ import pytest
 
 import harness
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, REPO, write_suite
 
 NOVELEVAL_QRELS = DATA / "noveleval" / "qrels" / "test.tsv"
@@ -38,7 +38,7 @@ def test_api_functions_stay_functions_after_their_modules_are_imported():
     # importing a submodule binds it as an attribute of its package: no public function may share a module's name
     code = ("import importlib, pkgutil, harness; "
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(harness.__path__, 'harness.') "
-            "if not m.name.startswith(('harness.encode.runtimes', 'harness.encode.distributed', 'harness.tracking'))]; "
+            "if not m.name.startswith(('harness.encode.runtimes', 'harness.encode.distributed', 'harness.reporting.tracking'))]; "
             "import harness.api as api; "
             "bad = [n for n in harness.__all__ "
             "       if callable(getattr(api, n, None)) and getattr(harness, n) is not getattr(api, n)]; "
@@ -263,7 +263,7 @@ def test_check_and_compare_read_the_shipped_records():
 
 
 def test_progress_lines_off_a_terminal(capsys):
-    from harness.progress import progress
+    from harness.vocabulary.progress import progress
 
     with progress(1000, "encode x") as update:
         for _ in range(1000):

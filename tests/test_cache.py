@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from harness.cache import store_key
+from harness.encode.store import store_key
 from harness.cli import main
 from harness.encode import kernels, models
 from harness.encode.models import Encoder, embedding_versions
-from harness.errors import HarnessError
-from harness.profile import timing
-from harness.records import find_records, load_run_record
-from harness.runner import RunOptions, run_suite
-from harness.suite import EncoderSpec, load_suite, parse_suite
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary import timing
+from harness.scoring.records import find_records, load_run_record
+from harness.pipeline.runner import RunOptions, run_suite
+from harness.input.suite import EncoderSpec, load_suite, parse_suite
 from tests.conftest import DATA, REPO, reference_embeddings_path, write_beir, write_suite
 
 SUITE = """

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.cache import EmbeddingStore, foreign_entries, list_stores
+from harness.encode.store import EmbeddingStore, foreign_entries, list_stores
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.profile import timing
-from harness.records import find_records, load_run_record
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary import timing
+from harness.scoring.records import find_records, load_run_record
+from harness.pipeline.runner import RunOptions, run_suite
+from harness.input.suite import load_suite
 from tests.conftest import DATA, write_suite
 
 MB = 2**20

@@ -9,10 +9,10 @@ import pytest
 
 from harness.analysis.check import baseline_result, check_expectation
 from harness.cli import main
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 from harness.analysis.stats import holm, randomization_test
-from harness.profile.timing import Latency
-from harness.suite import Expectation, load_suite
+from harness.vocabulary.timing import Latency
+from harness.input.suite import Expectation, load_suite
 from tests.conftest import REPO, write_suite
 from tests.record_fixtures import gpu_environment, real_records, synthetic_record
 
@@ -408,7 +408,7 @@ def test_shipped_truncation_records_noninferiority_at_001(tmp_path, variant, non
 def test_runs_keep_per_batch_encode_times_through_the_cache(tmp_path, tiny_model):
     """A real run records every store chunk's encode time and the per-batch pieces in it; a rerun that reads
     the corpus from the cache carries the same (old) times and says so."""
-    from harness.records import load_run_record
+    from harness.scoring.records import load_run_record
 
     suite = write_suite(tmp_path / "tiny.yaml", f"""
 name: tiny-timed

@@ -13,8 +13,8 @@ import pytest
 import harness
 from harness.analysis.churn import ordered, overlap_at_k, rbo_ext
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.records import RecallCurve, write_run_record
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import RecallCurve, write_run_record
 from tests.record_fixtures import real_records, synthetic_run_record
 
 

@@ -6,9 +6,9 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.metrics import evaluate
-from harness.datasets import read_run
-from harness.records import load_per_query, load_run_record
+from harness.scoring.metrics import evaluate
+from harness.input.datasets import read_run
+from harness.scoring.records import load_per_query, load_run_record
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -60,8 +60,8 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     # The TREC run on disk re-evaluates to the record's numbers; per-query values average to them.
     run = read_run(record_dir / "run.trec")
     assert len(run) == 21 and all(len(docs) == 50 for docs in run.values())
-    from harness.datasets import load_dataset
-    from harness.suite import DatasetSpec
+    from harness.input.datasets import load_dataset
+    from harness.input.suite import DatasetSpec
     qrels = load_dataset(DatasetSpec(name="n", path=DATA / "noveleval")).qrels
     again = evaluate(qrels, run, list(record.metrics), relevance_level=2)
     per_query = load_per_query(record_dir, record)
@@ -149,7 +149,7 @@ def test_console_script_exit_code_for_bad_suite(tmp_path):
 
 
 def test_store_dtype_auto_is_fp16_from_a_million_passages():
-    from harness.runner import store_dtype_for
+    from harness.pipeline.runner import store_dtype_for
 
     assert [store_dtype_for(n, "auto") for n in (420, 999_999, 1_000_000, 8_841_823)] == [
         "fp32", "fp32", "fp16", "fp16"]
@@ -157,7 +157,7 @@ def test_store_dtype_auto_is_fp16_from_a_million_passages():
 
 
 def test_shipped_suites_resolve_from_any_directory_and_a_local_file_wins(tmp_path, monkeypatch, capsys):
-    from harness.suite import load_suite
+    from harness.input.suite import load_suite
 
     monkeypatch.chdir(tmp_path)
     shipped = (REPO / "suites" / "quick.yaml").resolve()

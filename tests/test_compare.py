@@ -11,7 +11,7 @@ import pytest
 from harness.cli import main
 from harness.analysis.compare import load_runs
 from harness.api import compare
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 from harness.analysis.stats import compare_paired, holm
 from tests.record_fixtures import gpu_environment, real_records, synthetic_record
 
@@ -167,7 +167,7 @@ def test_speed_of_a_run_encoded_on_other_hosts_is_not_compared_with_a_local_one(
     from dataclasses import replace
 
     from harness.analysis.compare import compare_speed
-    from harness.records import EncodingHost
+    from harness.scoring.records import EncodingHost
 
     a, b = load_runs([synthetic_record(tmp_path / d, encoder=d, per_query=GOOD) for d in ("a", "b")])
     here = EncodingHost(host="vm", hardware_key=a.record.environment.hardware_key, chunks=1, rows=10)

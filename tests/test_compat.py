@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.cache import list_stores
+from harness.encode.store import list_stores
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.records import load_run_record
-from harness.suite import DocumentModel, load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import load_run_record
+from harness.input.suite import DocumentModel, load_suite
 from tests.conftest import DATA, write_beir, write_suite
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
@@ -129,7 +129,7 @@ def compat_runs(tmp_path_factory):
     device: cpu
     document_model: {{encoder: base}}
 """)
-    from harness.runner import RunOptions, run_suite
+    from harness.pipeline.runner import RunOptions, run_suite
 
     outcomes = run_suite(load_suite(path), RunOptions(output=folder / "results", progress=False, latency_calls=20))
     assert all(o.ok for o in outcomes), [o.error for o in outcomes]
@@ -167,7 +167,7 @@ def test_another_query_model_searches_the_cached_corpus_without_re_encoding_it(c
 
 
 def harness_cache() -> Path:
-    from harness.cache import cache_root
+    from harness.encode.store import cache_root
 
     return cache_root()
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from harness.datasets import IR_DATASETS_FILES, load_dataset, read_run
-from harness.errors import HarnessError
-from harness.suite import DatasetSpec
+from harness.input.datasets import IR_DATASETS_FILES, load_dataset, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import DatasetSpec
 from tests.conftest import DATA, write_beir
 
 DOCS = [("d1", "alpha"), ("d2", "beta"), ("d3", "gamma")]

@@ -22,9 +22,9 @@ from harness.encode.engines import count_tokens
 from harness.encode.models import load_sentence_transformer, weights_fingerprint
 from harness.encode.engines import FastEngine, _prefetched
 from harness.encode.kernels import INT8_PATH_ENV, Int8Linear, cpu_has_vnni, int8_path
-from harness.encode.precision import precision_problem
+from harness.vocabulary.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 
 FP32_BAR = 0.99999
 HALF_BAR = 0.999
@@ -287,7 +287,7 @@ def test_int8_on_gpu_and_unknown_precision_are_refused(minilm):
 def test_one_precision_rule_for_engines_and_suites(minilm, tmp_path):
     """`precision_problem` is the rule; the baseline engine and the suite schema both apply it."""
     from harness.encode.engines import SentenceTransformersEngine
-    from harness.suite import EncoderSpec, parse_suite
+    from harness.input.suite import EncoderSpec, parse_suite
 
     assert precision_problem("int8", engine="fast", device="cpu") is None
     assert precision_problem("int8", engine="fast", device="auto") is None  # decided once the device is known
@@ -311,7 +311,7 @@ def test_baseline_engine_casts_a_copy_and_leaves_the_callers_model_alone(tiny_mo
     """The sentence-transformers baseline at fp16/bf16 runs a cast copy: the caller's weights stay
     bit-identical (and fp32) after encoding; at fp32 it runs the caller's model itself."""
     from harness.encode.engines import SentenceTransformersEngine
-    from harness.suite import EncoderSpec
+    from harness.input.suite import EncoderSpec
 
     model = load_sentence_transformer(str(tiny_model), device="cpu")
     before = weights_fingerprint(model)
@@ -356,7 +356,7 @@ def test_random_model_is_seeded_without_touching_the_global_rng(tmp_path, monkey
 def test_baseline_engine_counts_tokens_outside_its_encode_time(minilm, msmarco):
     """The baseline re-tokenises only to count tokens; that time is reported apart so runs can exclude it."""
     from harness.encode.engines import SentenceTransformersEngine
-    from harness.suite import EncoderSpec
+    from harness.input.suite import EncoderSpec
 
     spec = EncoderSpec(name="st", model="m", engine="sentence-transformers")
     engine = SentenceTransformersEngine(minilm, spec, "cpu")

@@ -21,10 +21,10 @@ import harness
 from harness.analysis.check import check_suite, select_records
 from harness.analysis.compare import load_runs
 from harness.cli import main
-from harness.datasets import read_qrels, read_run
-from harness.errors import HarnessError
-from harness.records import find_records, load, load_per_query, load_recall_curve, load_run_record, recall_curve
-from harness.suite import load_suite
+from harness.input.datasets import read_qrels, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import find_records, load, load_per_query, load_recall_curve, load_run_record, recall_curve
+from harness.input.suite import load_suite
 from tests.conftest import DATA, REPO, write_beir, write_suite
 
 POOL = DATA / "msmarco-trecdl2019-pool"
@@ -280,11 +280,11 @@ def test_rescoring_a_record_reproduces_it_and_adds_measures(tmp_path):
 
 
 def test_rescoring_encodes_nothing(tmp_path):
-    # harness.encode.precision (the engine and precision names records use) is all of encode that may load
+    # harness.vocabulary.precision (the engine and precision names records use) is all of encode that may load
     code = (f"import sys, harness; harness.rescore({str(MINILM)!r}, metrics=['P@5']); "
             "print(sorted(m for m in sys.modules if m.startswith(('harness.encode.', 'sentence_transformers', "
-            "'transformers', 'harness.cache', 'harness.retrieval', 'harness.runner')) "
-            "and m != 'harness.encode.precision'))")
+            "'transformers', 'harness.encode.store', 'harness.search.exact', 'harness.pipeline.runner')) "
+            "and m != 'harness.vocabulary.precision'))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

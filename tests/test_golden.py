@@ -12,8 +12,8 @@ import pytest
 import pytrec_eval
 
 from harness.encode.models import embedding_versions
-from harness.runner import RunOptions, run_suite
-from harness.suite import load_suite
+from harness.pipeline.runner import RunOptions, run_suite
+from harness.input.suite import load_suite
 from tests.conftest import REPO, reference_embeddings_path
 
 pytestmark = pytest.mark.slow

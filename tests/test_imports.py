@@ -75,7 +75,7 @@ def test_no_harness_module_imports_one_that_imports_it_back():
     paths = sorted(PACKAGE.rglob("*.py"))
     modules = {module_name(p) for p in paths}
     graph = {module_name(p): harness_imports(p, modules) for p in paths}
-    assert "harness.encode.kernels" in graph["harness.retrieval"]  # the graph sees real edges
+    assert "harness.encode.kernels" in graph["harness.search.exact"]  # the graph sees real edges
     assert "harness.encode.kernels" in graph["harness.encode.engines"]
     assert cycles(graph) == []
 
@@ -83,7 +83,7 @@ def test_no_harness_module_imports_one_that_imports_it_back():
 def test_suite_schema_and_precision_rule_import_without_torch():
     """The suite (and through it the precision rule) loads without torch, so `harness --help`, suite
     validation and reports stay fast."""
-    code = ("import sys, harness.suite, harness.encode.precision, harness.profile.timing; "
+    code = ("import sys, harness.input.suite, harness.vocabulary.precision, harness.vocabulary.timing; "
             "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.datasets import load_dataset, read_qrels, read_run
-from harness.errors import HarnessError
-from harness.suite import DatasetSpec
+from harness.input.datasets import load_dataset, read_qrels, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import DatasetSpec
 from tests.conftest import DATA, write_beir
 from tests.test_faults import SUITE, finish, harness, only_complete_records
 
@@ -231,7 +231,7 @@ def test_a_pair_judged_twice_with_two_grades_is_refused_with_both_lines(tmp_path
 
 
 def test_identical_duplicate_qrels_are_counted_in_a_warning(tmp_path, caplog):
-    from harness.datasets import read_qrels_with_warnings
+    from harness.input.datasets import read_qrels_with_warnings
 
     path = tmp_path / "qrels.txt"
     lines = DL19_QRELS.read_text().splitlines()
@@ -250,8 +250,8 @@ def test_identical_duplicate_qrels_are_counted_in_a_warning(tmp_path, caplog):
 
 def test_the_duplicate_qrels_warning_is_kept_in_the_record(tmp_path):
     """The record says what was odd in its judgments: `harness evaluate` with a qrels file, and a BEIR folder."""
-    from harness.external import load_judgments
-    from harness.records import DatasetInfo
+    from harness.scoring.external import load_judgments
+    from harness.scoring.records import DatasetInfo
 
     path = tmp_path / "qrels.txt"
     lines = DL19_QRELS.read_text().splitlines()

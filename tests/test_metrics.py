@@ -1,4 +1,4 @@
-"""Tests for harness.metrics: hand-computed fixtures, an independent oracle, and trec_eval golden values."""
+"""Tests for harness.scoring.metrics: hand-computed fixtures, an independent oracle, and trec_eval golden values."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError
-from harness.metrics import Evaluation, Measure, evaluate, parse_measure
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.metrics import Evaluation, Measure, evaluate, parse_measure
 
 DL19 = Path(__file__).resolve().parents[1] / "data" / "msmarco-trecdl2019-pool"
 L3 = math.log2(3)  # discount of rank 2

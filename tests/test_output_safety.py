@@ -28,11 +28,11 @@ from harness.analysis.compare import load_runs
 from harness.analysis.power import power_report
 from harness.api import SuiteResult, churn, compare, report
 from harness.cli import main
-from harness.records import load, load_per_query, load_recall_curve, slug
+from harness.scoring.records import load, load_per_query, load_recall_curve, slug
 from harness.reporting import load_report_data
 from harness.reporting.exports import mteb_results
-from harness.runner import ModelEvaluation, RunOutcome
-from harness.suite import load_suite
+from harness.pipeline.runner import ModelEvaluation, RunOutcome
+from harness.input.suite import load_suite
 from tests.conftest import DATA, REPO
 
 HOSTILE = "<img src=x onerror=alert(1)> | & \\ % _ $ # { } ~ ^"

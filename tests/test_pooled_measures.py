@@ -12,9 +12,9 @@ import pytrec_eval
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.datasets import read_qrels, read_run
-from harness.errors import HarnessError
-from harness.metrics import Measure, evaluate, holes, parse_measure
+from harness.input.datasets import read_qrels, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.metrics import Measure, evaluate, holes, parse_measure
 from tests.conftest import DATA, write_suite
 
 DL19 = DATA / "msmarco-trecdl2019-pool"
@@ -265,8 +265,8 @@ top_k: 100
 
 @pytest.fixture(scope="module")
 def dl19_record(tmp_path_factory):
-    from harness.runner import RunOptions, run_suite
-    from harness.suite import load_suite
+    from harness.pipeline.runner import RunOptions, run_suite
+    from harness.input.suite import load_suite
 
     base = tmp_path_factory.mktemp("pooled")
     suite = load_suite(write_suite(base / "suite.yaml", SUITE))
@@ -276,7 +276,7 @@ def dl19_record(tmp_path_factory):
 
 
 def test_dl19_record_states_its_holes(dl19_record) -> None:
-    from harness.records import load
+    from harness.scoring.records import load
 
     _, outcome = dl19_record
     record = load(outcome.path)

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.errors import HarnessError
-from harness.profile.sweep import forward_flops, profile_model, synthetic_texts
+from harness.vocabulary.errors import HarnessError
+from harness.pipeline.sweep import forward_flops, profile_model, synthetic_texts
 
 
 def test_synthetic_texts_have_exact_token_counts():
@@ -56,7 +56,7 @@ def test_sweep_leaves_the_weights_alone_and_reports_skipped_points(tiny_model, m
     import torch
 
     from harness.encode.models import load_sentence_transformer, weights_fingerprint
-    from harness.profile import sweep
+    from harness.pipeline import sweep
 
     model = load_sentence_transformer(str(tiny_model), device="cpu")
     before = weights_fingerprint(model)
@@ -74,7 +74,7 @@ def test_sweep_leaves_the_weights_alone_and_reports_skipped_points(tiny_model, m
 def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
     """`harness profile` on real passages (NovelEval) with both engines: one record, every point timed."""
     from harness.cli import main
-    from harness.records import DataTexts, ProfileRecord, find_records, load
+    from harness.scoring.records import DataTexts, ProfileRecord, find_records, load
 
     data = Path(__file__).resolve().parents[1] / "data" / "noveleval"
     code = main(["profile", "--model", str(tiny_model), "--data", str(data), "--n", "24", "--batch-size", "1,8",
@@ -98,7 +98,7 @@ def test_cli_profile_writes_a_record_both_engines(tiny_model, tmp_path, capsys):
 
 def test_cli_profile_synthetic_length_sweep(tiny_model, tmp_path):
     from harness.cli import main
-    from harness.records import SyntheticTexts, find_records, load
+    from harness.scoring.records import SyntheticTexts, find_records, load
 
     assert main(["profile", "-m", str(tiny_model), "--synthetic-tokens", "40", "--max-seq-length", "16,64",
                  "--engine", "fast", "--batch-size", "4", "--n", "8", "--warmup", "0", "--min-calls", "2",

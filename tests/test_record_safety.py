@@ -28,9 +28,9 @@ from hypothesis import strategies as st
 
 import harness
 from harness.cli import main
-from harness.datasets import read_qrels, read_run
-from harness.errors import HarnessError
-from harness.records import (RecallCurve, RunRecord, load, load_recall_curve, load_run_record,
+from harness.input.datasets import read_qrels, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import (RecallCurve, RunRecord, load, load_recall_curve, load_run_record,
                              record_file, slug, write_run_record, write_trec_run)
 from tests.conftest import DATA, REPO
 from tests.record_fixtures import synthetic_run_record
@@ -177,7 +177,7 @@ def test_top_k_of_an_external_run_is_the_depth_of_its_judged_queries(tmp_path):
 CHILD = """
 import sys, time
 from pathlib import Path
-from harness import records
+from harness.scoring import records
 from tests.test_record_safety import CURVE, PER_QUERY, RUN, record
 
 def stuck(*args, **kwargs):  # run.trec is written; the writer hangs before per_query.json

@@ -6,10 +6,10 @@ import shutil
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.datasets import read_run
-from harness.profile.timing import Latency, Throughput
-from harness.records import (
+from harness.vocabulary.errors import HarnessError
+from harness.input.datasets import read_run
+from harness.vocabulary.timing import Latency, Throughput
+from harness.scoring.records import (
     IrDatasetsSource,
     MsmarcoTsvSource,
     ProfileRecord,

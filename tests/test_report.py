@@ -16,10 +16,10 @@ from harness.cli import main
 from harness.analysis.check import check_suite, select_records
 from harness.analysis.compare import load_runs
 from harness.api import compare
-from harness.records import load
+from harness.scoring.records import load
 from harness.reporting import load_report_data, plots
 from harness.reporting.exports import mteb_key
-from harness.suite import load_suite
+from harness.input.suite import load_suite
 from tests.conftest import REPO
 from tests.record_fixtures import real_records
 

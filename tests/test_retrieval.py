@@ -1,4 +1,4 @@
-"""harness.retrieval.exact_top_k against a brute-force full score matrix.
+"""harness.search.exact.exact_top_k against a brute-force full score matrix.
 
 Most data is dyadic (multiples of 1/64) or small integers: every fp32 score is then exact, whatever
 the summation order, so results can be compared for exact equality -- ties included.
@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.errors import HarnessError
-from harness.retrieval import TopK, exact_top_k
+from harness.vocabulary.errors import HarnessError
+from harness.search.exact import TopK, exact_top_k
 
 
 def score_matrix(queries: np.ndarray, corpus: np.ndarray, *, cosine: bool = False) -> np.ndarray:
@@ -151,7 +151,7 @@ def test_many_ties_match_brute_force(chunk_size, k):
 def test_narrowed_chunks_and_their_redo_match_brute_force(monkeypatch):
     """After the running top-k fills, chunks are cut to a guessed width; a chunk that brings more winners
     than guessed (here: a run of high scores after many low ones) is redone in full. Both match brute force."""
-    from harness import retrieval
+    from harness.search import exact as retrieval
 
     widths = []
     original = retrieval._chunk_top_k

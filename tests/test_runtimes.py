@@ -21,8 +21,8 @@ from conftest import DATA, write_suite  # noqa: E402
 from harness.encode import runtimes  # noqa: E402
 from harness.encode.engines import count_tokens  # noqa: E402
 from harness.encode.models import load_sentence_transformer  # noqa: E402
-from harness.encode.precision import precision_problem  # noqa: E402
-from harness.errors import HarnessError  # noqa: E402
+from harness.vocabulary.precision import precision_problem  # noqa: E402
+from harness.vocabulary.errors import HarnessError  # noqa: E402
 from test_engine import FP32_BAR, cosines, read_texts, reference  # noqa: E402
 
 ENGINES = {"onnxruntime": runtimes.OnnxRuntimeEngine, "openvino": runtimes.OpenVinoEngine}
@@ -142,7 +142,7 @@ def test_harness_run_and_profile(tmp_path, capsys):
     """`harness run` with both runtimes on NovelEval: the shipped fast-engine record's metrics (fp32 equal), and
     engine, runtime, provider and threads in each record; then `harness profile` over the runtimes."""
     from harness.cli import main
-    from harness.records import find_records, load
+    from harness.scoring.records import find_records, load
 
     suite = write_suite(tmp_path / "suite.yaml", f"""
 name: runtimes
@@ -186,9 +186,9 @@ top_k: 100
 
 def test_embedding_cache_key_holds_the_runtime_version(tiny_model, monkeypatch):
     """Another onnxruntime version (or exporter) re-keys the corpus embeddings; the fast engine's key has neither."""
-    from harness.cache import store_key
+    from harness.encode.store import store_key
     from harness.encode.models import Encoder
-    from harness.suite import EncoderSpec
+    from harness.input.suite import EncoderSpec
 
     def key(engine: str) -> tuple[dict, str]:
         encoder = Encoder(EncoderSpec(name="e", model=str(tiny_model), device="cpu", engine=engine))

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.corpus import FileCorpus, MemoryCorpus
-from harness.datasets import load_dataset
-from harness.errors import HarnessError
-from harness.profile.sweep import dataset_texts, reservoir_sample
-from harness.runner import Ranking
-from harness.suite import DatasetSpec
+from harness.input.corpus import FileCorpus, MemoryCorpus
+from harness.input.datasets import load_dataset
+from harness.vocabulary.errors import HarnessError
+from harness.pipeline.sweep import dataset_texts, reservoir_sample
+from harness.pipeline.runner import Ranking
+from harness.input.suite import DatasetSpec
 from tests.conftest import DATA, REPO, write_beir
 from tests.test_datasets import _dl19_tsv
 
@@ -107,7 +107,7 @@ def test_ascii_ids_are_held_as_bytes_and_read_back_as_strings(tmp_path):
 
 
 def test_a_non_ascii_id_in_a_later_block_keeps_every_id_unicode(tmp_path, monkeypatch):
-    monkeypatch.setattr("harness.corpus._ID_BLOCK", 2)  # ids are packed 2 at a time: the first block is ASCII
+    monkeypatch.setattr("harness.input.corpus._ID_BLOCK", 2)  # ids are packed 2 at a time: the first block is ASCII
     docs = [("a1", "x"), ("b2", "y"), ("c3", "z"), ("é4", "w"), ("d5", "v")]
     folder = write_beir(tmp_path / "s", docs=docs, queries=[("q", "?")], qrels=[("q", "é4", 1)])
     ds = load_dataset(DatasetSpec(name="t", path=folder), cache=tmp_path / "c")
@@ -144,7 +144,7 @@ def test_released_heap_leaves_the_resident_set():
     # block at the top keeps the heap from simply shrinking, as in a real run
     probe = """
 import sys
-from harness.profile.timing import release_free_heap
+from harness.vocabulary.timing import release_free_heap
 def rss(): return int(open("/proc/self/statm").read().split()[1]) * 4096 / 2**20
 blocks = [bytearray(65536) for _ in range(4000)]
 top = blocks[-1]
@@ -233,7 +233,7 @@ def test_profile_data_sample_reads_the_corpus_file():
 @pytest.mark.parametrize("architecture, layers, ffn", [("bert-tiny", 2, 512), ("bert-micro", 1, 128)])
 def test_random_rehearsal_encoders_are_small_seeded_and_normalised(tmp_path, monkeypatch, architecture, layers, ffn):
     from harness.encode.models import Encoder, load_sentence_transformer, weights_fingerprint
-    from harness.suite import EncoderSpec
+    from harness.input.suite import EncoderSpec
 
     monkeypatch.setenv("HARNESS_CACHE", str(tmp_path))
     model = load_sentence_transformer(f"random:{architecture}", device="cpu")

@@ -292,7 +292,7 @@ def test_plain_return_types_and_no_mutation():
 def test_one_list_of_test_names():
     """The suite's baseline `test:`, the CLI's --test and the verdicts all take the names of stats.Test."""
     from harness.cli import build_parser
-    from harness.suite import Baseline
+    from harness.input.suite import Baseline
 
     assert TESTS == ("randomization", "t-test")
     result = compare_paired(SLEEP_DRUG_1, SLEEP_DRUG_2, n_resamples=1000)

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.errors import HarnessError
-from harness.suite import load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import load_suite
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.grid import expand_suite, parse_grid_args
-from harness.suite import load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.input.grid import expand_suite, parse_grid_args
+from harness.input.suite import load_suite
 from tests.conftest import DATA, save_as_sentence_transformer, write_suite
 
 GOOD = """
@@ -153,8 +153,8 @@ def _bomb(levels: int) -> str:
 # In a fresh process, so that its peak RSS is the load's own.
 LOAD_AND_MEASURE = """
 import json, resource, sys, time
-from harness.errors import HarnessError
-from harness.suite import load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import load_suite
 before, start, message = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, time.perf_counter(), None
 try:
     load_suite(sys.argv[1])
@@ -236,7 +236,7 @@ def _write_roberta(folder: Path, *, positions: int) -> Path:
 
 def _encoder(model, max_seq_length: int):
     from harness.encode.models import Encoder
-    from harness.suite import EncoderSpec
+    from harness.input.suite import EncoderSpec
 
     return Encoder(EncoderSpec(name="long", model=str(model), max_seq_length=max_seq_length, device="cpu"))
 

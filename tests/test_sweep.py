@@ -10,11 +10,11 @@ import shutil
 import pytest
 
 from harness.cli import main
-from harness.errors import HarnessError
-from harness.grid import expand_suite, parse_grid_args, validate_grid
-from harness.records import load
+from harness.vocabulary.errors import HarnessError
+from harness.input.grid import expand_suite, parse_grid_args, validate_grid
+from harness.scoring.records import load
 from harness.reporting import load_report_data
-from harness.suite import load_suite
+from harness.input.suite import load_suite
 from tests.conftest import DATA, write_suite
 
 SUITE = f"""
@@ -62,7 +62,7 @@ def test_empty_grid_is_refused():
 def test_expansion_names_variants_and_skips_combinations_that_cannot_run(tmp_path, caplog):
     suite = load_suite(write_suite(tmp_path / "suite.yaml", SUITE))
     grid = parse_grid_args(["engine=fast,sentence-transformers", "precision=fp32,int8", "max_seq_length=128,256"])
-    with caplog.at_level(logging.WARNING, logger="harness.grid"):
+    with caplog.at_level(logging.WARNING, logger="harness.input.grid"):
         swept, skipped = expand_suite(suite, grid)
     names = [e.name for e in swept.encoders]
     assert names == ["minilm[fast,fp32,128]", "minilm[fast,fp32,256]", "minilm[fast,int8,128]",

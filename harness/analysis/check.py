@@ -40,10 +40,10 @@ from harness.analysis.compare import (
 )
 from harness.analysis.stats import (LATENCY_QUANTILE, SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio,
                                     noninferiority, throughput_ratio)
-from harness.errors import HarnessError
-from harness.records import Performance
-from harness.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
-from harness.tables import fmt_p, html_table, markdown_table, md_escape, text_table
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import Performance
+from harness.input.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
+from harness.vocabulary.tables import fmt_p, html_table, markdown_table, md_escape, text_table
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
 EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table we print

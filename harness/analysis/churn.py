@@ -26,10 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs
-from harness.datasets import read_run
-from harness.errors import HarnessError
-from harness.records import record_file
-from harness.tables import html_table, markdown_table, text_table
+from harness.input.datasets import read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import record_file
+from harness.vocabulary.tables import html_table, markdown_table, text_table
 
 DEFAULT_K = 10
 DEFAULT_P = 0.9

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.stats import TESTS, PairedComparison, Test, compare_paired, holm
-from harness.errors import HarnessError
-from harness.records import Performance, RunRecord, find_records, load, load_per_query
-from harness.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import Performance, RunRecord, find_records, load, load_per_query
+from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from typing import Any
 
 from harness.analysis.compare import LoadedRun, aligned, load_runs, pair_by_dataset
 from harness.analysis.stats import minimum_detectable_effect, queries_needed
-from harness.errors import HarnessError
-from harness.tables import html_table, markdown_table, text_table
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.tables import html_table, markdown_table, text_table
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Paired significance tests on per-query metric vectors (pure functions, no I/O).
 
 Every function takes ``control`` and ``treatment`` as 1-D float sequences aligned by
-query (the per-query vectors of ``harness.metrics``), never mutates them, and returns
+query (the per-query vectors of ``harness.scoring.metrics``), never mutates them, and returns
 plain Python types. Differences are always ``treatment - control``: a positive delta
 means the treatment scores higher. Randomness comes only from an explicit ``seed``.
 """

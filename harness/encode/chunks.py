@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from harness.profile import timing
+from harness.vocabulary import timing
 
 if TYPE_CHECKING:
     from harness.encode.models import Encoder

@@ -27,15 +27,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.cache import STORE_DTYPES, EmbeddingStore
-from harness.datasets import Dataset
+from harness.encode.store import STORE_DTYPES, EmbeddingStore
+from harness.input.datasets import Dataset
 from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
-from harness.errors import HarnessError
-from harness.profile.timing import release_free_heap
-from harness.progress import progress as show_progress
-from harness.records import EncodingHost
-from harness.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import release_free_heap
+from harness.vocabulary.progress import progress as show_progress
+from harness.scoring.records import EncodingHost
+from harness.input.suite import EncoderSpec
 
 log = logging.getLogger(__name__)
 

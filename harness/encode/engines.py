@@ -48,10 +48,10 @@ import torch
 
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
 from harness.encode.kernels import int8_path as _int8_path
-from harness.encode.precision import precision_problem
+from harness.vocabulary.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
-from harness.errors import HarnessError
-from harness.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import EncoderSpec
 
 Progress = Callable[[int], None]
 

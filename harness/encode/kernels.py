@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 
 PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
 INT8_FULL_RANGE, INT8_REDUCED_RANGE = "vnni", "reduce-range"  # the two int8 kernel paths (`int8_path`)

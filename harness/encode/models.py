@@ -15,13 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.cache import cache_root
+from harness.encode.store import cache_root
 from harness.encode.engines import (EncodeResult, FastEngine, Progress, SentenceTransformersEngine,
                                     weights_fingerprint)
-from harness.encode.precision import RUNTIME_ENGINES
-from harness.errors import HarnessError
-from harness.profile.timing import library_version
-from harness.suite import EncoderSpec
+from harness.vocabulary.precision import RUNTIME_ENGINES
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import library_version
+from harness.input.suite import EncoderSpec
 
 BUNDLED_PREFIX = "bundled:"
 RANDOM_PREFIX = "random:"
@@ -162,7 +162,7 @@ def embedding_versions() -> dict[str, str | None]:
 
 
 def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]) -> dict[str, object]:
-    """What cached embeddings are keyed by (`harness.cache.store_key`): weights fingerprint x dataset fingerprint x
+    """What cached embeddings are keyed by (`harness.encode.store.store_key`): weights fingerprint x dataset fingerprint x
     the settings that change embeddings x `embedding_versions()`."""
     return {"model": model, "dataset": dataset, "encoder": settings, "versions": embedding_versions()}
 

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from harness.cache import cache_root
+from harness.encode.store import cache_root
 from harness.encode.engines import FastEngine, direct_path_problem, weights_fingerprint
-from harness.encode.precision import RUNTIME_EXTRAS
-from harness.errors import HarnessError
-from harness.profile.timing import library_version
-from harness.suite import EncoderSpec
+from harness.vocabulary.precision import RUNTIME_EXTRAS
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import library_version
+from harness.input.suite import EncoderSpec
 
 INPUTS = ("input_ids", "attention_mask")
 EXPORT_FILE = "transformer.onnx"

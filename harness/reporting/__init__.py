@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 from harness.reporting.data import ReportData, load_report_data
 from harness.reporting.document import build_document
 from harness.reporting.exports import write_exports

@@ -15,9 +15,9 @@ from harness.analysis.churn import Churn, churn as ranking_churn
 from harness.analysis.compare import Comparison, LoadedRun, aligned, compare_pairs, label_runs, pair_by_dataset
 from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import Test, bootstrap_ci
-from harness.errors import HarnessError
-from harness.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
-from harness.tables import html_table, markdown_table, md_escape
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
+from harness.vocabulary.tables import html_table, markdown_table, md_escape
 
 UP, DOWN = "▲", "▼"
 

@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.metrics import parse_measure
-from harness.records import BeirSource, RunRecord, slug
+from harness.scoring.metrics import parse_measure
+from harness.scoring.records import BeirSource, RunRecord, slug
 from harness.reporting.data import ReportData
 
 # Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from harness.records import ProfilePoint, slug
+from harness.scoring.records import ProfilePoint, slug
 from harness.reporting import plots
 from harness.reporting.data import ReportData
 

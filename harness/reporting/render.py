@@ -8,7 +8,7 @@ from pathlib import Path
 
 from harness.reporting.document import Block, Heading, Para, Table
 from harness.reporting.figures import FigureFile
-from harness.tables import html_table, markdown_table, md_escape
+from harness.vocabulary.tables import html_table, markdown_table, md_escape
 
 CSS = """
 body { font: 15px/1.45 -apple-system, "Segoe UI", Roboto, "Helvetica Neue", Arial, sans-serif; color: #1d1d1f;

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from harness.encode.kernels import onednn_kernels
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 
 SIMILARITIES = ("dot", "cosine")
 

@@ -1,9 +1,9 @@
 """Backward compatibility between model versions: queries encoded by one model search corpus embeddings of another.
 
-A suite encoder's ``document_model`` (``harness.suite.DocumentModel``) names where its corpus embeddings come from:
+A suite encoder's ``document_model`` (``harness.input.suite.DocumentModel``) names where its corpus embeddings come from:
 another model (encoded through the embedding cache under that model's own key, so a corpus an earlier run encoded
 is reused as it is), another encoder of the suite, or an earlier record's stored embeddings. `CorpusSource` is that
-corpus side for `harness.runner.run_one`; the record then names both models (``encoder.documents``).
+corpus side for `harness.pipeline.runner.run_one`; the record then names both models (``encoder.documents``).
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.cache import EmbeddingStore, store_key
-from harness.datasets import Dataset
+from harness.encode.store import EmbeddingStore, store_key
+from harness.input.datasets import Dataset
 from harness.encode.models import Encoder
-from harness.errors import HarnessError
-from harness.records import DocumentEncoderInfo, DocumentSettings, RunRecord, StoreOrigin, load_run_record
-from harness.suite import DocumentModel, EncoderSpec, Suite, explain_errors
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import DocumentEncoderInfo, DocumentSettings, RunRecord, StoreOrigin, load_run_record
+from harness.input.suite import DocumentModel, EncoderSpec, Suite, explain_errors
 
 
 @dataclass(frozen=True)

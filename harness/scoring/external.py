@@ -23,15 +23,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.digest import file_sha256
-from harness.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
-from harness.errors import HarnessError
-from harness.metrics import holes, parse_measure
-from harness.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
+from harness.vocabulary.digest import file_sha256
+from harness.input.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.metrics import holes, parse_measure
+from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
                              QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score,
                              find_records, load, record_file, utc_now, write_run_record)
-from harness.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
-from harness.tables import md_escape
+from harness.input.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
+from harness.vocabulary.tables import md_escape
 
 log = logging.getLogger(__name__)
 
@@ -398,6 +398,6 @@ def _metric_names(metrics: Sequence[str] | None, suite: PathLike | None) -> list
 
 
 def _environment() -> Environment:
-    from harness.profile import timing
+    from harness.vocabulary import timing
 
     return Environment.model_validate(timing.environment())

@@ -12,10 +12,10 @@ from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field,
                       ValidationError, field_validator, model_validator)
 
 from harness.analysis.stats import Test
-from harness.encode.precision import EngineName, Precision, precision_problem
-from harness.errors import HarnessError
-from harness.grid import validate_grid
-from harness.metrics import parse_measure
+from harness.vocabulary.precision import EngineName, Precision, precision_problem
+from harness.vocabulary.errors import HarnessError
+from harness.input.grid import validate_grid
+from harness.scoring.metrics import parse_measure
 
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
 # Cached corpus embeddings: "auto" reuses a store whose key (weights, data, settings, versions) matches;
@@ -27,7 +27,7 @@ Device = Literal["auto", "cpu", "cuda"]  # "auto": CUDA when visible
 # infinite margin would pass every check.
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict(), AllowInfNan(False)]
-# A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS (harness.grid).
+# A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS (harness.input.grid).
 MAX_SUITE_NODES = 100_000
 MAX_MESSAGE_LINE = 500  # characters of one error line that echoes input
 MAX_MESSAGE_LINES = 20
@@ -231,7 +231,7 @@ class Suite(_Strict):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     top_k: Int = Field(default=1000, gt=0)
     reuse_embeddings: ReuseEmbeddings = "auto"
-    grid: dict[str, list[Any]] | None = None  # `harness sweep`: engine/precision/max_seq_length values (harness.grid)
+    grid: dict[str, list[Any]] | None = None  # `harness sweep`: engine/precision/max_seq_length values (harness.input.grid)
     source: Path | None = None
 
     @field_validator("grid")
@@ -315,7 +315,7 @@ def cutoff_problem(metrics: list[str], top_k: int) -> str | None:
 def shipped_folder(name: Literal["suites", "data"]) -> Path:
     """The suites/ or data/ folder shipped with harness: inside the installed package (a wheel carries them
     under harness/shipped/, see setup.py), else the source checkout's top level."""
-    package = Path(__file__).resolve().parent
+    package = Path(__file__).resolve().parents[1]
     for folder in (package / "shipped" / name, package.parent / name):
         if folder.is_dir():
             return folder

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.corpus import (Corpus, IndexDir, as_strings, check_id, decode_line, file_stat, iter_file_docs, line_error,
+from harness.input.corpus import (Corpus, IndexDir, as_strings, check_id, decode_line, file_stat, iter_file_docs, line_error,
                             memory_corpus, open_docs_corpus, open_file_corpus, parse_line, raw_lines)
-from harness.errors import HarnessError
-from harness.suite import DatasetSpec
+from harness.vocabulary.errors import HarnessError
+from harness.input.suite import DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ class Dataset:
 
     Documents are sorted by id, descending: exact search breaks score ties by lower row index,
     so this order makes our rankings break ties the way trec_eval does (docno descending).
-    The corpus keeps the ids (a numpy array) and streams the texts in that order (`harness.corpus`).
+    The corpus keeps the ids (a numpy array) and streams the texts in that order (`harness.input.corpus`).
     Only the queries judged in the chosen qrels split are kept, sorted by id. `warnings`: what is odd in the
     files but did not stop the load, counted (repeated qrels lines).
     """
@@ -84,7 +84,7 @@ class Dataset:
 
 def load_dataset(spec: DatasetSpec, *, cache: Path | None = None) -> Dataset:
     """Load and validate a data set. With `cache` (a directory), the corpus's offset index and fingerprint are
-    saved there for the next load (`harness.corpus`); without, plain corpus files are indexed in memory."""
+    saved there for the next load (`harness.input.corpus`); without, plain corpus files are indexed in memory."""
     if spec.kind == "beir":
         dataset = _load_beir(spec, cache)
     elif spec.kind == "ir_datasets":

@@ -32,14 +32,14 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
-from harness.corpus import ID_BREAKERS, id_problem
-from harness.errors import HarnessError
-from harness.profile.timing import Latency, PeakRssMethod, Throughput, hardware_key
-from harness.encode.precision import EngineName, Precision
-from harness.suite import ReuseEmbeddings, Similarity
+from harness.input.corpus import ID_BREAKERS, id_problem
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key
+from harness.vocabulary.precision import EngineName, Precision
+from harness.input.suite import ReuseEmbeddings, Similarity
 
 if TYPE_CHECKING:
-    from harness.datasets import Dataset
+    from harness.input.datasets import Dataset
 
 SCHEMA_VERSION = 2
 READABLE_VERSIONS = (1, 2)
@@ -281,7 +281,7 @@ class GpuInfo(_Record):
 
 
 class Environment(_Record):
-    """What a speed figure depends on (``harness.profile.timing.environment()``)."""
+    """What a speed figure depends on (``harness.vocabulary.timing.environment()``)."""
 
     hostname: str
     platform: str
@@ -339,7 +339,7 @@ class Holes(_Record):
     as not relevant (``ndcg``, the standard value) and as relevant at the dataset's relevance_level
     (``ndcg_unjudged_relevant``, on the qrels completed with them; the ideal DCG is recomputed). Means over every
     judged query; ``unjudged`` is the share of a query's top depth without a qrels entry (0 for an empty ranking).
-    Definitions: ``harness.metrics.Holes``."""
+    Definitions: ``harness.scoring.metrics.Holes``."""
 
     depth: int
     judged: float
@@ -495,7 +495,7 @@ def score(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str,
           relevance_level: int, top_k: int) -> Scores:
     """``metrics.evaluate`` and the Recall@k curve in one pytrec_eval pass, a batch of queries at a time (means
     over all judged queries, as ``evaluate`` computes them)."""
-    from harness.metrics import evaluate
+    from harness.scoring.metrics import evaluate
 
     qids = list(qrels)
     ks = curve_ks(top_k)

@@ -31,7 +31,7 @@ from typing import Literal
 
 import pytrec_eval
 
-from harness.errors import HarnessError
+from harness.vocabulary.errors import HarnessError
 
 __all__ = ["Evaluation", "Holes", "Measure", "evaluate", "holes", "judged_fraction", "parse_measure"]
 

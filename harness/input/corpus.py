@@ -44,9 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.digest import file_sha256
-from harness.errors import HarnessError
-from harness.npy import write_npy
+from harness.vocabulary.digest import file_sha256
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.npy import write_npy
 
 log = logging.getLogger(__name__)
 

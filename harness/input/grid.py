@@ -15,8 +15,8 @@ import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.encode.precision import ENGINES, PRECISIONS, precision_problem
-from harness.errors import HarnessError
+from harness.vocabulary.precision import ENGINES, PRECISIONS, precision_problem
+from harness.vocabulary.errors import HarnessError
 
 log = logging.getLogger(__name__)
 

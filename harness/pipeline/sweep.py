@@ -22,12 +22,12 @@ import torch
 from harness.encode.engines import SentenceTransformersEngine, count_tokens
 from harness.encode.models import (load_sentence_transformer, make_engine, position_limit, resolve_device,
                                    weights_fingerprint)
-from harness.encode.precision import precision_problem
-from harness.errors import HarnessError
-from harness.profile import timing
-from harness.records import ProfilePoint, ProfileRecord, utc_now
-from harness.suite import EncoderSpec
-from harness.tables import fmt_num, text_table
+from harness.vocabulary.precision import precision_problem
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary import timing
+from harness.scoring.records import ProfilePoint, ProfileRecord, utc_now
+from harness.input.suite import EncoderSpec
+from harness.vocabulary.tables import fmt_num, text_table
 
 T = TypeVar("T")
 
@@ -55,7 +55,7 @@ def synthetic_texts(n: int, tokens: int, *, seed: int = 0) -> list[str]:
 def dataset_texts(path: Path, n: int, *, seed: int = 0) -> list[str]:
     """n passages drawn (seeded, uniformly) from a BEIR folder or a collection.tsv in one pass: a reservoir
     sample, so memory holds n texts whatever the corpus size (all of them, shuffled, if it has fewer)."""
-    from harness.datasets import iter_corpus_texts
+    from harness.input.datasets import iter_corpus_texts
 
     texts = reservoir_sample(iter_corpus_texts(path), n, seed=seed)
     if not texts:

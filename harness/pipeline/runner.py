@@ -16,17 +16,17 @@ from typing import TypeVar
 
 import numpy as np
 
-from harness.cache import ChunkInfo, EmbeddingStore, MemoryStore, cache_root, cache_write_error
-from harness.compat import CorpusSource, check_dimensions, load_encoders
-from harness.corpus import as_strings
-from harness.datasets import Dataset, load_dataset
+from harness.encode.store import ChunkInfo, EmbeddingStore, MemoryStore, cache_root, cache_write_error
+from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
+from harness.input.corpus import as_strings
+from harness.input.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
-from harness.errors import HarnessError
-from harness.metrics import Evaluation, holes, parse_measure
-from harness.profile import timing
-from harness.progress import progress
-from harness.records import (
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.metrics import Evaluation, holes, parse_measure
+from harness.vocabulary import timing
+from harness.vocabulary.progress import progress
+from harness.scoring.records import (
     ChunkTiming,
     DatasetInfo,
     DocumentEncoderInfo,
@@ -44,9 +44,9 @@ from harness.records import (
     utc_now,
     write_run_record,
 )
-from harness.retrieval import exact_top_k
-from harness.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
-from harness.tables import markdown_table, md_escape
+from harness.search.exact import exact_top_k
+from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
+from harness.vocabulary.tables import markdown_table, md_escape
 
 log = logging.getLogger(__name__)
 
@@ -308,7 +308,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
                      ranking: Mapping[str, Mapping[str, float]] | None = None,
                      documents: DocumentEncoderInfo | None = None) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured; with the ranking (qid -> docid ->
-    score), it also states the judgment holes of the top 10 (`harness.metrics.holes`)."""
+    score), it also states the judgment holes of the top 10 (`harness.scoring.metrics.holes`)."""
     spec = encoder.spec
     infos = store.infos()
     totals = ChunkInfo.summed(infos)

@@ -19,10 +19,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.datasets import read_run
-from harness.errors import HarnessError
-from harness.external import Judgments, judgments_of_record, load_judgments, with_added_qrels
-from harness.records import RunRecord, find_records, load, record_file
+from harness.input.datasets import read_run
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.external import Judgments, judgments_of_record, load_judgments, with_added_qrels
+from harness.scoring.records import RunRecord, find_records, load, record_file
 
 PathLike = str | os.PathLike[str]
 HEADER = "query-id\tcorpus-id\ttext"

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.digest import file_sha256
-from harness.errors import HarnessError
-from harness.npy import write_npy
-from harness.profile.timing import cpu_model
-from harness.records import StoreOrigin, utc_now
+from harness.vocabulary.digest import file_sha256
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.npy import write_npy
+from harness.vocabulary.timing import cpu_model
+from harness.scoring.records import StoreOrigin, utc_now
 
 def cache_root() -> Path:
     """Where embedding stores (and generated random-weight models) live: $HARNESS_CACHE or ~/.cache/harness."""

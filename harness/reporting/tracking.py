@@ -13,8 +13,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.records import ProfileRecord, RunRecord
+from harness.vocabulary.errors import HarnessError
+from harness.scoring.records import ProfileRecord, RunRecord
 
 _INVALID = re.compile(r"[^\w.\- :/]")
 
@@ -76,7 +76,7 @@ def log_run_records(uri: str, records: Sequence[tuple[RunRecord, Path]], *, expe
     ids = []
     for record, folder in records:
         experiment_id = _experiment(client, experiment or record.suite.name)
-        tags = {"harness.kind": "run", "harness.record": str(folder), "harness.suite": record.suite.name,
+        tags = {"harness.kind": "run", "harness.record": str(folder), "harness.input.suite": record.suite.name,
                 "harness.dataset": record.dataset.name, "harness.encoder": record.encoder.name}
         ids.append(_log(client, experiment_id, f"{record.dataset.name} × {record.encoder.name}", tags,
                         run_params(record), run_metrics(record), folder))
