@@ -23,6 +23,7 @@ from harness.analysis.stats import Test
 from harness.input.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
 from harness.vocabulary.precision import EngineName, Precision
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.validation import validated
 from harness.scoring.metrics import Evaluation, evaluate as _evaluate
 from harness.vocabulary.timing import LATENCY_CALLS
 from harness.input.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
@@ -86,18 +87,7 @@ def _dataset_spec(dataset: PathLike, *, name: str | None, **options: Any) -> Dat
         raise HarnessError(f"{dataset}: dataset folder not found; {BEIR_LAYOUT}; or give an ir_datasets id")
     else:
         raw = {"name": name or str(dataset), "ir_datasets": str(dataset), **options}
-    return _validated(DatasetSpec, raw, "dataset")
-
-
-def _validated(model: type[Any], raw: dict[str, Any], what: str) -> Any:
-    from pydantic import ValidationError
-
-    try:
-        return model.model_validate(raw)
-    except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or what}: {e['msg'].removeprefix('Value error, ')}"
-                             for e in exc.errors())
-        raise HarnessError(f"invalid {what} options: {problems}") from None
+    return validated(DatasetSpec, raw, "dataset options")
 
 
 # ---------------------------------------------------------------- one model, in memory
@@ -153,18 +143,18 @@ def evaluate_model(
     if loaded_model:
         _require_sentence_transformer(model)
     model_id = _model_id(model) if loaded_model else str(model)
-    encoder_spec = _validated(EncoderSpec, {
+    encoder_spec = validated(EncoderSpec, {
         "name": name or Path(model_id).name or model_id, "model": model_id, "similarity": similarity,
         "max_seq_length": max_seq_length, "batch_size": batch_size, "precision": precision, "device": device,
         "engine": engine, "query_prefix": query_prefix,
-        "document_prefix": document_prefix if document_model is None else ""}, "encoder")
+        "document_prefix": document_prefix if document_model is None else ""}, "encoder options")
     if isinstance(dataset, Dataset):
         dataset_spec = DatasetSpec.model_construct(name=dataset.name)  # loaded already: the spec only names it
     else:
         dataset_spec = _dataset_spec(dataset, name=None, split=split, relevance_level=relevance_level,
                                      drop_self_hits=drop_self_hits)
-    suite = _validated(Suite, {"name": "evaluate_model", "datasets": [dataset_spec], "encoders": [encoder_spec],
-                               "metrics": metrics, "top_k": top_k}, "evaluation")
+    suite = validated(Suite, {"name": "evaluate_model", "datasets": [dataset_spec], "encoders": [encoder_spec],
+                               "metrics": metrics, "top_k": top_k}, "evaluation options")
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
     options = RunOptions(latency_calls=latency_calls, progress=progress)
     store = MemoryStore(len(data.corpus), chunk_rows=len(data.corpus))
@@ -400,7 +390,9 @@ def churn(
     found = churn_between(runs[0], runs[1], k=k, p=p, rankings=(rankings[0], rankings[1]), metrics=metrics,
                           seed=seed, n_resamples=n_resamples)
     if output is not None:
-        found.save(Path(output))
+        from harness.reporting import save_churn
+
+        save_churn(found, Path(output))
     return found
 
 

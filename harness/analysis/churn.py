@@ -171,16 +171,9 @@ class Churn:
                 "per_query": {q.qid: {"overlap": q.overlap, "rbo": q.rbo, "identical": q.identical,
                                       "deltas": q.deltas} for q in self.queries}}
 
-    def figure(self):
-        from harness.reporting.plots import churn_distribution
-
-        return churn_distribution(self.overlaps, self.rbos, k=self.k, p=self.p,
-                                  title=f"{self.dataset}: {self.b} vs {self.a}")
-
     def save(self, output: Path) -> list[Path]:
-        """churn.json (everything), churn.csv (per query) and churn.png/.svg (the distributions) under ``output``."""
-        from harness.reporting.plots import save
-
+        """churn.json (everything) and churn.csv (per query) under ``output`` (``harness.reporting.save_churn`` adds
+        the plots)."""
         try:
             output.mkdir(parents=True, exist_ok=True)
             (output / "churn.json").write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
@@ -191,7 +184,7 @@ class Churn:
                 for q in self.queries:
                     writer.writerow([q.qid, q.overlap, q.rbo, int(q.identical),
                                      *(q.deltas.get(m, "") for m in metrics)])
-            return [output / "churn.json", output / "churn.csv", *save(self.figure(), output / "churn")]
+            return [output / "churn.json", output / "churn.csv"]
         except OSError as exc:
             raise HarnessError(f"{output}: cannot write the churn files ({exc.strerror})") from None
 

@@ -15,6 +15,8 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from harness.vocabulary.statistics import TESTS, Test
+
 __all__ = [
     "TESTS",
     "NonInferiority",
@@ -37,9 +39,6 @@ __all__ = [
     "win_tie_loss",
 ]
 
-# The paired significance tests behind verdicts (compare, check, a suite's baseline, the CLI's --test).
-Test = Literal["randomization", "t-test"]
-TESTS: tuple[Test, ...] = get_args(Test)
 
 # Resampling works on (batch, n) arrays; cap each batch at ~4M floats (32 MB) so that
 # 10,000 resamples of a 7,000-query MS MARCO dev vector stay within bounded memory.

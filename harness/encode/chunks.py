@@ -13,9 +13,19 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 
 from harness.vocabulary import timing
+from harness.vocabulary.validation import StrictModel
 
 if TYPE_CHECKING:
     from harness.encode.models import Encoder
+
+
+class EncodingHost(StrictModel):
+    """A machine that encoded corpus chunks of a record in its run (a Ray run may use several)."""
+
+    host: str
+    hardware_key: str  # `timing.hardware_key` of the encoding process: CPU model | torch threads | GPU
+    chunks: int
+    rows: int
 
 
 class ChunkStore(Protocol):

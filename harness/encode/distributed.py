@@ -29,12 +29,11 @@ import numpy as np
 
 from harness.encode.store import STORE_DTYPES, EmbeddingStore
 from harness.input.datasets import Dataset
-from harness.encode.chunks import EncodedChunk, encode_chunk, this_host
+from harness.encode.chunks import EncodingHost, EncodedChunk, encode_chunk, this_host
 from harness.encode.models import Encoder
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.timing import release_free_heap
 from harness.vocabulary.progress import progress as show_progress
-from harness.scoring.records import EncodingHost
 from harness.input.suite import EncoderSpec
 
 log = logging.getLogger(__name__)

@@ -34,7 +34,17 @@ from harness.vocabulary.digest import file_sha256
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.npy import write_npy
 from harness.vocabulary.timing import cpu_model
-from harness.scoring.records import StoreOrigin, utc_now
+from harness.vocabulary.timing import utc_now
+from harness.vocabulary.validation import StrictModel
+
+class StoreOrigin(StrictModel):
+    """The run that created an embedding store (kept in its meta.json): when, where, on which CPU. Its versions
+    are the record's ``EmbeddingProvenance.versions``: they are part of the store's key."""
+
+    created_at: str
+    hostname: str
+    cpu_model: str
+
 
 def cache_root() -> Path:
     """Where embedding stores (and generated random-weight models) live: $HARNESS_CACHE or ~/.cache/harness."""

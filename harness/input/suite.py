@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-import reprlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -11,11 +9,12 @@ import yaml
 from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
                       ValidationError, field_validator, model_validator)
 
-from harness.analysis.stats import Test
+from harness.vocabulary.statistics import Test
 from harness.vocabulary.precision import EngineName, Precision, precision_problem
 from harness.vocabulary.errors import HarnessError
 from harness.input.grid import validate_grid
-from harness.scoring.metrics import parse_measure
+from harness.vocabulary.measures import parse_measure
+from harness.vocabulary.validation import StrictModel, clip, explain_errors
 
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
 # Cached corpus embeddings: "auto" reuses a store whose key (weights, data, settings, versions) matches;
@@ -29,8 +28,6 @@ Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict(), AllowInfNan(False)]
 # A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS (harness.input.grid).
 MAX_SUITE_NODES = 100_000
-MAX_MESSAGE_LINE = 500  # characters of one error line that echoes input
-MAX_MESSAGE_LINES = 20
 
 
 def _visible(name: str) -> str:
@@ -43,16 +40,12 @@ def _visible(name: str) -> str:
 Name = Annotated[str, AfterValidator(_visible)]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Expectation(_Strict):
+class Expectation(StrictModel):
     value: Float
     tolerance: Float = Field(default=0.0, ge=0)
 
 
-class SpeedGate(_Strict):
+class SpeedGate(StrictModel):
     """Encoding throughput and query p99 latency against the baseline's, on the same hardware only.
 
     Each is a speed ratio, new / baseline (for latency: baseline p99 / new p99), bounded from the records'
@@ -66,14 +59,14 @@ class SpeedGate(_Strict):
     alpha: Float = Field(default=0.05, gt=0, lt=1)
 
 
-class NonInferiorityMargin(_Strict):
+class NonInferiorityMargin(StrictModel):
     """"Not worse by more than ``margin``" (metric units): PASS only when the one-sided (1 - alpha) lower
     confidence bound of mean(new - baseline) over the queries is above -margin."""
 
     margin: Float = Field(gt=0)
 
 
-class Baseline(_Strict):
+class Baseline(StrictModel):
     """A baseline to hold an encoder to (``harness check``): records of an earlier run of the same suite.
 
     A metric FAILs when it dropped by more than ``max_drop`` *and* the drop is significant at
@@ -103,7 +96,7 @@ class Baseline(_Strict):
         return data
 
 
-class DatasetSpec(_Strict):
+class DatasetSpec(StrictModel):
     """One dataset: exactly one of a BEIR folder, an ir_datasets id, or MS MARCO TSV files."""
 
     name: Name
@@ -139,7 +132,7 @@ class DatasetSpec(_Strict):
         return "msmarco_tsv"
 
 
-class DocumentModel(_Strict):
+class DocumentModel(StrictModel):
     """Where the corpus embeddings that an encoder's queries search come from, when not from the encoder itself
     (backward compatibility: can version N's queries search version N-1's corpus?). Exactly one of:
 
@@ -191,7 +184,7 @@ class DocumentModel(_Strict):
                            document_prefix=self.document_prefix)
 
 
-class EncoderSpec(_Strict):
+class EncoderSpec(StrictModel):
     name: Name
     model: str = Field(min_length=1)
     similarity: Similarity = "dot"
@@ -223,7 +216,7 @@ class EncoderSpec(_Strict):
         return self
 
 
-class Suite(_Strict):
+class Suite(StrictModel):
     name: Name
     description: str = ""
     datasets: list[DatasetSpec] = Field(min_length=1)
@@ -349,7 +342,7 @@ def load_suite(path: str | Path) -> Suite:
     except UnicodeDecodeError as exc:
         raise HarnessError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise HarnessError(f"{path}: malformed YAML: {_clip(str(exc))}") from None
+        raise HarnessError(f"{path}: malformed YAML: {clip(str(exc))}") from None
     except RecursionError:
         raise HarnessError(f"{path}: the YAML is nested too deeply to read; a suite needs a few levels") from None
     if not isinstance(raw, dict):
@@ -399,9 +392,9 @@ def parse_suite(raw: dict[str, Any], *, source: Path) -> Suite:
     try:
         suite = Suite.model_validate({**raw, "source": source})
     except ValidationError as exc:
-        raise HarnessError(f"{source}: invalid suite:\n{explain_errors(exc)}") from None
+        raise HarnessError(f"{source}: invalid suite:\n{explain_errors(exc, allowed_keys=_allowed_keys)}") from None
     except HarnessError as exc:  # a metric name rejected by parse_measure
-        raise HarnessError(f"{source}: field 'metrics': {_clip(str(exc))}") from None
+        raise HarnessError(f"{source}: field 'metrics': {clip(str(exc))}") from None
     return _resolve_paths(suite, source)
 
 
@@ -448,44 +441,6 @@ _MODELS: dict[str, type[BaseModel]] = {
     "speed": SpeedGate,
     "document_model": DocumentModel,
 }
-
-
-_TYPE_FIXES = {
-    "int_type": "write a whole number without quotes, e.g. 10",
-    "float_type": "write a number without quotes, e.g. 0.05",
-    "bool_type": "write true or false without quotes",
-    "finite_number": "write a finite number",
-}
-
-
-def explain_errors(exc: ValidationError) -> str:
-    """One line per problem (MAX_MESSAGE_LINES at most), each clipped: the lines echo keys and values."""
-    errors = exc.errors()
-    lines = []
-    for err in errors[:MAX_MESSAGE_LINES]:
-        loc = ".".join(str(part) for part in err["loc"])
-        if err["type"] == "extra_forbidden":
-            key = str(err["loc"][-1])
-            allowed = _allowed_keys(err["loc"])
-            hint = difflib.get_close_matches(key, allowed, n=1)
-            suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
-            lines.append(f"  {loc}: unknown key '{key}'{suggestion} Allowed: {', '.join(allowed)}")
-        else:
-            message = err["msg"].removeprefix("Value error, ")
-            if err["type"] in _TYPE_FIXES:
-                message += f", not {reprlib.repr(err['input'])}: {_TYPE_FIXES[err['type']]}"
-            lines.append(f"  {loc or '(top level)'}: {message}")
-    if len(errors) > MAX_MESSAGE_LINES:
-        lines.append(f"  ... and {len(errors) - MAX_MESSAGE_LINES} more")
-    return "\n".join(map(_clip, lines))
-
-
-def _clip(text: str) -> str:
-    """``text`` with its middle left out beyond MAX_MESSAGE_LINE characters (the field and the fix stay)."""
-    if len(text) <= MAX_MESSAGE_LINE:
-        return text
-    half = MAX_MESSAGE_LINE // 2
-    return f"{text[:half]}...({len(text) - 2 * half:,} characters left out)...{text[-half:]}"
 
 
 def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:

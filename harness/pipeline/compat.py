@@ -19,8 +19,10 @@ from harness.encode.store import EmbeddingStore, store_key
 from harness.input.datasets import Dataset
 from harness.encode.models import Encoder
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import DocumentEncoderInfo, DocumentSettings, RunRecord, StoreOrigin, load_run_record
-from harness.input.suite import DocumentModel, EncoderSpec, Suite, explain_errors
+from harness.scoring.records import (DocumentEncoderInfo, DocumentSettings, RunRecord, load_run_record)
+from harness.encode.store import StoreOrigin
+from harness.input.suite import DocumentModel, EncoderSpec, Suite
+from harness.vocabulary.validation import explain_errors
 
 
 @dataclass(frozen=True)

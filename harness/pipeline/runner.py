@@ -26,24 +26,9 @@ from harness.vocabulary.errors import HarnessError
 from harness.scoring.metrics import Evaluation, holes, parse_measure
 from harness.vocabulary import timing
 from harness.vocabulary.progress import progress
-from harness.scoring.records import (
-    ChunkTiming,
-    DatasetInfo,
-    DocumentEncoderInfo,
-    EmbeddingProvenance,
-    EmbeddingStoreInfo,
-    EncoderInfo,
-    EncodingHost,
-    Holes,
-    Performance,
-    RecallCurve,
-    RunRecord,
-    SuiteInfo,
-    TimedRows,
-    score,
-    utc_now,
-    write_run_record,
-)
+from harness.scoring.records import (ChunkTiming, DatasetInfo, DocumentEncoderInfo, EmbeddingProvenance, EmbeddingStoreInfo, EncoderInfo, Holes, Performance, RecallCurve, RunRecord, SuiteInfo, TimedRows, score, write_run_record)
+from harness.encode.chunks import EncodingHost
+from harness.vocabulary.timing import utc_now
 from harness.search.exact import exact_top_k
 from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
 from harness.vocabulary.tables import markdown_table, md_escape

@@ -25,7 +25,8 @@ from harness.encode.models import (load_sentence_transformer, make_engine, posit
 from harness.vocabulary.precision import precision_problem
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary import timing
-from harness.scoring.records import ProfilePoint, ProfileRecord, utc_now
+from harness.scoring.records import (ProfilePoint, ProfileRecord)
+from harness.vocabulary.timing import utc_now
 from harness.input.suite import EncoderSpec
 from harness.vocabulary.tables import fmt_num, text_table
 

@@ -9,15 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+from harness.analysis.churn import Churn
 from harness.vocabulary.errors import HarnessError
 from harness.reporting.data import ReportData, load_report_data
 from harness.reporting.document import build_document
 from harness.reporting.exports import write_exports
-from harness.reporting.figures import draw_all, make_figures
+from harness.reporting.figures import churn_figure, draw_all, make_figures
+from harness.reporting.plots import save as save_figure
 from harness.reporting.folder import write_report_folder
 from harness.reporting.render import to_html, to_markdown
 
-__all__ = ["ReportData", "build_report", "load_report_data", "make_figures"]
+__all__ = ["ReportData", "build_report", "load_report_data", "make_figures", "save_churn"]
 
 FORMATS = ("html", "md")
 
@@ -42,3 +44,12 @@ def build_report(data: ReportData, output: Path, *, formats: Sequence[str] = FOR
         return written + write_exports(data, folder)
 
     return write_report_folder(output, fill)
+
+
+def save_churn(found: Churn, output: Path) -> list[Path]:
+    """churn.json, churn.csv and churn.png/.svg (the distributions of overlap@k and RBO) under ``output``."""
+    written = found.save(output)
+    try:
+        return written + list(save_figure(churn_figure(found), output / "churn"))
+    except OSError as exc:
+        raise HarnessError(f"{output}: cannot write the churn plots ({exc.strerror})") from None

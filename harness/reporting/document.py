@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Literal, Union
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
-from harness.scoring.records import RunRecord, utc_now
+from harness.scoring.records import (RunRecord)
+from harness.vocabulary.timing import utc_now
 from harness.reporting.data import DOWN, UP, ReportData
 from harness.reporting.figures import FigureFile
 from harness.vocabulary.tables import fmt_num, fmt_p

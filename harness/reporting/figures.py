@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 
 from harness.scoring.records import ProfilePoint, slug
 from harness.reporting import plots
+from harness.analysis.churn import Churn
 from harness.reporting.data import ReportData
 
 
@@ -64,7 +65,7 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
             keep(plots.recall_curves(data.recall[dataset], title=f"{dataset}: Recall@k"), "recall", dataset,
                  f"{dataset}: Recall@k, k = 1…{max(r.record.top_k for r in runs)}", dataset)
         for found in (c for c in data.churn if c.dataset == dataset):
-            keep(found.figure(), "churn", dataset, f"{dataset}: ranking churn, {found.b} vs {found.a}", dataset,
+            keep(churn_figure(found), "churn", dataset, f"{dataset}: ranking churn, {found.b} vs {found.a}", dataset,
                  found.b)
         front = data.frontiers.get(dataset)
         if front:
@@ -113,3 +114,9 @@ def _point_label(point: ProfilePoint, points: list[ProfilePoint]) -> str:
             if len({getattr(p, k) for p in points}) > 1]
     parts = [f"len {point.max_seq_length}" if k == "max_seq_length" else str(getattr(point, k)) for k in keys]
     return " ".join(parts + [f"b{point.batch_size}"])
+
+
+def churn_figure(found: Churn) -> Figure:
+    """The distributions of per-query overlap@k and RBO of one churn."""
+    return plots.churn_distribution(found.overlaps, found.rbos, k=found.k, p=found.p,
+                                    title=f"{found.dataset}: {found.b} vs {found.a}")

@@ -27,9 +27,9 @@ from harness.vocabulary.digest import file_sha256
 from harness.input.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
 from harness.vocabulary.errors import HarnessError
 from harness.scoring.metrics import holes, parse_measure
-from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance,
-                             QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score,
-                             find_records, load, record_file, utc_now, write_run_record)
+from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance, QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score, find_records, load, record_file, write_run_record)
+from harness.vocabulary.timing import utc_now
+from harness.vocabulary.validation import validated
 from harness.input.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
 from harness.vocabulary.tables import md_escape
 
@@ -150,9 +150,7 @@ def _qrels_counts(qrels: Mapping[str, Mapping[str, int]]) -> DatasetCounts:
 
 
 def _validated_spec(raw: dict[str, object]) -> DatasetSpec:
-    from harness.api import _validated
-
-    return _validated(DatasetSpec, raw, "dataset")
+    return validated(DatasetSpec, raw, "dataset options")
 
 
 def _existing(path: Path, directory: Path, *, what: str) -> Path:

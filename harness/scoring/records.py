@@ -32,9 +32,12 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
 
+from harness.encode.chunks import EncodingHost
+from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
 from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key
+from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key, utc_now
+from harness.vocabulary.validation import StrictModel, explain_errors
 from harness.vocabulary.precision import EngineName, Precision
 from harness.input.suite import ReuseEmbeddings, Similarity
 
@@ -51,36 +54,32 @@ RUN_TAG = "harness"  # the TREC run tag of a name with nothing left to slug
 LEFTOVER_HOURS = 24  # a writer's temporary record folder this old is a dead writer's, whatever its host
 
 
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # ------------------------------------------------------------------ run records
 
-class SuiteInfo(_Record):
+class SuiteInfo(StrictModel):
     name: str
     path: str | None = None
 
 
-class BeirSource(_Record):
+class BeirSource(StrictModel):
     kind: Literal["beir"] = "beir"
     path: str
     split: str = "test"
 
 
-class MsmarcoTsvSource(_Record):
+class MsmarcoTsvSource(StrictModel):
     kind: Literal["msmarco_tsv"] = "msmarco_tsv"
     collection: str
     queries: str
     qrels: str
 
 
-class IrDatasetsSource(_Record):
+class IrDatasetsSource(StrictModel):
     kind: Literal["ir_datasets"] = "ir_datasets"
     id: str
 
 
-class QrelsSource(_Record):
+class QrelsSource(StrictModel):
     """Judgments only (`harness evaluate --qrels FILE`): no corpus or query texts are known."""
 
     kind: Literal["qrels"] = "qrels"
@@ -91,14 +90,14 @@ DatasetSource = Annotated[Union[BeirSource, MsmarcoTsvSource, IrDatasetsSource, 
                           Field(discriminator="kind")]
 
 
-class DatasetCounts(_Record):
+class DatasetCounts(StrictModel):
     documents: int | None  # None: a qrels file only, corpus unknown
     queries: int
     qrels: int
     qrels_unknown_documents: int = 0
 
 
-class CountedWarning(_Record):
+class CountedWarning(StrictModel):
     """Something odd that did not stop an evaluation, counted: in an external run (``harness evaluate``) or in a
     data set's files."""
 
@@ -108,7 +107,7 @@ class CountedWarning(_Record):
     examples: list[str] = []
 
 
-class DatasetInfo(_Record):
+class DatasetInfo(StrictModel):
     name: str
     source: DatasetSource
     fingerprint: str
@@ -124,7 +123,7 @@ class DatasetInfo(_Record):
                    warnings=[CountedWarning(**vars(w)) for w in dataset.warnings])
 
 
-class EncoderSettings(_Record):
+class EncoderSettings(StrictModel):
     similarity: Similarity
     batch_size: int
     precision: Precision
@@ -139,7 +138,7 @@ class EncoderSettings(_Record):
     threads: int | None = None  # intra-op threads the runtime was given
 
 
-class DocumentSettings(_Record):
+class DocumentSettings(StrictModel):
     """The settings that encoded a corpus (an ``EncoderSettings`` without the query side)."""
 
     batch_size: int
@@ -150,7 +149,7 @@ class DocumentSettings(_Record):
     device: str
 
 
-class DocumentEncoderInfo(_Record):
+class DocumentEncoderInfo(StrictModel):
     """The model whose corpus embeddings the record's queries searched, when not the record's own encoder (a
     backward-compatibility run: the suite's ``document_model``)."""
 
@@ -161,7 +160,7 @@ class DocumentEncoderInfo(_Record):
     record: str | None = None  # the record whose stored corpus embeddings were searched (document_model.record)
 
 
-class EncoderInfo(_Record):
+class EncoderInfo(StrictModel):
     name: str
     model: str  # the model that encoded the queries (and the corpus, unless `documents` says otherwise)
     fingerprint: str
@@ -170,20 +169,20 @@ class EncoderInfo(_Record):
     documents: DocumentEncoderInfo | None = None  # None: this encoder also encoded the corpus
 
 
-class EmbeddingStoreInfo(_Record):
+class EmbeddingStoreInfo(StrictModel):
     key: str | None  # None: embeddings held in memory only (`harness.evaluate_model`)
     dtype: str
     chunk_rows: int
 
 
-class TimedRows(_Record):
+class TimedRows(StrictModel):
     """A timed piece of corpus encoding: rows encoded and the seconds they took."""
 
     rows: int = Field(gt=0)
     seconds: float = Field(ge=0)
 
 
-class ChunkTiming(_Record):
+class ChunkTiming(StrictModel):
     """One embedding-store chunk's encoding time, and the pieces within it as the engine reported progress
     (consecutive batches, merged to at most ``encode.chunks.MAX_TIMED_PIECES`` per chunk; empty when not reported)."""
 
@@ -192,25 +191,7 @@ class ChunkTiming(_Record):
     pieces: list[TimedRows] = []
 
 
-class EncodingHost(_Record):
-    """A machine that encoded corpus chunks of a record in its run (a Ray run may use several)."""
-
-    host: str
-    hardware_key: str  # `timing.hardware_key` of the encoding process: CPU model | torch threads | GPU
-    chunks: int
-    rows: int
-
-
-class StoreOrigin(_Record):
-    """The run that created an embedding store (kept in its meta.json): when, where, on which CPU. Its versions
-    are the record's ``EmbeddingProvenance.versions``: they are part of the store's key."""
-
-    created_at: str
-    hostname: str
-    cpu_model: str
-
-
-class EmbeddingProvenance(_Record):
+class EmbeddingProvenance(StrictModel):
     """Where a record's corpus embeddings came from: encoded by this run ("this-run"), read from the embedding
     store ("cache"), or both: a store that an interrupted run had partly written, resumed ("cache+this-run")."""
 
@@ -240,7 +221,7 @@ class EmbeddingProvenance(_Record):
         return self
 
 
-class Performance(_Record):
+class Performance(StrictModel):
     """What a run cost. Corpus figures come from the run that encoded the corpus (see ``corpus_from_cache``)."""
 
     corpus_encode_s: float
@@ -271,7 +252,7 @@ class Performance(_Record):
     rss_added_mb: float | None = None
 
 
-class GpuInfo(_Record):
+class GpuInfo(StrictModel):
     name: str
     memory_gb: float
     count: int
@@ -280,7 +261,7 @@ class GpuInfo(_Record):
     driver: str | None = None
 
 
-class Environment(_Record):
+class Environment(StrictModel):
     """What a speed figure depends on (``harness.vocabulary.timing.environment()``)."""
 
     hostname: str
@@ -303,7 +284,7 @@ class Environment(_Record):
 _FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 
 
-class RecordFiles(_Record):
+class RecordFiles(StrictModel):
     """The files next to record.json, by role; ``recall_curve`` is None in records that predate it. Each is a
     plain file name in the record's folder (read through ``record_file``)."""
 
@@ -320,7 +301,7 @@ class RecordFiles(_Record):
         return name
 
 
-class RunSource(_Record):
+class RunSource(StrictModel):
     """Where a record's ranking came from when this record's run did not encode and search for it: a run file
     from elsewhere ("external": a BM25 baseline, a vendor API, a reranker), or the stored ranking of another
     record, scored again with other measures or judgments ("record")."""
@@ -334,7 +315,7 @@ class RunSource(_Record):
     warnings: list[CountedWarning] = []
 
 
-class Holes(_Record):
+class Holes(StrictModel):
     """How much of each query's top ``depth`` the qrels judge, and nDCG@depth with its unjudged documents counted
     as not relevant (``ndcg``, the standard value) and as relevant at the dataset's relevance_level
     (``ndcg_unjudged_relevant``, on the qrels completed with them; the ideal DCG is recomputed). Means over every
@@ -348,7 +329,7 @@ class Holes(_Record):
     ndcg_unjudged_relevant: float
 
 
-class RunRecord(_Record):
+class RunRecord(StrictModel):
     schema_version: Literal[2] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
     suite: SuiteInfo
@@ -385,7 +366,7 @@ class RunRecord(_Record):
 
 # ------------------------------------------------------------------ profile records
 
-class ProfilePoint(_Record):
+class ProfilePoint(StrictModel):
     """One swept configuration of `harness profile`: calls of one batch each, timed."""
 
     engine: EngineName
@@ -407,18 +388,18 @@ class ProfilePoint(_Record):
     threads: int | None = None
 
 
-class ProfiledModel(_Record):
+class ProfiledModel(StrictModel):
     model: str
     fingerprint: str
 
 
-class DataTexts(_Record):
+class DataTexts(StrictModel):
     kind: Literal["data"] = "data"
     path: str
     n: int
 
 
-class SyntheticTexts(_Record):
+class SyntheticTexts(StrictModel):
     kind: Literal["synthetic"] = "synthetic"
     tokens: int
     n: int
@@ -427,7 +408,7 @@ class SyntheticTexts(_Record):
 ProfileTexts = Annotated[Union[DataTexts, SyntheticTexts], Field(discriminator="kind")]
 
 
-class ProfileRecord(_Record):
+class ProfileRecord(StrictModel):
     """The result of `harness profile` for one model: one point per swept configuration."""
 
     schema_version: Literal[2] = SCHEMA_VERSION
@@ -460,7 +441,7 @@ def curve_ks(top_k: int) -> list[int]:
     return sorted(k for k in ks if k <= limit)
 
 
-class RecallCurve(_Record):
+class RecallCurve(StrictModel):
     """Recall@k of every judged query at the cut-offs ``ks``: ``per_query[qid][i]`` is Recall@ks[i]."""
 
     ks: list[int]
@@ -520,10 +501,6 @@ def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappi
 
 
 # ------------------------------------------------------------------ writing
-
-def utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
 
 def slug(text: str, *, fallback: str = "x") -> str:
     """A file-name-safe form of a name (records, plots, exports, TREC run tags)."""
@@ -705,10 +682,7 @@ def load(path: Path | str) -> RunRecord | ProfileRecord:
     try:
         record = _RECORD.validate_python(data)
     except ValidationError as exc:
-        problems = [f"  {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
-        more = [f"  ... and {len(problems) - 10} more"] if len(problems) > 10 else []
-        raise HarnessError(f"{file}: not a valid {data.get('kind', 'run')} record:\n"
-                           + "\n".join(problems[:10] + more)) from None
+        raise HarnessError(f"{file}: not a valid {data.get('kind', 'run')} record:\n{explain_errors(exc)}") from None
     if isinstance(record, RunRecord):
         for role, name in record.files:
             if name is not None:
@@ -785,8 +759,7 @@ def load_recall_curve(directory: Path, record: RunRecord) -> RecallCurve | None:
     except OSError as exc:
         raise HarnessError(f"{path}: cannot read the Recall@k curve ({exc.strerror})") from None
     except ValidationError as exc:
-        raise HarnessError(f"{path}: not a valid Recall@k curve ({exc.error_count()} problem(s), first: "
-                           f"{exc.errors()[0]['msg']})") from None
+        raise HarnessError(f"{path}: not a valid Recall@k curve:\n{explain_errors(exc)}") from None
 
 
 def find_records(paths: list[Path]) -> list[Path]:

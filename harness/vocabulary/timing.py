@@ -14,6 +14,7 @@ import resource
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Literal
@@ -277,3 +278,8 @@ def hardware_key(env: dict[str, object]) -> str:
     gpu = env.get("gpu")
     gpu_name = gpu.get("name") if isinstance(gpu, dict) else "no-gpu"
     return f"{env.get('cpu_model')}|{env.get('torch_threads')}|{gpu_name}"
+
+
+def utc_now() -> str:
+    """Now, in UTC, to the second (ISO 8601): the time stamp of records, stores and reports."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
