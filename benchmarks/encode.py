@@ -45,8 +45,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.vocabulary.precision import RUNTIME_ENGINES, precision_problem  # noqa: E402
 from harness.vocabulary.timing import Latency, cpu_model, environment, synchronize  # noqa: E402
 
@@ -236,8 +236,8 @@ def bench_model(name: str, device: str, args) -> dict:
         return lambda part: st.encode(part, batch_size=batch, convert_to_numpy=True, show_progress_bar=False)
 
     calls = {f"st-{p}": st_call(st_models[p], st_batch[p]) for p in st_models}
-    calls.update({f"fast-{p}": (lambda e: lambda part: e.encode(part))(e) for p, e in fast.items()})
-    calls.update({name: (lambda e: lambda part: e.encode(part))(e) for name, e in runtimes.items()})
+    calls.update({f"fast-{p}": (lambda engine: lambda part: engine.encode(part))(e) for p, e in fast.items()})
+    calls.update({name: (lambda engine: lambda part: engine.encode(part))(e) for name, e in runtimes.items()})
     reference = {f"fast-{p}": f"st-{p}" for p in fast if p in st_models}
     reference.update({name: f"st-{e.precision}" for name, e in runtimes.items() if e.precision in st_models})
 

@@ -40,8 +40,8 @@ import torch  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import Batch, FastEngine  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.tokenize import TextTokenizer, pad_batch  # noqa: E402
 from harness.pipeline.sweep import datasheet_peak, forward_flops  # noqa: E402
 from harness.vocabulary.timing import Latency, environment, synchronize  # noqa: E402

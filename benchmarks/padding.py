@@ -25,8 +25,8 @@ import numpy as np  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
+from harness.encode.models import load_sentence_transformer  # noqa: E402
 from harness.pipeline.sweep import dataset_texts  # noqa: E402
 
 

@@ -148,12 +148,12 @@ def write_suite(path: Path, info: dict, model: str) -> Path:
 def child_run(args: argparse.Namespace) -> int:
     """`harness run` in this process, with the stages' functions wrapped to log (enter/exit, monotonic time)."""
     sys.path.insert(0, str(REPO))
-    import harness.input.corpus as corpus
     import harness.encode.distributed as distributed
     import harness.encode.tokenize as tokenize
+    import harness.input.corpus as corpus
     import harness.pipeline.runner as runner
-    from harness.encode.store import EmbeddingStore
     from harness.cli import main
+    from harness.encode.store import EmbeddingStore
 
     events = open(args.events, "a", buffering=1)
     stack: list[list] = []  # [stage, started, seconds spent in nested stages]

@@ -82,8 +82,8 @@ def child_search(args: argparse.Namespace) -> dict:
     import psutil
     import torch
 
-    from harness.vocabulary import timing
     from harness.search.exact import exact_top_k
+    from harness.vocabulary import timing
 
     store = _store(args.workdir, args.n, args.dim, args.chunk_rows)
     queries = np.random.default_rng([SEED, 1, 0]).standard_normal((args.queries, args.dim), dtype=np.float32)
@@ -121,8 +121,8 @@ def child_search(args: argparse.Namespace) -> dict:
 
 def child_pipeline(args: argparse.Namespace) -> dict:
     from harness.cli import main
-    from harness.vocabulary.timing import peak_rss_mb
     from harness.scoring.records import load_run_record
+    from harness.vocabulary.timing import peak_rss_mb
 
     with tempfile.TemporaryDirectory(prefix="scale-pipeline-") as tmp:
         started = time.perf_counter()
@@ -320,8 +320,9 @@ def table(results: dict) -> str:
     if pipe:
         counts = pipe["counts"][0] if pipe["counts"] else {}
         lines.append("")
-        lines.append(f"Whole pipeline, `harness run {Path(pipe['suite']).name}` ({counts.get('documents', '?')} passages, "
-                     f"{counts.get('queries', '?')} queries, fresh cache, fp16 store): exit {pipe['exit_code']}, "
+        lines.append(f"Whole pipeline, `harness run {Path(pipe['suite']).name}` "
+                     f"({counts.get('documents', '?')} passages, {counts.get('queries', '?')} queries, fresh cache, "
+                     f"fp16 store): exit {pipe['exit_code']}, "
                      f"{pipe['wall_s']:.1f} s wall, peak RSS {pipe['peak_rss_mb']:.0f} MB.")
     return "\n".join(lines)
 

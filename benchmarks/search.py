@@ -24,8 +24,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.search import exact as retrieval  # noqa: E402
-from harness.vocabulary.timing import peak_rss_mb  # noqa: E402
 from harness.search.exact import exact_top_k  # noqa: E402
+from harness.vocabulary.timing import peak_rss_mb  # noqa: E402
 
 
 def naive_top_k(queries: np.ndarray, corpus: np.ndarray, k: int, chunk_size: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,8 +1,8 @@
 """The speed gate of `harness check` (suite `baseline.speed`), measured: false alarms and detection.
 
 One process, the bundled all-MiniLM-L6-v2 on NovelEval (420 passages, 21 queries), CPU. Every run is a full
-`harness.pipeline.runner.run_one` with an in-memory embedding store, so the corpus is always encoded (never read from the
-cache) and the record keeps its per-batch encode times and per-call query latencies. The first run of the fast
+`harness.pipeline.runner.run_one` with an in-memory embedding store, so the corpus is always encoded (never read from
+the cache) and the record keeps its per-batch encode times and per-call query latencies. The first run of the fast
 engine is the baseline; then, interleaved, N reruns of the same unchanged code, the fast engine with oneDNN off
 (`cpu_kernels="aten"`, a lost fast path) and the sentence-transformers engine. Each is checked against the
 baseline by `harness.analysis.check.speed_results`, exactly as `harness check` does.
@@ -28,12 +28,12 @@ sys.path.insert(0, str(REPO))
 
 from harness.analysis.check import speed_results  # noqa: E402
 from harness.analysis.compare import LoadedRun  # noqa: E402
-from harness.input.datasets import load_dataset  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
 from harness.encode.models import Encoder  # noqa: E402
 from harness.encode.store import MemoryStore  # noqa: E402
-from harness.pipeline.runner import RunOptions, run_one  # noqa: E402
+from harness.input.datasets import load_dataset  # noqa: E402
 from harness.input.suite import SpeedGate, parse_suite  # noqa: E402
+from harness.pipeline.runner import RunOptions, run_one  # noqa: E402
 
 SUITE = {
     "name": "speed-gate",
@@ -99,9 +99,10 @@ def main() -> int:
         encoder = aten if label.startswith("oneDNN") else st if label.startswith("sentence") else fast
         current = run(label, encoder)
         checks = speed_results(baseline, current, gate, encoder="minilm", seed=0, n_resamples=10_000)
-        rows.append({"run": label, "load_average": os.getloadavg()[0], **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
-                                                 "baseline": c.expected, "new": c.actual, "message": c.message}
-                                      for c in checks}})
+        rows.append({"run": label, "load_average": os.getloadavg()[0],
+                     **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
+                                   "baseline": c.expected, "new": c.actual, "message": c.message}
+                        for c in checks}})
 
     reruns = [r for r in rows if r["run"].startswith("rerun")]
     false_alarms = sum(any(r[m]["status"] == "FAIL" for m in ("passages/s", "query p99 ms")) for r in reruns)

@@ -25,13 +25,16 @@ _EXPORTS = {
     "evaluate_model": "harness.api", "run_suite": "harness.api", "compare": "harness.api", "check": "harness.api",
     "report": "harness.api", "evaluate": "harness.api", "load_qrels": "harness.api", "load_run": "harness.api",
     "load_dataset": "harness.api", "churn": "harness.api", "SuiteResult": "harness.api", "Report": "harness.api",
-    "ModelEvaluation": "harness.pipeline.runner", "RunOutcome": "harness.pipeline.runner", "Evaluation": "harness.scoring.metrics",
+    "evaluate_per_query": "harness.api", "scored_runs": "harness.api",
+    "ScoredRun": "harness.scoring.scored", "RunOutcome": "harness.scoring.scored",
     "Dataset": "harness.input.datasets", "Suite": "harness.input.suite", "load_suite": "harness.input.suite",
     "Comparison": "harness.analysis.compare", "CheckReport": "harness.analysis.check",
     "Churn": "harness.analysis.churn",
     "HarnessError": "harness.vocabulary.errors",
+    "sweep": "harness.api", "profile": "harness.api", "power": "harness.api", "cache_stores": "harness.api",
+    "clear_cache": "harness.api",
     "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external", "rescore": "harness.scoring.external",
-    "RunEvaluation": "harness.scoring.external", "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
+    "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -40,14 +43,14 @@ if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
-    from harness.api import (Report, SuiteResult, check, churn, compare, evaluate, evaluate_model, load_dataset,
-                             load_qrels, load_run, report, run_suite)
+    from harness.api import (Report, SuiteResult, cache_stores, check, churn, clear_cache, compare, evaluate,
+                             evaluate_model, evaluate_per_query, load_dataset, load_qrels, load_run, power, profile,
+                             report, run_suite, scored_runs, sweep)
     from harness.input.datasets import Dataset
     from harness.vocabulary.errors import HarnessError
-    from harness.scoring.external import RunEvaluation, evaluate_run, evaluate_runs, rescore
+    from harness.scoring.external import evaluate_run, evaluate_runs, rescore
     from harness.analysis.pooling import Pool, pool
-    from harness.scoring.metrics import Evaluation
-    from harness.pipeline.runner import ModelEvaluation, RunOutcome
+    from harness.scoring.scored import RunOutcome, ScoredRun
     from harness.input.suite import Suite, load_suite
 
 

@@ -13,7 +13,7 @@ Options are keyword-only; bad input raises `HarnessError` naming the field and t
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,22 +24,26 @@ from harness.input.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_s
 from harness.vocabulary.precision import EngineName, Precision
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.validation import validated
-from harness.scoring.metrics import Evaluation, evaluate as _evaluate
+from harness.scoring.metrics import means, per_query_values
+from harness.scoring.scored import RunOutcome, ScoredRun, label_runs, load_scored_runs
 from harness.vocabulary.timing import LATENCY_CALLS
+from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
 from harness.input.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
                            cutoff_problem, load_suite, shipped_folder)
 from harness.vocabulary.tables import fmt_num, markdown_table, md_escape, text_table
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
+    from harness.analysis.power import PowerReport
+    from harness.pipeline.runner import RunOptions
+    from harness.scoring.records import ProfileRecord
     from harness.analysis.churn import Churn
-    from harness.analysis.compare import Comparison, LoadedRun
+    from harness.analysis.compare import Comparison
     from harness.scoring.records import RunRecord
     from harness.reporting import ReportData
-    from harness.pipeline.runner import ModelEvaluation, RunOutcome
 
-__all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "load_dataset",
-           "load_qrels", "load_run", "report", "results_table", "run_suite"]
+__all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "evaluate_per_query",
+           "load_dataset", "load_qrels", "load_run", "report", "results_table", "run_suite", "scored_runs"]
 
 PathLike = str | os.PathLike[str]
 
@@ -59,13 +63,20 @@ def load_run(path: PathLike) -> dict[str, dict[str, float]]:
 
 
 def evaluate(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]], metrics: Sequence[str] | str, *,
-             relevance_level: int = 1) -> Evaluation:
-    """trec_eval-exact metrics (via pytrec_eval): per query and mean over every judged query (``-c``).
+             relevance_level: int = 1) -> dict[str, float]:
+    """trec_eval-exact metrics (via pytrec_eval): each metric's mean over every judged query (``-c``).
 
     ``metrics`` are names such as ``MRR@10``, ``nDCG@10``, ``Recall@100``, ``MAP``, ``P@5``, and for pooled
     judgments ``Judged@10``, ``Rprec``, ``Bpref``, ``infAP``, ``nDCG``, ``Success@10``; results are keyed by the
-    names exactly as given."""
-    return _evaluate(qrels, run, metrics, relevance_level=relevance_level)
+    names exactly as given. `evaluate_per_query` gives the values behind each mean."""
+    return means(per_query_values(qrels, run, metrics, relevance_level=relevance_level))
+
+
+def evaluate_per_query(qrels: dict[str, dict[str, int]], run: dict[str, dict[str, float]],
+                       metrics: Sequence[str] | str, *, relevance_level: int = 1) -> dict[str, dict[str, float]]:
+    """The values behind `evaluate`: metric -> query id -> value, for every judged query (0 where the run has
+    nothing for it)."""
+    return per_query_values(qrels, run, metrics, relevance_level=relevance_level)
 
 
 def load_dataset(dataset: PathLike, *, name: str | None = None, split: str = "test", relevance_level: int = 1,
@@ -114,7 +125,7 @@ def evaluate_model(
     document_model: Any = None,
     latency_calls: int = LATENCY_CALLS,
     progress: bool = True,
-) -> ModelEvaluation:
+) -> ScoredRun:
     """Encode a data set with a model, search exactly, and score the ranking: all in memory, no file written
     (no record, no embedding cache).
 
@@ -131,7 +142,7 @@ def evaluate_model(
     from harness.pipeline.compat import check_dimensions, corpus_source
     from harness.encode.models import Encoder
     from harness.encode.store import MemoryStore
-    from harness.pipeline.runner import RunOptions, run_one
+    from harness.pipeline.runner import run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
@@ -156,7 +167,7 @@ def evaluate_model(
     suite = validated(Suite, {"name": "evaluate_model", "datasets": [dataset_spec], "encoders": [encoder_spec],
                                "metrics": metrics, "top_k": top_k}, "evaluation options")
     data = dataset if isinstance(dataset, Dataset) else _load_spec(dataset_spec)
-    options = RunOptions(latency_calls=latency_calls, progress=progress)
+    options = run_options(latency_calls=latency_calls, progress=progress)
     store = MemoryStore(len(data.corpus), chunk_rows=len(data.corpus))
     loaded_documents = document_model is not None and not isinstance(document_model, (str, os.PathLike, dict))
     if loaded_documents:
@@ -217,7 +228,7 @@ class SuiteResult:
         return [o for o in self.outcomes if not o.ok]
 
     @property
-    def results(self) -> list[ModelEvaluation]:
+    def results(self) -> list[ScoredRun]:
         return [o.result for o in self.outcomes if o.result is not None]
 
     @property
@@ -260,27 +271,90 @@ def run_suite(
     suite: PathLike | Suite,
     *,
     output: PathLike | None = None,
-    fail_fast: bool = False,
     cache: PathLike | None = None,
+    store_dtype: StoreDtype = "auto",
+    chunk_rows: int = DEFAULT_CHUNK_ROWS,
     progress: bool = True,
-    executor: Literal["local", "ray"] = "local",
+    fail_fast: bool = False,
+    executor: Executor = "local",
     ray_address: str | None = None,
     reuse_embeddings: ReuseEmbeddings | None = None,
+    latency_calls: int = LATENCY_CALLS,
+    mlflow: str | None = None,
+    mlflow_experiment: str | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
 ) -> SuiteResult:
     """Evaluate every dataset x encoder of a suite (a file, a shipped suite name such as ``quick``, or a `Suite`).
 
     With ``output`` each result is also written as a record directory there (what `harness run` does);
     without, results stay in memory. A dataset x encoder that fails is recorded in the result (and logged)
     and the rest still runs, unless ``fail_fast``. Corpus embeddings are cached (``cache``, default
-    ``$HARNESS_CACHE`` or ``~/.cache/harness``) and reused when their key (weights, data, settings, engine code
-    and library versions) matches; ``reuse_embeddings="never"`` encodes every corpus again (default: the
-    suite's ``reuse_embeddings``)."""
-    from harness.pipeline.runner import RunOptions, run_suite as run
+    ``$HARNESS_CACHE`` or ``~/.cache/harness``) in chunks of ``chunk_rows`` as ``store_dtype`` (auto: fp16 from 1M
+    passages) and reused when their key (weights, data, settings, engine versions and library versions) matches;
+    ``reuse_embeddings="never"`` encodes every corpus again (default: the suite's ``reuse_embeddings``).
+    ``executor="ray"`` encodes on Ray Data workers (``ray_address``: a cluster; default a local one).
+    ``latency_calls``: single-query calls timed. ``mlflow``: also log each written record to this tracking URI.
+    ``on_outcome`` is called as each dataset x encoder finishes."""
+    from harness.pipeline.runner import run_suite as run
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
-    options = RunOptions(output=_path(output), cache=_path(cache), progress=progress, fail_fast=fail_fast,
-                         executor=executor, ray_address=ray_address, reuse_embeddings=reuse_embeddings)
-    return SuiteResult(loaded, run(loaded, options))
+    options = run_options(output=output, cache=cache, store_dtype=store_dtype, chunk_rows=chunk_rows,
+                          progress=progress, fail_fast=fail_fast, executor=executor, ray_address=ray_address,
+                          reuse_embeddings=reuse_embeddings, latency_calls=latency_calls)
+    if mlflow:
+        from harness.reporting.tracking import require_mlflow
+
+        require_mlflow()
+    result = SuiteResult(loaded, run(loaded, options, on_outcome=on_outcome))
+    if mlflow:
+        from harness.reporting.tracking import log_run_records
+
+        log_run_records(mlflow, [(o.record, o.path) for o in result.outcomes if o.ok and o.path],
+                        experiment=mlflow_experiment)
+    return result
+
+
+def run_options(*, output: PathLike | None = None, cache: PathLike | None = None, store_dtype: StoreDtype = "auto",
+                chunk_rows: int = DEFAULT_CHUNK_ROWS, progress: bool = True, fail_fast: bool = False,
+                executor: Executor = "local", ray_address: str | None = None,
+                reuse_embeddings: ReuseEmbeddings | None = None, latency_calls: int = LATENCY_CALLS) -> RunOptions:
+    """The one place a `RunOptions` is built (every keyword checked), for `run_suite`, `sweep` and `check`."""
+    from harness.pipeline.runner import RunOptions
+
+    return validated(RunOptions, {
+        "output": _path(output), "cache": _path(cache), "store_dtype": store_dtype, "chunk_rows": chunk_rows,
+        "progress": progress, "fail_fast": fail_fast, "executor": executor, "ray_address": ray_address,
+        "reuse_embeddings": reuse_embeddings, "latency_calls": latency_calls}, "run options")
+
+
+def sweep(
+    suite: PathLike | Suite,
+    *,
+    grid: Sequence[str] | None = None,
+    output: PathLike | None = None,
+    cache: PathLike | None = None,
+    progress: bool = True,
+    fail_fast: bool = False,
+    reuse_embeddings: ReuseEmbeddings | None = None,
+    latency_calls: int = LATENCY_CALLS,
+    mlflow: str | None = None,
+    mlflow_experiment: str | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> SuiteResult:
+    """Run every suite encoder at each point of an engine x precision x max_seq_length grid (`harness sweep`):
+    ``grid`` as ``["engine=fast,onnxruntime", "precision=fp32,int8"]``, default the suite's ``grid:`` block. Points
+    that cannot run are skipped (logged); ``SuiteResult.suite`` is the expanded suite. Other options: `run_suite`."""
+    from harness.input.grid import expand_suite, parse_grid_args
+
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    points = parse_grid_args(list(grid)) if grid else loaded.grid
+    if not points:
+        raise HarnessError(f"{loaded.source or loaded.name}: no grid: give --grid KEY=V1,V2 ... or a grid: block "
+                           "in the suite")
+    swept, _ = expand_suite(loaded, points)
+    return run_suite(swept, output=output, cache=cache, progress=progress, fail_fast=fail_fast,
+                     reuse_embeddings=reuse_embeddings, latency_calls=latency_calls, mlflow=mlflow,
+                     mlflow_experiment=mlflow_experiment, on_outcome=on_outcome)
 
 
 def _path(value: PathLike | None) -> Path | None:
@@ -290,7 +364,7 @@ def _path(value: PathLike | None) -> Path | None:
 # ---------------------------------------------------------------- records: compare, check, report
 
 def compare(
-    *records: PathLike | ModelEvaluation | RunOutcome | SuiteResult,
+    *records: PathLike | ScoredRun | RunOutcome | SuiteResult,
     control: str | None = None,
     metrics: Sequence[str] | None = None,
     alpha: float = 0.05,
@@ -299,35 +373,33 @@ def compare(
     n_resamples: int = 10_000,
 ) -> Comparison:
     """Paired significance tests between records of the same dataset (the first, or the encoder named
-    ``control``, is the control): record directories, results folders, or results in memory. Renders
+    ``control``, is the control): record directories, results folders, or scored runs in memory. Renders
     itself as a table in Jupyter."""
     from harness.analysis.compare import compare_runs
 
-    return compare_runs(_loaded_runs(records), control=control, metrics=metrics, alpha=alpha, test=test, seed=seed,
+    return compare_runs(scored_runs(records), control=control, metrics=metrics, alpha=alpha, test=test, seed=seed,
                         n_resamples=n_resamples)
 
 
-def _loaded_runs(items: Sequence[Any]) -> list[LoadedRun]:
-    from harness.analysis.compare import LoadedRun, load_runs
-    from harness.pipeline.runner import ModelEvaluation, RunOutcome
-
-    runs: list[LoadedRun] = []
+def scored_runs(items: Sequence[PathLike | ScoredRun | RunOutcome | SuiteResult]) -> list[ScoredRun]:
+    """Every scored run that ``items`` name: record folders and results folders (read from disk), scored runs in
+    memory (as they are), a suite's outcomes (their records when written, else their results in memory)."""
+    runs: list[ScoredRun] = []
     for item in items:
         if isinstance(item, SuiteResult):
-            runs += _loaded_runs(item.outcomes)
+            runs += scored_runs(item.outcomes)
         elif isinstance(item, RunOutcome):
-            if item.path is not None:
-                runs += load_runs([item.path])
-            elif item.result is not None:
-                runs += _loaded_runs([item.result])
-        elif isinstance(item, ModelEvaluation):
-            runs.append(LoadedRun(Path("in-memory"), item.record, item.per_query))
+            if item.result is None:
+                raise HarnessError(f"{item.dataset} × {item.encoder} failed, so it has no scored run: {item.error}")
+            runs += scored_runs([item.result])
+        elif isinstance(item, ScoredRun):
+            runs.append(item)
         elif isinstance(item, (str, os.PathLike)):
-            runs += load_runs([Path(item)])
+            runs += load_scored_runs([item])
         else:
             raise HarnessError(f"cannot compare a {type(item).__name__}: give record directories, results "
-                               "folders, or results of evaluate_model / run_suite")
-    return runs
+                               "folders, or results of evaluate_model / run_suite / evaluate_run")
+    return label_runs(runs)
 
 
 def check(
@@ -337,32 +409,41 @@ def check(
     output: PathLike | None = None,
     cache: PathLike | None = None,
     reuse_embeddings: ReuseEmbeddings | None = None,
+    latency_calls: int = LATENCY_CALLS,
     seed: int = 0,
     n_resamples: int = 10_000,
     progress: bool = True,
+    json: PathLike | None = None,
+    junit: PathLike | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
 ) -> CheckReport:
     """A suite's expected scores and baselines (`harness check`), on the records under ``results``, or on a
-    fresh run of the suite (records written under ``output`` if given). ``report.failed`` lists what FAILed."""
-    from harness.analysis.check import check_suite, select_records
-    from harness.analysis.compare import load_runs
+    fresh run of the suite (records written under ``output`` if given; a dataset x encoder that fails raises
+    HarnessError naming each). ``report.failed`` lists what FAILed. ``json`` / ``junit``: also write the summary
+    as JSON / JUnit XML there."""
+    from harness.analysis.check import check_suite, select_records, write_outputs
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
     if results is not None:
-        runs = load_runs([Path(p) for p in results])
+        runs = load_scored_runs(results)
         where = ", ".join(map(str, results))
     else:
-        ran = run_suite(loaded, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings)
+        ran = run_suite(loaded, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings,
+                        latency_calls=latency_calls, on_outcome=on_outcome)
         if not ran.ok:
-            raise HarnessError("the suite did not run: " + "; ".join(
-                f"{o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
-        runs = _loaded_runs([ran])
+            raise HarnessError(f"{len(ran.failures)} of {len(ran.outcomes)} dataset x encoder run(s) failed, so "
+                               "nothing was checked:\n" + "\n".join(
+                                   f"  {o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
+        runs = scored_runs([ran])
         where = str(output) if output is not None else "the fresh run"
-    return check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
+    report = check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
+    write_outputs(report, json_path=_path(json), junit_path=_path(junit))
+    return report
 
 
 def churn(
-    a: PathLike | ModelEvaluation | RunOutcome,
-    b: PathLike | ModelEvaluation | RunOutcome,
+    a: PathLike | ScoredRun | RunOutcome,
+    b: PathLike | ScoredRun | RunOutcome,
     *,
     k: int = 10,
     p: float = 0.9,
@@ -373,27 +454,22 @@ def churn(
 ) -> Churn:
     """Ranking churn of B against A (`harness churn`): per query overlap@k and rank-biased overlap (RBO_ext,
     persistence ``p``) of the two rankings, and the paired per-query metric deltas of `compare`. A and B: record
-    directories (or results in memory) of the same dataset. With ``output``, writes churn.json, churn.csv and
+    directories (or scored runs in memory) of the same dataset. With ``output``, writes churn.json, churn.csv and
     churn.png there. Renders itself as tables in Jupyter."""
-    from harness.analysis.churn import churn as churn_between, load_ranking, ordered
-    from harness.pipeline.runner import ModelEvaluation, RunOutcome
+    from harness.analysis.churn import churn as churn_between
 
-    runs, rankings = [], []
+    runs = []
     for item in (a, b):
-        loaded = _loaded_runs([item])
-        if len(loaded) != 1:
-            raise HarnessError(f"churn compares two single records; {item} holds {len(loaded)} run records")
-        runs.append(loaded[0])
-        result = item.result if isinstance(item, RunOutcome) and item.path is None else item
-        rankings.append(ordered({q: dict(r) for q, r in result.run.items()}) if isinstance(result, ModelEvaluation)
-                        else load_ranking(loaded[0]))
-    found = churn_between(runs[0], runs[1], k=k, p=p, rankings=(rankings[0], rankings[1]), metrics=metrics,
-                          seed=seed, n_resamples=n_resamples)
+        found = scored_runs([item])
+        if len(found) != 1:
+            raise HarnessError(f"churn compares two single records; {item} holds {len(found)} run records")
+        runs.append(found[0])
+    result = churn_between(runs[0], runs[1], k=k, p=p, metrics=metrics, seed=seed, n_resamples=n_resamples)
     if output is not None:
         from harness.reporting import save_churn
 
-        save_churn(found, Path(output))
-    return found
+        save_churn(result, Path(output))
+    return result
 
 
 @dataclass(frozen=True)
@@ -443,3 +519,101 @@ def report(
     data = load_report_data([Path(p) for p in records], control=control, metric=metric, alpha=alpha, test=test,
                             seed=seed, n_resamples=n_resamples, churn=churn)
     return Report(data, build_report(data, Path(output), formats=formats))
+
+
+# ---------------------------------------------------------------- profiling, power, the embedding cache
+
+
+def profile(
+    models: Sequence[str],
+    *,
+    engine: Sequence[EngineName] = ("fast", "sentence-transformers"),
+    precision: Sequence[Precision] = ("fp32",),
+    batch_size: Sequence[int] = (1, 32),
+    max_seq_length: Sequence[int | None] = (None,),
+    device: Sequence[Device] = ("auto",),
+    data: PathLike | None = None,
+    synthetic_tokens: int = 77,
+    n: int = 256,
+    warmup: int = 2,
+    min_calls: int = 20,
+    min_seconds: float = 2.0,
+    max_seconds: float = 60.0,
+    output: PathLike = "results",
+    name: str | None = None,
+    mlflow: str | None = None,
+    mlflow_experiment: str | None = None,
+    on_point: Callable[[Any], None] | None = None,
+    on_skip: Callable[[str], None] | None = None,
+) -> list[tuple[ProfileRecord, Path]]:
+    """Time each model over engine x precision x batch size x max_seq_length x device (`harness profile`) on ``n``
+    real passages from ``data`` (a BEIR folder or a collection.tsv) or synthetic texts of ``synthetic_tokens``
+    tokens; each point warms up, then times at least ``min_calls`` calls and ``min_seconds`` (at most
+    ``max_seconds`` once the calls are done). One profile record per model is written under ``output`` (and logged
+    to ``mlflow``); returns (record, folder) for each. ``on_point`` sees each point measured, ``on_skip`` why a
+    combination could not run."""
+    from harness.pipeline.sweep import dataset_texts, profile_model, profile_record, synthetic_texts
+    from harness.scoring.records import write_profile_record
+
+    if warmup < 0 or min_seconds < 0 or max_seconds <= 0:
+        raise HarnessError("warmup and min_seconds must be >= 0 and max_seconds > 0")
+    if mlflow:
+        from harness.reporting.tracking import require_mlflow
+
+        require_mlflow()
+    if data is not None:
+        folder = Path(data).resolve()
+        texts = dataset_texts(folder, n)
+        source: dict[str, object] = {"kind": "data", "path": str(folder), "n": len(texts)}
+        label = name or folder.name
+    else:
+        texts = synthetic_texts(n, synthetic_tokens)
+        source = {"kind": "synthetic", "tokens": synthetic_tokens, "n": n}
+        label = name or f"synthetic-{synthetic_tokens}"
+    written = []
+    for model in models:
+        skipped: dict[str, None] = {}  # why combinations could not run, in order, once each
+        info, points = profile_model(
+            model, texts, engines=engine, precisions=precision, batch_sizes=batch_size,
+            max_seq_lengths=max_seq_length, devices=device, warmup=warmup, min_calls=min_calls,
+            min_seconds=min_seconds, max_seconds=max_seconds, on_point=on_point, on_skip=skipped.setdefault)
+        if not points:
+            raise HarnessError(f"{model}: nothing to profile: {'; '.join(skipped)}")
+        for problem in skipped:
+            if on_skip is not None:
+                on_skip(problem)
+        record = profile_record(label, info, source, points)
+        path = write_profile_record(Path(output), record)
+        if mlflow:
+            from harness.reporting.tracking import log_profile_record
+
+            log_profile_record(mlflow, record, path, experiment=mlflow_experiment)
+        written.append((record, path))
+    return written
+
+
+def power(records: Sequence[PathLike], *, alpha: float = 0.05, power: float = 0.8, effect: float | None = None,
+          metrics: Sequence[str] | None = None) -> PowerReport:
+    """The minimum detectable paired effect per dataset and metric (`harness power`), from the per-query variance of
+    the records (several records of a dataset are paired with its first); with ``effect``, also the queries needed
+    to detect that mean difference."""
+    from harness.analysis.power import power_report
+
+    return power_report([Path(p) for p in records], alpha=alpha, power=power, effect=effect, metrics=metrics)
+
+
+def cache_stores(*, cache: PathLike | None = None) -> tuple[list[dict[str, object]], list[Path]]:
+    """The embedding stores under ``cache`` (default ``$HARNESS_CACHE`` or ``~/.cache/harness``), and the entries
+    there that are not the harness's (never listed as stores, never removed)."""
+    from harness.encode.store import cache_root, foreign_entries, list_stores
+
+    root = Path(cache) if cache is not None else cache_root()
+    return list_stores(root), foreign_entries(root)
+
+
+def clear_cache(*, cache: PathLike | None = None, older_than: float | None = None) -> list[str]:
+    """Remove the harness's embedding stores under ``cache`` (only those unchanged for ``older_than`` seconds, if
+    given); returns the keys removed."""
+    from harness.encode.store import cache_root, clear_stores
+
+    return clear_stores(Path(cache) if cache is not None else cache_root(), older_than_s=older_than)

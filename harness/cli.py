@@ -14,7 +14,7 @@ from harness.vocabulary.precision import ENGINES, PRECISIONS
 from harness.vocabulary.errors import HarnessError
 
 if TYPE_CHECKING:
-    from harness.pipeline.runner import RunOutcome
+    from harness.api import SuiteResult
 
 
 class _Parser(argparse.ArgumentParser):
@@ -226,64 +226,40 @@ def _stats_options(parser: argparse.ArgumentParser) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from harness.pipeline.runner import RunOptions, run_suite
-    from harness.input.suite import load_suite
+    from harness.api import run_suite
 
-    if args.chunk_rows <= 0:
-        raise HarnessError("--chunk-rows must be a positive integer")
-    if args.mlflow:
-        from harness.reporting.tracking import require_mlflow
-
-        require_mlflow()
-    suite = load_suite(args.suite)
-    options = RunOptions(output=args.output, cache=args.cache, chunk_rows=args.chunk_rows,
-                         store_dtype=args.store_dtype, progress=not args.no_progress,
-                         executor=args.executor, ray_address=args.address, fail_fast=args.fail_fast,
-                         reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
-    outcomes = run_suite(suite, options, on_outcome=_print_outcome)
-    return _finish_runs(args, suite.metrics, outcomes)
+    result = run_suite(args.suite, output=args.output, cache=args.cache, store_dtype=args.store_dtype,
+                       chunk_rows=args.chunk_rows, progress=not args.no_progress, fail_fast=args.fail_fast,
+                       executor=args.executor, ray_address=args.address, reuse_embeddings=args.reuse_embeddings,
+                       latency_calls=args.latency_calls, mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment,
+                       on_outcome=_print_outcome)
+    return _finish_runs(args, result)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from harness.input.grid import expand_suite, parse_grid_args
-    from harness.pipeline.runner import RunOptions, run_suite
-    from harness.input.suite import load_suite
+    from harness.api import sweep
 
-    if args.mlflow:
-        from harness.reporting.tracking import require_mlflow
-
-        require_mlflow()
-    suite = load_suite(args.suite)
-    grid = parse_grid_args(args.grid) if args.grid else suite.grid
-    if not grid:
-        raise HarnessError(f"{args.suite}: no grid: give --grid KEY=V1,V2 ... or a grid: block in the suite")
-    swept, skipped = expand_suite(suite, grid)
-    print(f"sweep: {len(swept.encoders)} variant(s) x {len(swept.datasets)} dataset(s)"
-          + (f", {len(skipped)} grid point(s) skipped (see warnings)" if skipped else ""), file=sys.stderr)
-    options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
-                         fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings,
-                         latency_calls=args.latency_calls)
-    outcomes = run_suite(swept, options, on_outcome=_print_outcome)
-    code = _finish_runs(args, swept.metrics, outcomes)
-    if any(o.ok for o in outcomes):
+    result = sweep(args.suite, grid=args.grid, output=args.output, cache=args.cache, progress=not args.no_progress,
+                   fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls,
+                   mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment, on_outcome=_print_outcome)
+    print(f"sweep: {len(result.suite.encoders)} variant(s) x {len(result.suite.datasets)} dataset(s) "
+          "(grid points that cannot run were skipped with a warning)", file=sys.stderr)
+    code = _finish_runs(args, result)
+    if result.results:
         print(f"frontier: harness report {args.output} -o REPORT_DIR", file=sys.stderr)
     return code
 
 
-def _finish_runs(args: argparse.Namespace, metrics: list[str], outcomes: list[RunOutcome]) -> int:
-    """The results table, the MLflow log (--mlflow) and the exit code of `harness run` / `harness sweep`."""
+def _finish_runs(args: argparse.Namespace, result: SuiteResult) -> int:
+    """The results table, the MLflow note (--mlflow) and the exit code of `harness run` / `harness sweep`."""
     from harness.api import results_table
 
-    records = [o.record for o in outcomes if o.ok]
+    records = [r.record for r in result.results]
     if records:
-        print(results_table(metrics, records))
+        print(results_table(result.suite.metrics, records))
     if args.mlflow and records:
-        from harness.reporting.tracking import log_run_records
-
-        logged = log_run_records(args.mlflow, [(o.record, o.path) for o in outcomes if o.ok and o.path],
-                                 experiment=args.mlflow_experiment)
-        print(f"logged {len(logged)} run(s) to MLflow at {args.mlflow}", file=sys.stderr)
-    return _exit_for_failures(outcomes)
+        print(f"logged {len(result.paths)} run(s) to MLflow at {args.mlflow}", file=sys.stderr)
+    return _exit_for_failures(result.outcomes)
 
 
 def _mlflow_option(parser: argparse.ArgumentParser) -> None:
@@ -362,22 +338,22 @@ def _duration(text: str) -> float:
 
 
 def cmd_cache(args: argparse.Namespace) -> int:
-    from harness.encode.store import cache_root, clear_stores, foreign_entries, list_stores
+    from harness.api import cache_stores, clear_cache
 
-    root = args.cache or cache_root()
+    where = args.cache or "the cache"
     if args.cache_command == "clear":
-        removed = clear_stores(root, older_than_s=args.older_than)
-        print(f"removed {len(removed)} store(s) from {root}")
-        _print_foreign(foreign_entries(root))
+        removed = clear_cache(cache=args.cache, older_than=args.older_than)
+        print(f"removed {len(removed)} store(s) from {where}")
+        _print_foreign(cache_stores(cache=args.cache)[1])
         return 0
-    stores = list_stores(root)
+    stores, foreign = cache_stores(cache=args.cache)
     total = sum(int(s["bytes"]) for s in stores)
     for store in stores:
         parts = store.get("parts") or {}
         print(f"{store['key']}  {int(store['bytes']) / 2**20:9.1f} MiB  rows={store.get('n_rows', '?')}  "
               f"dtype={store.get('dtype', '?')}  model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
-    print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {root}")
-    _print_foreign(foreign_entries(root))
+    print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {where}")
+    _print_foreign(foreign)
     return 0
 
 
@@ -387,46 +363,21 @@ def _print_foreign(entries: list[Path]) -> None:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from harness.pipeline.sweep import dataset_texts, points_table, profile_model, profile_record, synthetic_texts
-    from harness.scoring.records import write_profile_record
+    from harness.api import profile
+    from harness.pipeline.sweep import points_table
 
-    if args.warmup < 0 or args.min_seconds < 0 or args.max_seconds <= 0:
-        raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0")
-    if args.mlflow:
-        from harness.reporting.tracking import require_mlflow
-
-        require_mlflow()
-    n = args.n
-    if args.data:
-        texts = dataset_texts(args.data, n)
-        source = {"kind": "data", "path": str(args.data.resolve()), "n": len(texts)}
-        name = args.name or args.data.resolve().name
-    else:
-        tokens = args.synthetic_tokens
-        texts = synthetic_texts(n, tokens)
-        source = {"kind": "synthetic", "tokens": tokens, "n": n}
-        name = args.name or f"synthetic-{tokens}"
-    for model in args.models:
-        skipped: dict[str, None] = {}  # why combinations could not run, in order, once each
-        info, points = profile_model(
-            model, texts, engines=args.engine, precisions=args.precision, batch_sizes=args.batch_size,
-            max_seq_lengths=args.max_seq_length, devices=args.device, warmup=args.warmup,
-            min_calls=args.min_calls, min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-            on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
-                                     f"{p.throughput.passages_per_s:,.1f} passages/s, p50 {p.latency.p50:.1f} ms",
-                                     file=sys.stderr),
-            on_skip=lambda problem: skipped.setdefault(problem))
-        if not points:
-            raise HarnessError(f"{model}: nothing to profile: {'; '.join(skipped)}")
-        for problem in skipped:
-            print(f"note: skipped points: {problem}", file=sys.stderr)
-        record = profile_record(name, info, source, points)
-        path = write_profile_record(args.output, record)
-        print(f"{model}\n{points_table(points)}")
-        if args.mlflow:
-            from harness.reporting.tracking import log_profile_record
-
-            log_profile_record(args.mlflow, record, path, experiment=args.mlflow_experiment)
+    written = profile(
+        args.models, engine=args.engine, precision=args.precision, batch_size=args.batch_size,
+        max_seq_length=args.max_seq_length, device=args.device, data=args.data, synthetic_tokens=args.synthetic_tokens,
+        n=args.n, warmup=args.warmup, min_calls=args.min_calls, min_seconds=args.min_seconds,
+        max_seconds=args.max_seconds, output=args.output, name=args.name, mlflow=args.mlflow,
+        mlflow_experiment=args.mlflow_experiment,
+        on_point=lambda p: print(f"  {p.engine} {p.precision} b{p.batch_size} len{p.max_seq_length} {p.device}: "
+                                 f"{p.throughput.passages_per_s:,.1f} passages/s, p50 {p.latency.p50:.1f} ms",
+                                 file=sys.stderr),
+        on_skip=lambda problem: print(f"note: skipped points: {problem}", file=sys.stderr))
+    for record, path in written:
+        print(f"{record.model.model}\n{points_table(record.points)}")
         print(f"wrote {path}", file=sys.stderr)
     return 0
 
@@ -480,37 +431,22 @@ def cmd_churn(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.analysis.check import check_suite, select_records, write_outputs
-    from harness.analysis.compare import load_runs
-    from harness.input.suite import load_suite
+    from harness.api import check
 
-    suite = load_suite(args.suite)
-    if args.results:
-        runs = load_runs(args.results)
-        where = ", ".join(map(str, args.results))
-    else:
-        from harness.pipeline.runner import RunOptions, run_suite
-
-        options = RunOptions(output=args.output, cache=args.cache, progress=not args.no_progress,
-                             reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls)
-        outcomes = run_suite(suite, options, on_outcome=_print_outcome)
-        if _exit_for_failures(outcomes):
-            return 2
-        runs = load_runs([o.path for o in outcomes])
-        where = str(args.output)
-    report = check_suite(suite, select_records(suite, runs, where), seed=args.seed, n_resamples=args.resamples)
+    report = check(args.suite, results=args.results, output=None if args.results else args.output, cache=args.cache,
+                   reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls, seed=args.seed,
+                   n_resamples=args.resamples, progress=not args.no_progress, json=args.json, junit=args.junit,
+                   on_outcome=_print_outcome)
     print(report.to_table())
-    write_outputs(report, json_path=args.json, junit_path=args.junit)
     return 1 if report.failed else 0
 
 
 def cmd_power(args: argparse.Namespace) -> int:
     import json
 
-    from harness.analysis.power import power_report
+    from harness.api import power
 
-    report = power_report(args.records, alpha=args.alpha, power=args.power, effect=args.effect,
-                          metrics=args.metrics)
+    report = power(args.records, alpha=args.alpha, power=args.power, effect=args.effect, metrics=args.metrics)
     print(report.to_table())
     if args.json:
         _write(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
@@ -525,8 +461,8 @@ def _comma_list(text: str) -> list[str]:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from harness import evaluate_runs, rescore
     from harness.api import results_table
-    from harness.scoring.external import evaluate_runs, rescore
 
     metrics = [m for group in args.metrics or [] for m in group] or None
     if args.runs and args.records:
@@ -554,7 +490,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_pool(args: argparse.Namespace) -> int:
-    from harness.analysis.pooling import pool
+    from harness import pool
 
     pooled = pool(args.records, depth=args.depth, qrels=args.qrels, data=args.data)
     pooled.write(args.output)
@@ -568,17 +504,17 @@ def cmd_pool(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from harness.reporting import build_report, load_report_data
+    from harness.api import report
 
-    data = load_report_data(args.records, control=args.control, metric=args.metric, alpha=args.alpha,
-                            test=args.test, seed=args.seed, n_resamples=args.resamples, churn=args.churn)
-    written = build_report(data, args.output, formats=args.formats or ("html", "md"))
-    for note in data.notes:
+    written = report(args.records, output=args.output, formats=args.formats or ("html", "md"), control=args.control,
+                     metric=args.metric, alpha=args.alpha, test=args.test, seed=args.seed, n_resamples=args.resamples,
+                     churn=args.churn)
+    for note in written.data.notes:
         print(f"note: {note}", file=sys.stderr)
-    for path in written:
+    for path in written.files:
         if path.suffix in (".html", ".md"):
             print(path)
-    print(f"{len(written)} files under {args.output}", file=sys.stderr)
+    print(f"{len(written.files)} files under {args.output}", file=sys.stderr)
     return 0
 
 

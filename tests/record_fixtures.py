@@ -1,10 +1,12 @@
-"""Real run records shared by the compare/check/report/notebook tests, made once per test session.
+"""Records for the compare/check/report/notebook tests: shipped, synthetic, or made once per test session.
 
-The bundled all-MiniLM-L6-v2 on NovelEval (21 queries x 420 web passages), as `suites/quick.yaml`
-runs it, and a deliberately degraded variant that truncates every text to 16 tokens. On NovelEval
-the truncation costs about 0.26 nDCG@10 and is significant (randomization p ~ 2e-4, Holm-adjusted
-over the suite's metrics ~ 1e-3). Corpus embeddings land in the test embedding cache
-($HARNESS_CACHE), so later sessions only re-run search and evaluation.
+`shipped_records` copies real records that `harness run` wrote (results/): nothing is encoded, so the
+analysis tests take seconds. `synthetic_record` writes hand-chosen per-query values through the real
+record writer. `real_records` runs the bundled all-MiniLM-L6-v2 on NovelEval (21 queries x 420 web
+passages), as `suites/quick.yaml` runs it, and a deliberately degraded variant that truncates every text
+to 16 tokens. On NovelEval the truncation costs about 0.26 nDCG@10 and is significant (randomization
+p ~ 2e-4, Holm-adjusted over the suite's metrics ~ 1e-3). Corpus embeddings land in the test embedding
+cache ($HARNESS_CACHE), so later sessions only re-run search and evaluation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.conftest import DATA, write_suite
+from tests.conftest import DATA, REPO, write_suite
 
 SUITE = f"""
 name: quick-vs-truncated
@@ -34,11 +36,39 @@ top_k: 100
 
 
 @dataclass(frozen=True)
-class RealRecords:
+class RecordPair:
     folder: Path  # holds both record directories
     control: Path  # all-MiniLM-L6-v2
-    degraded: Path  # truncated-16
+    degraded: Path  # the same model with its texts truncated
+
+
+@dataclass(frozen=True)
+class RealRecords(RecordPair):
     suite: Path
+
+
+SHIPPED_CONTROL = "all-MiniLM-L6-v2"  # results/baselines
+SHIPPED_DEGRADED = "all-MiniLM-L6-v2-trunc16"  # results/truncation-16: every text cut to 16 tokens
+SHIPPED_METRICS = ["nDCG@10", "MRR@10", "Recall@100", "Recall@1000", "MAP"]  # suites/regression.yaml, top_k 1000
+
+
+def shipped_records(folder: Path, *, dataset: str = "noveleval") -> RecordPair:
+    """Copies under `folder` of the shipped records of all-MiniLM-L6-v2 and of its 16-token truncation on
+    `dataset`: real per-query values, rankings and Recall@k curves (schema 1, as `harness run` wrote them).
+
+    On NovelEval (21 queries) the truncation costs 0.26 nDCG@10 (randomization p ~ 2e-4, Holm-adjusted over
+    the 5 metrics ~ 1e-3); both were measured on the same machine, so their speeds are comparable.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    control, degraded = (copy_shipped_record(REPO / "results" / results, dataset, folder)
+                         for results in ("baselines", "truncation-16"))
+    return RecordPair(folder, control, degraded)
+
+
+def copy_shipped_record(results: Path, name_part: str, folder: Path) -> Path:
+    """A copy under `folder` of the one record directory of `results` whose name holds `--name_part--`."""
+    [source] = [p for p in results.iterdir() if f"--{name_part}--" in p.name]
+    return Path(shutil.copytree(source, folder / source.name))
 
 
 _made: dict[str, RealRecords] = {}
@@ -76,12 +106,13 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
                          passages_per_s: float = 100.0, definitions: dict[str, str] | None = None,
                          model: str | None = None, created_at: str = "2026-01-01T00:00:00+00:00",
                          pieces: list[tuple[int, float]] | None = None, latencies_ms: list[float] | None = None,
-                         corpus_from_cache: bool = False):
+                         corpus_from_cache: bool = False, encoding_hosts: list[dict] | None = None):
     """A RunRecord with hand-chosen per-query values (metric means follow from them).
 
     The speed figures are those of 1,000 passages encoded in 1000 / passages_per_s seconds (as the timed
     `pieces` (rows, seconds) of one store chunk when given, else none kept); the query latencies are
-    `latencies_ms` (default 4, 5 and 9 ms).
+    `latencies_ms` (default 4, 5 and 9 ms); `encoding_hosts` are the machines that encoded the corpus
+    (`harness.encode.chunks.EncodingHost` fields; default none: this process).
     """
     from harness.vocabulary.timing import Latency, Throughput
     from harness.scoring.records import RunRecord
@@ -107,6 +138,7 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
         performance={"corpus_encode_s": seconds, "corpus_tokens": 50_000,
                      "throughput": Throughput.from_seconds(seconds, passages=1000, tokens=50_000),
                      "truncated_documents": 0, "corpus_from_cache": corpus_from_cache,
+                     "encoding_hosts": encoding_hosts or [],
                      "query_latency": Latency.from_values(latencies_ms or [4.0, 5.0, 9.0]), "search_s": 0.5,
                      "queries_per_s_search": n_queries / 0.5, "peak_rss_mb": 500.0, "peak_gpu_mb": None,
                      "embedding_store": {"key": "k", "dtype": "fp32", "chunk_rows": 16384},

@@ -80,10 +80,9 @@ def test_load_run_reads_trec_gzip_and_json_alike(tmp_path):
 def test_evaluate_hand_computed_with_numpy_scores_and_a_missing_query():
     qrels = {"q1": {"a": 1, "b": 0}, "q2": {"c": 2}}
     run = {"q1": {"a": np.float32(0.5), "b": np.float32(0.9)}}  # q2 not retrieved at all: scores 0, stays in
-    result = harness.evaluate(qrels, run, ["MRR@10", "P@1"])
-    assert result.per_query["MRR@10"] == {"q1": 0.5, "q2": 0.0}
-    assert result.aggregate == {"MRR@10": 0.25, "P@1": 0.0}
-    assert harness.evaluate(qrels, run, "MRR@1").aggregate == {"MRR@1": 0.0}  # one name, not its letters
+    assert harness.evaluate_per_query(qrels, run, ["MRR@10", "P@1"])["MRR@10"] == {"q1": 0.5, "q2": 0.0}
+    assert harness.evaluate(qrels, run, ["MRR@10", "P@1"]) == {"MRR@10": 0.25, "P@1": 0.0}
+    assert harness.evaluate(qrels, run, "MRR@1") == {"MRR@1": 0.0}  # one name, not its letters
     with pytest.raises(HarnessError, match="unknown metric 'nDGC@10'; did you mean 'nDCG@10'"):
         harness.evaluate(qrels, run, ["nDGC@10"])
 
@@ -110,7 +109,7 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
     assert all(m.training for m in model.modules())  # train mode is back
     assert (weights_fingerprint(model), model.max_seq_length, next(model.parameters()).dtype) == before
     assert list(result.metrics) == ["nDCG@10", "MRR@10"] and 0 < result.metrics["nDCG@10"] < 1
-    assert len(result.run) == 21 and all(len(hits) == 20 for hits in result.run.values())
+    assert len(result.ranking) == 21 and all(len(hits) == 20 for hits in result.ranking.values())
     for metric, mean in result.metrics.items():
         assert sum(result.per_query[metric].values()) / 21 == pytest.approx(mean, abs=1e-12)
     assert result.record.encoder.model == str(tiny_model)  # what the model was loaded from
@@ -120,9 +119,9 @@ def test_evaluate_model_on_a_loaded_model_writes_nothing_and_leaves_the_model_as
                                      top_k=20, relevance_level=2, device="cpu", latency_calls=3, progress=False)
     assert by_path.metrics == pytest.approx(result.metrics, abs=1e-6)
     qrels = harness.load_dataset(DATA / "noveleval").qrels
-    again = harness.evaluate(qrels, {q: dict(h) for q, h in result.run.items()}, ["nDCG@10", "MRR@10"],
+    again = harness.evaluate(qrels, {q: dict(h) for q, h in result.ranking.items()}, ["nDCG@10", "MRR@10"],
                              relevance_level=2)
-    assert again.aggregate == pytest.approx(result.metrics, abs=1e-12)
+    assert again == pytest.approx(result.metrics, abs=1e-12)
     assert "| nDCG@10 |" in result._repr_markdown_()
 
 

@@ -11,7 +11,8 @@ from fractions import Fraction
 import pytest
 
 import harness
-from harness.analysis.churn import ordered, overlap_at_k, rbo_ext
+from harness.analysis.churn import overlap_at_k, rbo_ext
+from harness.scoring.scored import ordered
 from harness.cli import main
 from harness.vocabulary.errors import HarnessError
 from harness.scoring.records import RecallCurve, write_run_record

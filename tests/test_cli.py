@@ -6,7 +6,7 @@ import sys
 import pytest
 
 from harness.cli import main
-from harness.scoring.metrics import evaluate
+from harness.api import evaluate
 from harness.input.datasets import read_run
 from harness.scoring.records import load_per_query, load_run_record
 from tests.conftest import DATA, REPO, write_suite
@@ -66,7 +66,7 @@ def test_run_writes_a_complete_record(tmp_path, tiny_model, capsys, engine):
     again = evaluate(qrels, run, list(record.metrics), relevance_level=2)
     per_query = load_per_query(record_dir, record)
     for metric, value in record.metrics.items():
-        assert again.aggregate[metric] == pytest.approx(value, abs=1e-12)
+        assert again[metric] == pytest.approx(value, abs=1e-12)
         assert sum(per_query[metric].values()) / 21 == pytest.approx(value, abs=1e-12)
 
 

@@ -1,19 +1,21 @@
 """`harness compare`: matching, refusal, Holm, verdicts, speed comparability, exit codes, JSON.
 
 The statistics themselves are tested against known values in test_stats.py; here we test how
-compare composes them, on hand-made records and on real records (MiniLM vs a truncated MiniLM).
+compare composes them, on hand-made records and on shipped real records (MiniLM vs MiniLM truncated
+to 16 tokens). test_end_to_end_analysis.py compares records that a fresh run writes.
 """
 
 import json
 
 import pytest
 
-from harness.cli import main
-from harness.analysis.compare import load_runs
 from harness.api import compare
+from harness.cli import main
+from harness.scoring.records import Environment
 from harness.vocabulary.errors import HarnessError
 from harness.analysis.stats import compare_paired, holm
-from tests.record_fixtures import gpu_environment, real_records, synthetic_record
+from tests.record_fixtures import (ENV, SHIPPED_CONTROL, SHIPPED_DEGRADED, SHIPPED_METRICS, gpu_environment,
+                                   shipped_records, synthetic_record)
 
 QIDS = [f"q{i}" for i in range(12)]
 GOOD = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}
@@ -23,26 +25,29 @@ BAD = {"nDCG@10": {q: 0.3 + 0.01 * (i % 3) for i, q in enumerate(QIDS)}, "MAP": 
 
 @pytest.fixture(scope="module")
 def real(tmp_path_factory):
-    return real_records(tmp_path_factory)
+    return shipped_records(tmp_path_factory.mktemp("shipped"))
 
 
 def test_real_truncation_is_a_significant_regression(real, capsys, tmp_path):
     out = tmp_path / "comparison.json"
     assert main(["compare", str(real.control), str(real.degraded), "--json", str(out)]) == 0  # informational
     table = capsys.readouterr().out
-    assert "noveleval" in table and "truncated-16" in table and "worse" in table
+    assert "noveleval" in table and SHIPPED_DEGRADED in table and "worse" in table
     data = json.loads(out.read_text())
     by_metric = {m["metric"]: m for m in data["metrics"]}
-    assert set(by_metric) == {"MRR@10", "nDCG@10", "Recall@10", "MAP"}
+    assert set(by_metric) == set(SHIPPED_METRICS)
     ndcg = by_metric["nDCG@10"]
-    assert ndcg["control"] == "all-MiniLM-L6-v2" and ndcg["treatment"] == "truncated-16"
+    assert ndcg["control"] == SHIPPED_CONTROL and ndcg["treatment"] == SHIPPED_DEGRADED
     assert ndcg["delta"] < -0.1 and ndcg["delta_ci"][1] < 0 and ndcg["verdict"] == "worse"
     assert ndcg["p_randomization_holm"] < 0.05 and ndcg["p_t_test_holm"] < 0.05
     assert ndcg["losses"] > ndcg["wins"] and ndcg["n"] == 21
-    # Holm over the 4 comparisons: adjusted p >= raw p, and exactly holm() of the raw p-values.
+    # Every query reaches Recall@1000 = 1 with either model: no difference, no verdict.
+    recall = by_metric["Recall@1000"]
+    assert recall["delta"] == 0 and recall["ties"] == 21 and recall["verdict"] == "n.s."
+    # Holm over the 5 comparisons: adjusted p >= raw p, and exactly holm() of the raw p-values.
     raw = [m["p_randomization"] for m in data["metrics"]]
     assert [m["p_randomization_holm"] for m in data["metrics"]] == pytest.approx(holm(raw))
-    assert data["speed"][0]["comparable"] is True  # same machine, same process
+    assert data["speed"][0]["comparable"] is True  # both measured on the same machine
     # --fail-on-regression turns the same comparison into a failing gate.
     assert main(["compare", str(real.control), str(real.degraded), "--fail-on-regression"]) == 1
 
@@ -50,16 +55,16 @@ def test_real_truncation_is_a_significant_regression(real, capsys, tmp_path):
 def test_real_order_decides_the_control(real):
     """Treatment first: the good model is now the treatment and shows as better."""
     comparison = compare(real.degraded, real.control)
-    ndcg = comparison.find("noveleval", "nDCG@10", "all-MiniLM-L6-v2")
+    ndcg = comparison.find("noveleval", "nDCG@10", SHIPPED_CONTROL)
     assert ndcg is not None and ndcg.verdict(0.05, "randomization") == "better"
     assert not comparison.regressions()
 
 
 def test_results_folder_and_control_option(real):
     """A results folder holds both records; --control picks which is the control."""
-    comparison = compare(real.folder, control="truncated-16")
-    assert {m.control for m in comparison.metrics} == {"truncated-16"}
-    assert main(["compare", str(real.folder), "--control", "truncated-16", "--fail-on-regression"]) == 0
+    comparison = compare(real.folder, control=SHIPPED_DEGRADED)
+    assert {m.control for m in comparison.metrics} == {SHIPPED_DEGRADED}
+    assert main(["compare", str(real.folder), "--control", SHIPPED_DEGRADED, "--fail-on-regression"]) == 0
 
 
 def test_statistics_are_the_stats_module_on_aligned_vectors(tmp_path):
@@ -120,8 +125,7 @@ def test_records_are_matched_by_dataset(tmp_path):
 def test_same_encoder_name_in_two_folders_gets_distinct_labels(tmp_path):
     a = synthetic_record(tmp_path / "old", encoder="minilm", per_query=GOOD)
     b = synthetic_record(tmp_path / "new", encoder="minilm", per_query=BAD)
-    labels = [r.label for r in load_runs([a, b])]
-    assert labels == ["minilm", "minilm [new]"]
+    assert {(m.control, m.treatment) for m in compare(a, b).metrics} == {("minilm", "minilm [new]")}
 
 
 def test_speed_is_compared_only_on_the_same_hardware(tmp_path):
@@ -164,19 +168,11 @@ def test_cached_corpus_speed_is_marked_and_every_comparison_shows_its_mde(tmp_pa
 
 def test_speed_of_a_run_encoded_on_other_hosts_is_not_compared_with_a_local_one(tmp_path):
     """Same driver machine, but the corpus was encoded by a Ray worker on another CPU: passages/s differ in kind."""
-    from dataclasses import replace
-
-    from harness.analysis.compare import compare_speed
-    from harness.scoring.records import EncodingHost
-
-    a, b = load_runs([synthetic_record(tmp_path / d, encoder=d, per_query=GOOD) for d in ("a", "b")])
-    here = EncodingHost(host="vm", hardware_key=a.record.environment.hardware_key, chunks=1, rows=10)
-    there = EncodingHost(host="gpu-node", hardware_key="AMD EPYC 9654 | 96 threads | NVIDIA H100", chunks=1, rows=10)
-
-    def encoded_by(run, host):
-        performance = run.record.performance.model_copy(update={"encoding_hosts": [host]})
-        return replace(run, record=run.record.model_copy(update={"performance": performance}))
-
-    assert compare_speed(encoded_by(a, here), encoded_by(b, here)).comparable
-    remote = compare_speed(encoded_by(a, here), encoded_by(b, there))
-    assert not remote.comparable and "NVIDIA H100" in remote.reason
+    here = {"host": "vm", "hardware_key": Environment.model_validate(ENV).hardware_key, "chunks": 1, "rows": 10}
+    there = {"host": "gpu-node", "hardware_key": "AMD EPYC 9654 | 96 threads | NVIDIA H100", "chunks": 1, "rows": 10}
+    a, b, remote = (synthetic_record(tmp_path / name, encoder=name, per_query=GOOD, encoding_hosts=[host])
+                    for name, host in (("a", here), ("b", here), ("remote", there)))
+    [local_speed] = compare(a, b).speed
+    assert local_speed.comparable
+    [remote_speed] = compare(a, remote).speed
+    assert not remote_speed.comparable and "NVIDIA H100" in remote_speed.reason

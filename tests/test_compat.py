@@ -254,7 +254,7 @@ def test_evaluate_model_with_itself_as_document_model_ranks_as_without(tiny_mode
     loaded = SentenceTransformer(str(tiny_model), device="cpu")
     by_object = harness.evaluate_model(loaded, tiny_set, document_model=loaded, **options)
     for result in (by_path, by_object):
-        assert result.run == plain.run
+        assert result.ranking == plain.ranking
         assert result.record.encoder.documents.fingerprint == plain.record.encoder.fingerprint
     assert not (tmp_path / "cache").exists()  # in memory: nothing written
     with pytest.raises(HarnessError, match="needs exactly one of"):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from harness.input.datasets import IR_DATASETS_FILES, load_dataset, read_run
-from harness.vocabulary.errors import HarnessError
 from harness.input.suite import DatasetSpec
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_beir
 
 DOCS = [("d1", "alpha"), ("d2", "beta"), ("d3", "gamma")]

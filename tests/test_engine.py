@@ -1,8 +1,8 @@
 """The fast engine (harness.encode.engines) against plain `SentenceTransformer.encode` on real text.
 
 Equality bar (issue 3): fp32 cosine >= 0.99999 per vector, fp16/bf16 >= 0.999; int8 has a floor per kernel
-path. Samples are small so the file runs in about two minutes on 2 cores; the real-text sets include SciFact abstracts long
-enough to hit truncation.
+path. Samples are small so the file runs in about two minutes on 2 cores; the real-text sets include SciFact abstracts
+long enough to hit truncation.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from conftest import DATA
-from harness.encode.engines import count_tokens
-from harness.encode.models import load_sentence_transformer, weights_fingerprint
-from harness.encode.engines import FastEngine, _prefetched
+from harness.encode.engines import FastEngine, _prefetched, count_tokens
 from harness.encode.kernels import INT8_PATH_ENV, Int8Linear, cpu_has_vnni, int8_path
-from harness.vocabulary.precision import precision_problem
+from harness.encode.models import load_sentence_transformer, weights_fingerprint
 from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import precision_problem
+
+from conftest import DATA
 
 FP32_BAR = 0.99999
 HALF_BAR = 0.999

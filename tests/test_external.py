@@ -19,7 +19,7 @@ import pytrec_eval
 
 import harness
 from harness.analysis.check import check_suite, select_records
-from harness.analysis.compare import load_runs
+from harness.scoring.scored import load_scored_runs
 from harness.cli import main
 from harness.input.datasets import read_qrels, read_run
 from harness.vocabulary.errors import HarnessError
@@ -237,7 +237,7 @@ encoders:
 metrics: [nDCG@10]
 """)
     suite = load_suite(suite_path)
-    runs = load_runs([REPO / "results" / "baselines"])
+    runs = load_scored_runs([REPO / "results" / "baselines"])
     report = check_suite(suite, select_records(suite, runs, "results/baselines"), n_resamples=1000)
     statuses = {(r.kind, r.metric): r for r in report.results}
     assert statuses[("baseline", "nDCG@10")].status == "OK"  # MiniLM beats BM25 on the pool

@@ -17,8 +17,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.records import load_run_record
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, REPO, write_suite
 
 SUITE = """
@@ -215,8 +215,8 @@ def test_extremely_long_documents_are_truncated_and_counted(tmp_path, tiny_model
 
 def test_two_cpu_runs_are_bitwise_identical(tmp_path, tiny_model):
     """Determinism: separate caches, so both runs encode, search and evaluate from scratch."""
-    from harness.pipeline.runner import RunOptions, run_suite
     from harness.input.suite import load_suite
+    from harness.pipeline.runner import RunOptions, run_suite
 
     suite = load_suite(suite_for(tmp_path, tiny_model))
     runs = [run_suite(suite, RunOptions(output=tmp_path / "out", cache=tmp_path / f"c{i}", progress=False))[0]

@@ -24,14 +24,13 @@ import yaml
 from matplotlib.figure import Figure
 
 from harness.analysis.check import CheckReport, CheckResult, check_suite, select_records
-from harness.analysis.compare import load_runs
 from harness.analysis.power import power_report
 from harness.api import SuiteResult, churn, compare, report
 from harness.cli import main
-from harness.scoring.records import load, load_per_query, load_recall_curve, slug
+from harness.scoring.records import slug
 from harness.reporting import load_report_data
 from harness.reporting.exports import mteb_results
-from harness.pipeline.runner import ModelEvaluation, RunOutcome
+from harness.scoring.scored import RunOutcome, ScoredRun, load_scored_runs
 from harness.input.suite import load_suite
 from tests.conftest import DATA, REPO
 
@@ -181,10 +180,8 @@ def test_notebook_renderings_escape_names(tmp_path, hostile):
                       "expect": {DATASET: {"nDCG@10": {"value": 0.5, "tolerance": 0.01}}}}],
         "metrics": ["nDCG@10"]}), encoding="utf-8")
     suite = load_suite(suite_file)
-    checked = check_suite(suite, select_records(suite, load_runs([records]), str(records)), n_resamples=200)
-    record = load(control)
-    evaluation = ModelEvaluation(record, load_per_query(control, record), {}, load_recall_curve(control, record))
-    ran = SuiteResult(suite, [RunOutcome(DATASET, ENCODERS[0], evaluation, control),
+    checked = check_suite(suite, select_records(suite, load_scored_runs([records]), str(records)), n_resamples=200)
+    ran = SuiteResult(suite, [RunOutcome(DATASET, ENCODERS[0], ScoredRun.load(control)),
                               RunOutcome(DATASET, ENCODERS[1], error=f"could not load {HOSTILE}")])
     shown = [checked, compare(records, n_resamples=200), churn(control, truncated, n_resamples=200),
              power_report([records]), load_report_data([records], n_resamples=200), ran, written]

@@ -3,6 +3,8 @@ holes every run record states: hand-computed fixtures, pytrec_eval called direct
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 from pathlib import Path
@@ -14,8 +16,21 @@ from hypothesis import strategies as st
 
 from harness.input.datasets import read_qrels, read_run
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.metrics import Measure, evaluate, holes, parse_measure
+from harness.scoring.metrics import Measure, holes, means, parse_measure, per_query_values
 from tests.conftest import DATA, write_suite
+
+
+@dataclasses.dataclass(frozen=True)
+class Scored:
+    per_query: dict[str, dict[str, float]]
+    aggregate: dict[str, float]
+
+
+def evaluate(qrels, run, metrics, **options) -> Scored:
+    """`per_query_values` and the `means` of them, side by side (what these tests compare)."""
+    values = per_query_values(qrels, run, metrics, **options)
+    return Scored(values, means(values))
+
 
 DL19 = DATA / "msmarco-trecdl2019-pool"
 L = math.log2  # trec_eval's discount of rank r is log2(r + 1)
@@ -282,7 +297,7 @@ def test_dl19_record_states_its_holes(dl19_record) -> None:
     record = load(outcome.path)
     assert record.holes is not None and record.holes == outcome.record.holes
     qrels = read_qrels(DL19 / "qrels" / "test.tsv")
-    run = {qid: dict(hits) for qid, hits in outcome.result.run.items()}
+    run = {qid: dict(hits) for qid, hits in outcome.result.ranking.items()}
     # independently: sort each ranking, count the holes, complete the qrels, call pytrec_eval
     judged = _judged_by_hand(qrels, run, 10)
     completed = {}
@@ -329,13 +344,13 @@ def test_report_shows_ndcg_both_ways_and_judged(dl19_record, tmp_path) -> None:
 
 def test_report_leaves_out_the_table_without_holes(dl19_record) -> None:
     from harness.reporting.data import ReportData
-    from harness.analysis.compare import LoadedRun
+    from harness.scoring.scored import ScoredRun
 
     _, outcome = dl19_record
     full = outcome.record.holes.model_copy(update={"judged": 1.0, "unjudged": 0.0})
-    run = LoadedRun(Path("x"), outcome.record.model_copy(update={"holes": full}), {}, "a")
+    run = ScoredRun(outcome.record.model_copy(update={"holes": full}), {}, label="a")
     assert ReportData([run], None, {}, {}, [], "nDCG@10").holes_table()[1] == []
-    run = LoadedRun(Path("x"), outcome.record, {}, "a")
+    run = ScoredRun(outcome.record, {}, label="a")
     assert len(ReportData([run], None, {}, {}, [], "nDCG@10").holes_table()[1]) == 1
 
 

@@ -6,9 +6,7 @@ import shutil
 
 import pytest
 
-from harness.vocabulary.errors import HarnessError
 from harness.input.datasets import read_run
-from harness.vocabulary.timing import Latency, Throughput
 from harness.scoring.records import (
     IrDatasetsSource,
     MsmarcoTsvSource,
@@ -26,6 +24,8 @@ from harness.scoring.records import (
     write_profile_record,
     write_run_record,
 )
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import Latency, Throughput
 from tests.conftest import REPO
 from tests.record_fixtures import ENV, synthetic_run_record
 

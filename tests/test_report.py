@@ -1,4 +1,6 @@
-"""`harness report`: files, self-contained HTML (checked in headless Chromium), plots, exports."""
+"""`harness report`: files, self-contained HTML (checked in headless Chromium), plots, exports; on shipped real
+records (MiniLM vs MiniLM truncated to 16 tokens, a `harness profile` record) and hand-made ones.
+test_end_to_end_analysis.py reports on records and a profile that a fresh run writes."""
 
 import csv
 import json
@@ -13,15 +15,13 @@ import numpy as np
 import pytest
 
 from harness.cli import main
-from harness.analysis.check import check_suite, select_records
-from harness.analysis.compare import load_runs
-from harness.api import compare
+from harness.api import check, compare
 from harness.scoring.records import load
 from harness.reporting import load_report_data, plots
 from harness.reporting.exports import mteb_key
-from harness.input.suite import load_suite
 from tests.conftest import REPO
-from tests.record_fixtures import real_records
+from tests.record_fixtures import (SHIPPED_CONTROL, SHIPPED_DEGRADED, SHIPPED_METRICS, copy_shipped_record,
+                                   shipped_records)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -44,15 +44,18 @@ def png_size(path: Path) -> tuple[int, int]:
 
 
 @pytest.fixture(scope="module")
-def report(tmp_path_factory, tiny_model):
-    """A report over the real records plus a profile record that `harness profile` wrote."""
-    real = real_records(tmp_path_factory)
-    assert main(["profile", "-m", str(tiny_model), "--engine", "fast,sentence-transformers", "--precision",
-                 "fp32,int8", "--batch-size", "1,4,16", "--n", "32", "--warmup", "1", "--min-calls", "5",
-                 "--min-seconds", "0", "--output", str(real.folder)]) == 0
+def report(tmp_path_factory):
+    """A report over the shipped real records plus the shipped profile record of the same model."""
+    real = shipped_records(tmp_path_factory.mktemp("shipped") / "results")
+    copy_shipped_record(REPO / "results" / "profiles", "bundled-all-MiniLM-L6-v2", real.folder)
     out = tmp_path_factory.mktemp("report")
     assert main(["report", str(real.folder), "--output", str(out)]) == 0
     return real, out
+
+
+@pytest.fixture
+def real(tmp_path):
+    return shipped_records(tmp_path / "results")
 
 
 def test_report_files(report):
@@ -67,8 +70,8 @@ def test_report_files(report):
     md = (out / "report.md").read_text()
     for link in re.findall(r"\]\(([^)]+)\)", md):
         assert (out / link).is_file(), link
-    assert "| noveleval | truncated-16 |" in md and "▼" in md
-    assert "synthetic-77" in md and "(profile)" in md
+    assert f"| noveleval | {SHIPPED_DEGRADED} |" in md and "▼" in md
+    assert "| (profile) | bundled:all-MiniLM-L6-v2 · msmarco-trecdl2019-pool |" in md
 
 
 def test_html_is_self_contained(report):
@@ -78,48 +81,49 @@ def test_html_is_self_contained(report):
     assert len(sources) == len(list((out / "plots").glob("*.png")))
     assert all(s.startswith("data:image/png;base64,") for s in sources)
     assert not re.search(r'(src|href)="(https?:)?//', text) and "<link" not in text and "@import" not in text
-    assert "truncated-16" in text and 'class="worse"' in text
+    assert SHIPPED_DEGRADED in text and 'class="worse"' in text
 
 
 def test_exports(report):
     real, out = report
     rows = list(csv.DictReader((out / "results.csv").open()))
-    assert len(rows) == 2 * 4  # 2 encoders x 4 metrics
-    ndcg = next(r for r in rows if r["encoder"] == "truncated-16" and r["metric"] == "nDCG@10")
-    assert ndcg["verdict"] == "worse" and float(ndcg["delta"]) < 0 and ndcg["control"] == "all-MiniLM-L6-v2"
+    assert len(rows) == 2 * len(SHIPPED_METRICS)  # 2 encoders x 5 metrics
+    ndcg = next(r for r in rows if r["encoder"] == SHIPPED_DEGRADED and r["metric"] == "nDCG@10")
+    assert ndcg["verdict"] == "worse" and float(ndcg["delta"]) < 0 and ndcg["control"] == SHIPPED_CONTROL
     record = json.loads((real.control / "record.json").read_text())
-    control = next(r for r in rows if r["encoder"] == "all-MiniLM-L6-v2" and r["metric"] == "nDCG@10")
+    control = next(r for r in rows if r["encoder"] == SHIPPED_CONTROL and r["metric"] == "nDCG@10")
     assert float(control["value"]) == pytest.approx(record["metrics"]["nDCG@10"])
     assert float(control["ci_low"]) < float(control["value"]) < float(control["ci_high"])
     assert json.loads((out / "results.json").read_text())[0].keys() == rows[0].keys()
     tex = (out / "results.tex").read_text()
-    assert r"\begin{tabular}{llrrrr}" in tex and r"$^{\downarrow}$" in tex and "truncated-16" in tex
-    mteb = json.loads((out / "mteb" / "all-MiniLM-L6-v2" / "noveleval.json").read_text())
+    assert r"\begin{tabular}{llrrrrr}" in tex and r"$^{\downarrow}$" in tex and SHIPPED_DEGRADED in tex
+    mteb = json.loads((out / "mteb" / SHIPPED_CONTROL / "noveleval.json").read_text())
     scores = mteb["scores"]["test"][0]
     assert scores["ndcg_at_10"] == pytest.approx(record["metrics"]["nDCG@10"])
-    assert scores["main_score"] == scores["ndcg_at_10"] and scores["map_at_100"] == record["metrics"]["MAP"]
+    assert scores["main_score"] == scores["ndcg_at_10"] and scores["map_at_1000"] == record["metrics"]["MAP"]
     assert mteb["dataset_revision"] == record["dataset"]["fingerprint"]
 
 
-def test_recall_curve_matches_the_record(tmp_path_factory):
-    """The run stored its per-query Recall@k curve; its mean at k = 10 is the record's Recall@10."""
-    real = real_records(tmp_path_factory)
+def test_recall_curve_matches_the_record(real):
+    """The report's Recall@k curve is the mean of the stored per-query one; at k = 100 it is the record's
+    Recall@100 (and the run's top_k, 1000, is its last cut-off)."""
     data = load_report_data([real.folder], n_resamples=200)
     record = json.loads((real.control / "record.json").read_text())
     assert record["files"]["recall_curve"] == "recall_curve.json"
     stored = json.loads((real.control / "recall_curve.json").read_text())
     assert len(stored["per_query"]) == record["dataset"]["counts"]["queries"] == 21
-    ks, values = data.recall["noveleval"]["all-MiniLM-L6-v2"]
-    assert ks == stored["ks"] and ks[0] == 1 and ks[-1] == 100 and ks == sorted(set(ks))
-    assert values[ks.index(10)] == pytest.approx(record["metrics"]["Recall@10"], abs=1e-12)
+    ks, values = data.recall["noveleval"][SHIPPED_CONTROL]
+    assert ks == stored["ks"] and ks[0] == 1 and ks[-1] == 1000 and ks == sorted(set(ks))
+    assert values == pytest.approx(np.mean(list(stored["per_query"].values()), axis=0), abs=1e-12)
+    for k in (100, 1000):
+        assert values[ks.index(k)] == pytest.approx(record["metrics"][f"Recall@{k}"], abs=1e-12)
     assert all(a <= b + 1e-12 for a, b in zip(values, values[1:]))  # Recall@k never decreases in k
-    degraded = data.recall["noveleval"]["truncated-16"][1]
-    assert degraded[ks.index(10)] < values[ks.index(10)]
+    degraded = data.recall["noveleval"][SHIPPED_DEGRADED][1]
+    assert degraded[ks.index(100)] < values[ks.index(100)]
 
 
-def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(tmp_path_factory):
+def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(real):
     """A record without a curve (schema 1 upgraded) gets a note; the report never looks for the dataset (gone)."""
-    real = real_records(tmp_path_factory)
     path = real.control / "record.json"
     record = json.loads(path.read_text())
     record["dataset"]["source"]["path"] = "/nowhere/noveleval"
@@ -127,8 +131,8 @@ def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(tmp_path_facto
     path.write_text(json.dumps(record))
     (real.control / "recall_curve.json").unlink()
     data = load_report_data([real.folder], n_resamples=100)
-    assert list(data.recall["noveleval"]) == ["truncated-16"]
-    assert data.notes == ["noveleval / all-MiniLM-L6-v2: no Recall@k curve: record predates schema 2"]
+    assert list(data.recall["noveleval"]) == [SHIPPED_DEGRADED]
+    assert data.notes == [f"noveleval / {SHIPPED_CONTROL}: no Recall@k curve: record predates schema 2"]
 
 
 def test_shipped_records_keep_their_curves():
@@ -138,18 +142,16 @@ def test_shipped_records_keep_their_curves():
     assert values[ks.index(100)] == pytest.approx(0.925, abs=1e-12)
 
 
-def test_comparison_check_and_report_data_render_in_jupyter(tmp_path_factory):
-    real = real_records(tmp_path_factory)
+def test_comparison_check_and_report_data_render_in_jupyter(real):
     comparison = compare(real.folder, n_resamples=200)
-    ndcg = comparison.find("noveleval", "nDCG@10", "truncated-16")
+    ndcg = comparison.find("noveleval", "nDCG@10", SHIPPED_DEGRADED)
     markdown = comparison._repr_markdown_()
-    assert f"{ndcg.stats.delta:+.4f}" in markdown and f"truncated-16 {ndcg.stats.treatment_mean:.4f}" in markdown
+    assert f"{ndcg.stats.delta:+.4f}" in markdown
+    assert f"{SHIPPED_DEGRADED} {ndcg.stats.treatment_mean:.4f}" in markdown
     assert "| noveleval | nDCG@10 |" in markdown and "| worse |" in markdown
     assert f"<td>{ndcg.stats.delta:+.4f}</td>" in comparison._repr_html_()
 
-    suite = load_suite(REPO / "suites" / "regression.yaml")
-    runs = load_runs([REPO / "results" / "baselines"])
-    report = check_suite(suite, select_records(suite, runs, "results/baselines"), n_resamples=200)
+    report = check(REPO / "suites" / "regression.yaml", results=[REPO / "results" / "baselines"], n_resamples=200)
     scifact = next(r for r in report.results if r.dataset == "scifact" and r.kind == "expect")
     markdown = report._repr_markdown_()
     assert markdown.startswith("**regression: passed (") and f"| {scifact.actual:.4f} |" in markdown
@@ -157,7 +159,7 @@ def test_comparison_check_and_report_data_render_in_jupyter(tmp_path_factory):
 
     data = load_report_data([real.folder], n_resamples=200)
     control = load(real.control)
-    low, high = data.cis[("noveleval", "all-MiniLM-L6-v2", "nDCG@10")]
+    low, high = data.cis[("noveleval", SHIPPED_CONTROL, "nDCG@10")]
     markdown = data._repr_markdown_()
     assert f"{control.metrics['nDCG@10']:.4f} [{low:.3f}, {high:.3f}]" in markdown
     assert f"{ndcg.stats.delta:+.4f}" in markdown and "**2 run record(s) on 1 dataset(s)" in markdown

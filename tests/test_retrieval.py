@@ -12,8 +12,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.vocabulary.errors import HarnessError
 from harness.search.exact import TopK, exact_top_k
+from harness.vocabulary.errors import HarnessError
 
 
 def score_matrix(queries: np.ndarray, corpus: np.ndarray, *, cosine: bool = False) -> np.ndarray:

@@ -17,10 +17,10 @@ import pytest
 
 from harness.input.corpus import FileCorpus, MemoryCorpus
 from harness.input.datasets import load_dataset
-from harness.vocabulary.errors import HarnessError
-from harness.pipeline.sweep import dataset_texts, reservoir_sample
-from harness.pipeline.runner import Ranking
 from harness.input.suite import DatasetSpec
+from harness.pipeline.runner import Ranking
+from harness.pipeline.sweep import dataset_texts, reservoir_sample
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, REPO, write_beir
 from tests.test_datasets import _dl19_tsv
 

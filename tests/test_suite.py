@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.vocabulary.errors import HarnessError
 from harness.input.suite import load_suite
+from harness.vocabulary.errors import HarnessError
 
 REPO = Path(__file__).resolve().parent.parent
 

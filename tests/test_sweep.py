@@ -10,11 +10,11 @@ import shutil
 import pytest
 
 from harness.cli import main
-from harness.vocabulary.errors import HarnessError
 from harness.input.grid import expand_suite, parse_grid_args, validate_grid
-from harness.scoring.records import load
-from harness.reporting import load_report_data
 from harness.input.suite import load_suite
+from harness.reporting import load_report_data
+from harness.scoring.records import load
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_suite
 
 SUITE = f"""

@@ -12,10 +12,11 @@ pytest.importorskip("mlflow")
 
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from conftest import DATA, write_suite  # noqa: E402
 from harness.cli import main  # noqa: E402
-from harness.scoring.records import find_records, load  # noqa: E402
 from harness.reporting.tracking import metric_name  # noqa: E402
+from harness.scoring.records import find_records, load  # noqa: E402
+
+from conftest import DATA, write_suite  # noqa: E402
 
 
 def test_metric_names_mlflow_accepts():

@@ -29,15 +29,8 @@ from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
-from harness.analysis.compare import (
-    LoadedRun,
-    MetricComparison,
-    aligned,
-    compare_pairs,
-    compare_speed,
-    label_runs,
-    load_runs,
-)
+from harness.analysis.compare import MetricComparison, aligned, compare_pairs, compare_speed
+from harness.scoring.scored import ScoredRun, label_runs, load_scored_runs
 from harness.analysis.stats import (LATENCY_QUANTILE, SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio,
                                     noninferiority, throughput_ratio)
 from harness.vocabulary.errors import HarnessError
@@ -168,8 +161,8 @@ def check_expectation(expected: Expectation, actual: float) -> tuple[Status, flo
     return "FAIL", delta
 
 
-def pick_record(runs: Sequence[LoadedRun], *, dataset: str, encoder: str, suite: str | None = None,
-                ) -> LoadedRun | None:
+def pick_record(runs: Sequence[ScoredRun], *, dataset: str, encoder: str, suite: str | None = None,
+                ) -> ScoredRun | None:
     """The newest record of dataset x encoder, preferring records of the named suite."""
     found = [r for r in runs if r.dataset == dataset and r.encoder == encoder]
     same_suite = [r for r in found if r.record.suite.name == suite]
@@ -177,7 +170,7 @@ def pick_record(runs: Sequence[LoadedRun], *, dataset: str, encoder: str, suite:
     return max(candidates, key=lambda r: r.record.created_at) if candidates else None
 
 
-def select_records(suite: Suite, runs: Sequence[LoadedRun], where: str) -> dict[tuple[str, str], LoadedRun]:
+def select_records(suite: Suite, runs: Sequence[ScoredRun], where: str) -> dict[tuple[str, str], ScoredRun]:
     """One record per dataset x encoder of the suite; a missing one is an input error."""
     chosen = {}
     for encoder in suite.encoders:
@@ -188,13 +181,13 @@ def select_records(suite: Suite, runs: Sequence[LoadedRun], where: str) -> dict[
                                    f"run `harness run {suite.source or 'SUITE'}` first or drop --results")
             # an external run has no model to check; it stands in for the suite's encoder by name
             if run.record.encoder is not None and run.record.encoder.model != encoder.model:
-                raise HarnessError(f"{run.path}: record of model {run.record.encoder.model!r}, but the suite's "
+                raise HarnessError(f"{run.where}: record of model {run.record.encoder.model!r}, but the suite's "
                                    f"encoder {encoder.name!r} is {encoder.model!r}")
             chosen[(dataset.name, encoder.name)] = run
     return chosen
 
 
-def check_suite(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, seed: int = 0,
+def check_suite(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, seed: int = 0,
                 n_resamples: int = 10_000) -> CheckReport:
     results: list[CheckResult] = []
     for encoder in suite.encoders:
@@ -202,23 +195,23 @@ def check_suite(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, seed
             run = records[(dataset, encoder.name)]
             for metric, expected in metrics.items():
                 if metric not in run.record.metrics:
-                    raise HarnessError(f"{run.path}: the record has no {metric} (it has "
+                    raise HarnessError(f"{run.where}: the record has no {metric} (it has "
                                        f"{', '.join(run.record.metrics)}); rerun with this suite")
                 actual = run.record.metrics[metric]
                 status, delta = check_expectation(expected, actual)
                 results.append(CheckResult(dataset, encoder.name, "expect", metric, status, expected.value, actual,
                                            delta, expected.tolerance))
     results += check_baselines(suite, records, seed=seed, n_resamples=n_resamples)
-    return CheckReport(suite.name, results, {f"{d} / {e}": str(r.path) for (d, e), r in records.items()})
+    return CheckReport(suite.name, results, {f"{d} / {e}": r.where for (d, e), r in records.items()})
 
 
-def check_baselines(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, seed: int,
+def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, seed: int,
                     n_resamples: int) -> list[CheckResult]:
-    pairs: list[tuple[LoadedRun, LoadedRun, EncoderSpec]] = []
+    pairs: list[tuple[ScoredRun, ScoredRun, EncoderSpec]] = []
     for encoder in suite.encoders:
         if encoder.baseline is None:
             continue
-        baseline_runs = load_runs([encoder.baseline.records])
+        baseline_runs = load_scored_runs([encoder.baseline.records])
         for dataset in suite.datasets:
             wanted = encoder.baseline.encoder or encoder.name
             base = pick_record(baseline_runs, dataset=dataset.name, encoder=wanted, suite=suite.name)
@@ -229,7 +222,7 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], LoadedRun], *, 
             base, current = label_runs([base, current])  # the same encoder name twice: labels must differ
             pairs.append((base, current, encoder))
     # Paired statistics per pair and metric; Holm then adjusts across every baseline comparison of the check.
-    compared: list[tuple[LoadedRun, LoadedRun, EncoderSpec, MetricComparison]] = []
+    compared: list[tuple[ScoredRun, ScoredRun, EncoderSpec, MetricComparison]] = []
     for base, current, encoder in pairs:
         spec = encoder.baseline
         assert spec is not None
@@ -272,11 +265,11 @@ def baseline_result(baseline: float, actual: float, p_holm: float, *, max_drop: 
                        note)
 
 
-def noninferior_result(base: LoadedRun, current: LoadedRun, metric: str, margin: NonInferiorityMargin, *,
+def noninferior_result(base: ScoredRun, current: ScoredRun, metric: str, margin: NonInferiorityMargin, *,
                        alpha: float, encoder: str) -> CheckResult:
     """PASS (OK) only when the one-sided lower confidence bound of mean(new - baseline) is above -margin."""
     if metric not in base.per_query or metric not in current.per_query:
-        raise HarnessError(f"{current.path if metric not in current.per_query else base.path}: no per-query "
+        raise HarnessError(f"{current.where if metric not in current.per_query else base.where}: no per-query "
                            f"{metric}, which baseline.noninferior names; rerun with this suite")
     c, t = aligned(base, current, metric)
     result = noninferiority(c, t, margin=margin.margin, alpha=alpha)
@@ -313,7 +306,7 @@ def speed_verdict(ratio: SpeedRatio, gate: SpeedGate) -> tuple[Status, str]:
     return "OK", f"{ratio.ratio:.2f}x the baseline: no slowdown"
 
 
-def speed_results(base: LoadedRun, current: LoadedRun, gate: SpeedGate, *, encoder: str, seed: int,
+def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encoder: str, seed: int,
                   n_resamples: int) -> list[CheckResult]:
     """Throughput and query p99 latency against the baseline on the same hardware (see ``SpeedGate``)."""
     old, new = base.record.performance, current.record.performance

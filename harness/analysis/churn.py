@@ -25,10 +25,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.compare import Comparison, LoadedRun, compare_pairs, label_runs
-from harness.input.datasets import read_run
+from harness.analysis.compare import Comparison, compare_pairs
+from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import record_file
 from harness.vocabulary.tables import html_table, markdown_table, text_table
 
 DEFAULT_K = 10
@@ -76,19 +75,6 @@ def rbo_ext(a: Sequence[str], b: Sequence[str], p: float = DEFAULT_P) -> float:
             x += item_l in seen_short
             total += (x / d + x_s * (d - s) / (s * d)) * weight
     return min(1.0, (1 - p) / p * total + ((x - x_s) / l + x_s / s) * p ** l)
-
-
-def ordered(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
-    """qid -> document ids, best first, in trec_eval's order (score descending, ties by document id descending)."""
-    return {qid: sorted(docs, key=lambda d: (docs[d], d), reverse=True) for qid, docs in run.items()}
-
-
-def load_ranking(run: LoadedRun) -> dict[str, list[str]]:
-    """A record's stored ranking (its run file)."""
-    path = record_file(run.path, run.record, "run")
-    if not path.is_file():
-        raise HarnessError(f"{path}: the record's run file is missing; churn compares the stored rankings")
-    return ordered(read_run(path))
 
 
 @dataclass(frozen=True)
@@ -189,27 +175,25 @@ class Churn:
             raise HarnessError(f"{output}: cannot write the churn files ({exc.strerror})") from None
 
 
-def churn(a: LoadedRun, b: LoadedRun, *, k: int = DEFAULT_K, p: float = DEFAULT_P,
-          rankings: tuple[Mapping[str, Sequence[str]], Mapping[str, Sequence[str]]] | None = None,
+def churn(a: ScoredRun, b: ScoredRun, *, k: int = DEFAULT_K, p: float = DEFAULT_P,
           metrics: Sequence[str] | None = None, seed: int = 0, n_resamples: int = 10_000) -> Churn:
-    """Churn of B against A (same dataset). ``rankings``: qid -> document ids best first, for each; default:
-    the records' stored run files."""
+    """Churn of B against A (same dataset): their rankings in memory, else their records' stored run files."""
     if not isinstance(k, int) or k < 1:
         raise HarnessError(f"k must be a positive integer, got {k!r}")
     if not 0 < p < 1:
         raise HarnessError(f"RBO persistence p must be in (0, 1), got {p}")
     if a.dataset != b.dataset:
-        raise HarnessError(f"{a.path} is a record of dataset {a.dataset!r}, {b.path} of {b.dataset!r}: churn "
+        raise HarnessError(f"{a.where} is a record of dataset {a.dataset!r}, {b.where} of {b.dataset!r}: churn "
                            "compares two rankings of the same queries")
     a, b = label_runs([a, b])
     warnings: list[str] = []
     depth = min(a.record.top_k, b.record.top_k)
     if k > depth:
         raise HarnessError(f"k = {k} is deeper than the records' rankings (top_k {depth}); choose k <= {depth}")
-    ranked_a, ranked_b = rankings or (load_ranking(a), load_ranking(b))
+    ranked_a, ranked_b = a.ranked_ids(), b.ranked_ids()
     qids = sorted(set(ranked_a) | set(ranked_b))
     if not qids:
-        raise HarnessError(f"{a.path} and {b.path}: both rankings are empty")
+        raise HarnessError(f"{a.where} and {b.where}: both rankings are empty")
     for run, ranked, other in ((a, ranked_a, ranked_b), (b, ranked_b, ranked_a)):
         absent = [q for q in other if q not in ranked]
         if absent:
@@ -223,5 +207,5 @@ def churn(a: LoadedRun, b: LoadedRun, *, k: int = DEFAULT_K, p: float = DEFAULT_
         deltas = {m: b.per_query[m][qid] - a.per_query[m][qid] for m in shared
                   if qid in a.per_query[m] and qid in b.per_query[m]}
         queries.append(QueryChurn(qid, overlap_at_k(x, y, k), rbo_ext(x, y, p), x[:k] == y[:k], deltas))
-    return Churn(a.dataset, a.label, b.label, (str(a.path), str(b.path)), k, p, depth, queries, comparison,
+    return Churn(a.dataset, a.label, b.label, (a.where, b.where), k, p, depth, queries, comparison,
                  warnings + comparison.warnings)

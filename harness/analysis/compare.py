@@ -17,54 +17,11 @@ from typing import Any
 
 from harness.analysis.stats import TESTS, PairedComparison, Test, compare_paired, holm
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import Performance, RunRecord, find_records, load, load_per_query
+from harness.scoring.records import Performance
+from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class LoadedRun:
-    """A run record with its per-query values; ``label`` names it in tables and plots."""
-
-    path: Path
-    record: RunRecord
-    per_query: dict[str, dict[str, float]]
-    label: str = ""
-
-    @property
-    def dataset(self) -> str:
-        return self.record.dataset.name
-
-    @property
-    def encoder(self) -> str:
-        """The encoder's name, or an external run's (``RunRecord.name``)."""
-        return self.record.name
-
-    @classmethod
-    def of(cls, directory: Path, record: RunRecord) -> LoadedRun:
-        return cls(directory, record, load_per_query(directory, record))
-
-
-def load_runs(paths: Sequence[Path]) -> list[LoadedRun]:
-    """Run records named directly or found under result folders (profile records are skipped)."""
-    loaded = ((d, load(d)) for d in find_records([Path(p) for p in paths]))
-    return label_runs([LoadedRun.of(d, r) for d, r in loaded if isinstance(r, RunRecord)])
-
-
-def label_runs(runs: list[LoadedRun]) -> list[LoadedRun]:
-    """Label each run by its encoder name; a name that repeats within a dataset gets its folder added."""
-    taken: set[tuple[str, str]] = set()
-    labelled = []
-    for run in runs:
-        label = run.encoder
-        for n in range(1, len(runs) + 2):
-            if (run.dataset, label) not in taken:
-                break
-            label = f"{run.encoder} [{run.path.parent.name}]" + (f" ({n})" if n > 1 else "")
-        taken.add((run.dataset, label))
-        labelled.append(replace(run, label=label))
-    return labelled
 
 
 @dataclass(frozen=True)
@@ -231,10 +188,10 @@ class Comparison:
         return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>"])
 
 
-def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,
-                    ) -> tuple[list[tuple[LoadedRun, LoadedRun]], list[str]]:
+def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,
+                    ) -> tuple[list[tuple[ScoredRun, ScoredRun]], list[str]]:
     """(control, treatment) pairs per dataset, and warnings for datasets with nothing to compare."""
-    groups: dict[str, list[LoadedRun]] = {}
+    groups: dict[str, list[ScoredRun]] = {}
     for run in runs:
         groups.setdefault(run.dataset, []).append(run)
     pairs, warnings = [], []
@@ -253,7 +210,7 @@ def pair_by_dataset(runs: Sequence[LoadedRun], *, control: str | None = None,
     return pairs, warnings
 
 
-def compare_runs(runs: Sequence[LoadedRun], *, control: str | None = None, **options: Any) -> Comparison:
+def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, **options: Any) -> Comparison:
     """Label, pair by dataset (the first record, or the encoder named ``control``, is the control), compare."""
     runs = label_runs(list(runs))
     if len(runs) < 2:
@@ -266,7 +223,7 @@ def compare_runs(runs: Sequence[LoadedRun], *, control: str | None = None, **opt
 
 
 def compare_pairs(
-    pairs: Sequence[tuple[LoadedRun, LoadedRun]],
+    pairs: Sequence[tuple[ScoredRun, ScoredRun]],
     *,
     metrics: Sequence[str] | None = None,
     alpha: float = 0.05,
@@ -296,12 +253,12 @@ def compare_pairs(
     return Comparison(results, speed, alpha, test, seed, n_resamples, warnings)
 
 
-def check_comparable(control: LoadedRun, treatment: LoadedRun) -> list[str]:
+def check_comparable(control: ScoredRun, treatment: ScoredRun) -> list[str]:
     """Refuse different data; return warnings for different metric settings."""
     a, b = control.record, treatment.record
     if a.dataset.fingerprint != b.dataset.fingerprint:
         raise HarnessError(
-            f"dataset {control.dataset!r}: {control.path} and {treatment.path} were run on different data "
+            f"dataset {control.dataset!r}: {control.where} and {treatment.where} were run on different data "
             f"(fingerprints {a.dataset.fingerprint} vs {b.dataset.fingerprint}); per-query "
             "comparisons need the same queries, documents and qrels")
     warnings = []
@@ -315,7 +272,7 @@ def check_comparable(control: LoadedRun, treatment: LoadedRun) -> list[str]:
     return warnings
 
 
-def shared_metrics(control: LoadedRun, treatment: LoadedRun, wanted: Sequence[str] | None,
+def shared_metrics(control: ScoredRun, treatment: ScoredRun, wanted: Sequence[str] | None,
                    warnings: list[str]) -> list[str]:
     names = list(wanted) if wanted else list(control.record.metrics)
     missing = [m for m in names if m not in control.per_query or m not in treatment.per_query]
@@ -327,7 +284,7 @@ def shared_metrics(control: LoadedRun, treatment: LoadedRun, wanted: Sequence[st
     return [m for m in names if m not in missing]
 
 
-def aligned(control: LoadedRun, treatment: LoadedRun, metric: str) -> tuple[list[float], list[float]]:
+def aligned(control: ScoredRun, treatment: ScoredRun, metric: str) -> tuple[list[float], list[float]]:
     """Per-query vectors of both runs in the same query order."""
     c, t = control.per_query[metric], treatment.per_query[metric]
     if set(c) != set(t):
@@ -338,7 +295,7 @@ def aligned(control: LoadedRun, treatment: LoadedRun, metric: str) -> tuple[list
     return [c[q] for q in qids], [t[q] for q in qids]
 
 
-def compare_speed(control: LoadedRun, treatment: LoadedRun) -> SpeedComparison:
+def compare_speed(control: ScoredRun, treatment: ScoredRun) -> SpeedComparison:
     a, b = control.record.speed_hardware_key, treatment.record.speed_hardware_key
     reason = "" if a == b else f"different hardware ({a} vs {b})"
     return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,

@@ -17,7 +17,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.compare import LoadedRun, aligned, load_runs, pair_by_dataset
+from harness.analysis.compare import aligned, pair_by_dataset
+from harness.scoring.scored import ScoredRun, load_scored_runs
 from harness.analysis.stats import minimum_detectable_effect, queries_needed
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.tables import html_table, markdown_table, text_table
@@ -70,7 +71,7 @@ class PowerReport:
                 "rows": [asdict(r) for r in self.rows]}
 
 
-def power_rows(runs: Sequence[LoadedRun], *, alpha: float = 0.05, power: float = 0.8, effect: float | None = None,
+def power_rows(runs: Sequence[ScoredRun], *, alpha: float = 0.05, power: float = 0.8, effect: float | None = None,
                metrics: Sequence[str] | None = None) -> PowerReport:
     """One row per dataset x metric (x treatment, when a dataset has several records)."""
     if effect is not None and effect <= 0:
@@ -101,18 +102,18 @@ def power_rows(runs: Sequence[LoadedRun], *, alpha: float = 0.05, power: float =
     return PowerReport(rows, alpha, power, effect)
 
 
-def _metrics(run: LoadedRun, wanted: Sequence[str] | None) -> list[str]:
+def _metrics(run: ScoredRun, wanted: Sequence[str] | None) -> list[str]:
     if not wanted:
         return list(run.record.metrics)
     missing = [m for m in wanted if m not in run.per_query]
     if missing:
-        raise HarnessError(f"{run.path}: no per-query {', '.join(missing)} (it has {', '.join(run.per_query)})")
+        raise HarnessError(f"{run.where}: no per-query {', '.join(missing)} (it has {', '.join(run.per_query)})")
     return list(wanted)
 
 
 def power_report(paths: Sequence[Path], **options: Any) -> PowerReport:
     """`harness power`: load run records and tabulate their minimum detectable effects."""
-    runs = load_runs(paths)
+    runs = load_scored_runs(paths)
     if not runs:
         raise HarnessError("no run records found in: " + ", ".join(str(p) for p in paths))
     return power_rows(runs, **options)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal, get_args
+from typing import Any, Literal
 
 import numpy as np
 
@@ -40,12 +40,15 @@ __all__ = [
 ]
 
 
+# A vector of per-query values (or of timings): a sequence of floats or a 1-D numpy array
+Values = Sequence[float] | np.ndarray
+
 # Resampling works on (batch, n) arrays; cap each batch at ~4M floats (32 MB) so that
 # 10,000 resamples of a 7,000-query MS MARCO dev vector stay within bounded memory.
 _MAX_BATCH_ELEMENTS = 1 << 22
 
 
-def _paired(control: Sequence[float], treatment: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+def _paired(control: Values, treatment: Values) -> tuple[np.ndarray, np.ndarray]:
     """Validated float64 copies of both vectors."""
     c = np.array(control, dtype=np.float64)
     t = np.array(treatment, dtype=np.float64)
@@ -86,7 +89,7 @@ def _mean_difference(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray
     return np.mean(y - x, axis=axis)
 
 
-def paired_t_test(control: Sequence[float], treatment: Sequence[float]) -> float:
+def paired_t_test(control: Values, treatment: Values) -> float:
     """Two-sided p-value of the paired Student t-test (``scipy.stats.ttest_rel``).
 
     Degenerate case: when every per-query difference is the same value (including all
@@ -105,8 +108,8 @@ def paired_t_test(control: Sequence[float], treatment: Sequence[float]) -> float
 
 
 def randomization_test(
-    control: Sequence[float],
-    treatment: Sequence[float],
+    control: Values,
+    treatment: Values,
     *,
     n_resamples: int = 10_000,
     seed: int = 0,
@@ -143,8 +146,8 @@ def randomization_test(
 
 
 def bootstrap_ci(
-    control: Sequence[float],
-    treatment: Sequence[float],
+    control: Values,
+    treatment: Values,
     *,
     confidence: float = 0.95,
     n_resamples: int = 10_000,
@@ -181,7 +184,7 @@ def bootstrap_ci(
 
 
 def win_tie_loss(
-    control: Sequence[float], treatment: Sequence[float], *, eps: float = 1e-9
+    control: Values, treatment: Values, *, eps: float = 1e-9
 ) -> tuple[int, int, int]:
     """Per-query counts: wins (treatment > control + eps), ties (|diff| <= eps), losses."""
     if eps < 0:
@@ -245,8 +248,8 @@ class PairedComparison:
 
 
 def compare_paired(
-    control: Sequence[float],
-    treatment: Sequence[float],
+    control: Values,
+    treatment: Values,
     *,
     seed: int = 0,
     n_resamples: int = 10_000,
@@ -294,7 +297,7 @@ class NonInferiority:
         return self.lower > -self.margin
 
 
-def noninferiority(control: Sequence[float], treatment: Sequence[float], *, margin: float,
+def noninferiority(control: Values, treatment: Values, *, margin: float,
                    alpha: float = 0.05) -> NonInferiority:
     """One-sided paired t-test of H0: mean(treatment - control) <= -margin against H1: > -margin.
 
@@ -390,7 +393,7 @@ class SpeedRatio:
         return self.upper < 1.0 - max_slowdown
 
 
-def _timing_samples(rows: Sequence[float], seconds: Sequence[float], what: str) -> tuple[np.ndarray, np.ndarray]:
+def _timing_samples(rows: Values, seconds: Values, what: str) -> tuple[np.ndarray, np.ndarray]:
     r, s = np.array(rows, dtype=np.float64), np.array(seconds, dtype=np.float64)
     if r.ndim != 1 or r.shape != s.shape or r.size == 0:
         raise ValueError(f"{what}: rows and seconds must be non-empty 1-D sequences of one length")
@@ -417,8 +420,8 @@ def _bootstrap_ratio(control_stat, n_control: int, treatment_stat, n_treatment: 
     return float(np.quantile(treatment / control, 1.0 - alpha))
 
 
-def throughput_ratio(control_rows: Sequence[float], control_seconds: Sequence[float],
-                     treatment_rows: Sequence[float], treatment_seconds: Sequence[float], *, alpha: float = 0.05,
+def throughput_ratio(control_rows: Values, control_seconds: Values,
+                     treatment_rows: Values, treatment_seconds: Values, *, alpha: float = 0.05,
                      n_resamples: int = 10_000, seed: int = 0) -> SpeedRatio:
     """Throughput of the treatment over the control's, from timed pieces of work (rows, seconds) of each run.
 
@@ -434,7 +437,7 @@ def throughput_ratio(control_rows: Sequence[float], control_seconds: Sequence[fl
     return SpeedRatio(ratio, upper, alpha, int(cr.size), int(tr.size))
 
 
-def quantile_bound(values: Sequence[float], quantile: float, confidence: float, side: Literal["upper", "lower"]
+def quantile_bound(values: Values, quantile: float, confidence: float, side: Literal["upper", "lower"]
                    ) -> float:
     """A distribution-free one-sided confidence bound for a quantile: the order statistic X_(r) with
     P(X_(r) >= q-quantile) >= confidence (upper) or P(X_(r) <= q-quantile) >= confidence (lower), from the
@@ -460,7 +463,7 @@ def calls_to_bound(quantile: float, confidence: float) -> int:
     return math.ceil(math.log(1.0 - confidence) / math.log(quantile))
 
 
-def latency_speed_ratio(control_ms: Sequence[float], treatment_ms: Sequence[float], *,
+def latency_speed_ratio(control_ms: Values, treatment_ms: Values, *,
                         quantile: float = LATENCY_QUANTILE, alpha: float = 0.05) -> SpeedRatio:
     """Speed by a latency quantile: control's / treatment's (below 1: the treatment is slower), with the
     quantile as ``numpy.percentile`` computes it (``Latency.from_values``). The upper bound is the control's

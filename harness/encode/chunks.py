@@ -29,10 +29,10 @@ class EncodingHost(StrictModel):
 
 
 class ChunkStore(Protocol):
-    """What `EncodedChunk.write` needs of a store (`cache.EmbeddingStore`, `cache.MemoryStore`)."""
+    """What `EncodedChunk.write` needs of a store (`store.EmbeddingStore`, `store.MemoryStore`)."""
 
     def write(self, index: int, embeddings: np.ndarray, *, seconds: float, tokens: int, truncated: int = 0,
-              pieces: Sequence[tuple[int, float]] = ()) -> None: ...
+              pieces: tuple[tuple[int, float], ...] = ()) -> None: ...
 
 
 @dataclass(frozen=True)

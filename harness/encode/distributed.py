@@ -27,14 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from harness.encode.chunks import EncodedChunk, EncodingHost, encode_chunk, this_host
+from harness.encode.models import Encoder
 from harness.encode.store import STORE_DTYPES, EmbeddingStore
 from harness.input.datasets import Dataset
-from harness.encode.chunks import EncodingHost, EncodedChunk, encode_chunk, this_host
-from harness.encode.models import Encoder
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.timing import release_free_heap
-from harness.vocabulary.progress import progress as show_progress
 from harness.input.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.progress import progress as show_progress
+from harness.vocabulary.timing import release_free_heap
 
 log = logging.getLogger(__name__)
 

@@ -42,18 +42,20 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
 
 from harness.encode.kernels import Int8Linear, PackedLinear, convert_linears, onednn_kernels
 from harness.encode.kernels import int8_path as _int8_path
-from harness.vocabulary.precision import precision_problem
 from harness.encode.tokenize import TextTokenizer, TokenBlock, full_rows, pad_batch, plan_batches
-from harness.vocabulary.errors import HarnessError
 from harness.input.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import precision_problem
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 HALF_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 # Padded tokens per batch. CPU: small batches stay in cache (docs/engine.md: 2-4k tokens measured best on
@@ -166,7 +168,8 @@ class FastEngine:
         self.tokenizer = TextTokenizer(tokenizer) if tokenizer is not None else None
         self.pad_id = int(getattr(tokenizer, "pad_token_id", None) or 0)
         model.eval()
-        self.net = self._precision_copy(model[0].auto_model if self.path == "direct" else model)
+        # a Module, torch.compile's wrapper of one, or a runtime's session (harness.encode.runtimes)
+        self.net: Any = self._precision_copy(model[0].auto_model if self.path == "direct" else model)
         self.tail = list(model)[1:] if self.path == "direct" else []
         self.fill_rows = (self.path == "direct" and isinstance(self.net, torch.nn.Module)  # not a runtime's session
                           and any(isinstance(m, PackedLinear) for m in self.net.modules()))
@@ -218,6 +221,7 @@ class FastEngine:
     # -- forward ------------------------------------------------------------------------------------
     def _forward(self, batch: Batch) -> tuple[torch.Tensor, int]:
         if self.path == "direct":
+            assert batch.input_ids is not None and batch.attention_mask is not None  # padded by _batches
             ids = batch.input_ids.to(self.device, non_blocking=True)
             mask = batch.attention_mask.to(self.device, non_blocking=True)
             features = {"input_ids": ids, "attention_mask": mask, "token_embeddings": self._hidden(ids, mask).float()}
@@ -283,6 +287,7 @@ class FastEngine:
                     land(batch.rows, emb, None)
             while pending:
                 land(*pending.popleft())
+        assert out is not None  # n > 0 texts: some batch landed
         return EncodeResult(out, n_tokens, n_truncated)
 
     @property
@@ -373,7 +378,7 @@ def _threads(count: int | None):
 _DONE = object()
 
 
-def _prefetched(items: Iterator[Batch], depth: int) -> Iterator[Batch]:
+def _prefetched(items: Iterator[T], depth: int) -> Iterator[T]:
     """Produce `items` in a background thread, up to `depth` ahead; re-raise its errors here.
 
     The Rust tokenizer releases the GIL, so on CUDA tokenisation overlaps the GPU's work."""

@@ -4,8 +4,6 @@
 
 from __future__ import annotations
 
-import functools
-import hashlib
 import json
 import os
 import shutil
@@ -16,6 +14,7 @@ import numpy as np
 import torch
 
 from harness.encode.store import cache_root
+from harness.encode.versions import ENGINE_VERSIONS, engine_code_version
 from harness.encode.engines import (EncodeResult, FastEngine, Progress, SentenceTransformersEngine,
                                     weights_fingerprint)
 from harness.vocabulary.precision import RUNTIME_ENGINES
@@ -139,32 +138,22 @@ def load_sentence_transformer(model: str, *, device: str):
 EMBEDDING_LIBRARIES = ("torch", "transformers", "sentence-transformers", "tokenizers")
 
 
-def engine_code_files() -> list[Path]:
-    """Every module of harness/encode/: engines, tokenisation, kernels, precision rules, loading."""
-    return sorted(Path(__file__).resolve().parent.glob("*.py"))
-
-
-@functools.cache
-def engine_code_version() -> str:
-    """A hash of `engine_code_files()`: an edit there re-keys the embedding cache, with no version constant to
-    forget to bump."""
-    digest = hashlib.sha256()
-    for path in engine_code_files():
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def embedding_versions() -> dict[str, str | None]:
-    """Every version, besides the encoder's settings, that can change embeddings: the harness's engine code and
-    the installed libraries. Part of the embedding cache key and of every record's embedding provenance."""
+def embedding_versions(engine: str) -> dict[str, str | None]:
+    """Every version, besides the encoder's settings, that can change the embeddings `engine` makes: the harness's
+    code version of that engine (`harness.encode.versions`) and the installed libraries. Part of the embedding cache
+    key and of every record's embedding provenance. A name that is not one of the harness's engines (the golden
+    tests' plain `SentenceTransformer.encode` reference) runs no harness code: the libraries only."""
     libraries = {name: library_version(name) for name in EMBEDDING_LIBRARIES}
-    return {"harness-encode": engine_code_version(), **libraries}
+    if engine not in ENGINE_VERSIONS:
+        return libraries
+    return {"harness-encode": engine_code_version(engine), **libraries}
 
 
 def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]) -> dict[str, object]:
     """What cached embeddings are keyed by (`harness.encode.store.store_key`): weights fingerprint x dataset fingerprint x
-    the settings that change embeddings x `embedding_versions()`."""
-    return {"model": model, "dataset": dataset, "encoder": settings, "versions": embedding_versions()}
+    the settings that change embeddings x `embedding_versions` of the settings' engine."""
+    return {"model": model, "dataset": dataset, "encoder": settings,
+            "versions": embedding_versions(str(settings["engine"]))}
 
 
 def make_engine(model, spec: EncoderSpec, device: str):

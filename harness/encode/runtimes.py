@@ -27,16 +27,17 @@ import shutil
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from harness.encode.store import cache_root
 from harness.encode.engines import FastEngine, direct_path_problem, weights_fingerprint
-from harness.vocabulary.precision import RUNTIME_EXTRAS
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.timing import library_version
+from harness.encode.store import cache_root
 from harness.input.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import RUNTIME_EXTRAS
+from harness.vocabulary.timing import library_version
 
 INPUTS = ("input_ids", "attention_mask")
 EXPORT_FILE = "transformer.onnx"
@@ -73,6 +74,7 @@ def export_transformer(net: torch.nn.Module, path: Path) -> None:
         program = torch.onnx.export(_LastHiddenState(net).eval(), example, input_names=list(INPUTS),
                                     output_names=["last_hidden_state"], dynamo=True, external_data=True,
                                     dynamic_shapes={name: {0: batch, 1: sequence} for name in INPUTS}, verbose=False)
+    assert program is not None  # the dynamo exporter always returns its program
     program.save(str(path), external_data=True)
 
 
@@ -87,7 +89,8 @@ def exporter_version() -> str:
 
 def transformer_fingerprint(net: torch.nn.Module) -> str:
     """Weights and config of the transformer: what its export is keyed by (with `exporter_version`)."""
-    config = net.config.to_json_string(use_diff=False) if hasattr(net, "config") else ""
+    hf: Any = net  # a transformers model: its .config is a PretrainedConfig (torch types attributes as Tensor | Module)
+    config = hf.config.to_json_string(use_diff=False) if hasattr(net, "config") else ""
     return hashlib.sha256((weights_fingerprint(net) + config).encode()).hexdigest()[:16]
 
 

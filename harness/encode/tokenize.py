@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -86,7 +87,7 @@ class TextTokenizer:
 
     def __init__(self, tokenizer):
         self.tokenizer = tokenizer
-        self._backend = None
+        self._backend: Any = None  # a copy of the Rust `tokenizers.Tokenizer` (untyped); None: call the tokenizer
         self._checked = False
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if getattr(tokenizer, "is_fast", False) and backend is not None:
@@ -114,7 +115,9 @@ class TextTokenizer:
         limit = self.max_length
         rows = [list(ids) for ids in self.tokenizer(texts, truncation="longest_first", padding=False,
                                                      max_length=limit)["input_ids"]]
-        at_limit = [text for text, ids in zip(texts, rows) if limit is not None and len(ids) == limit]
+        if limit is None:  # nothing was cut
+            return rows, 0
+        at_limit = [text for text, ids in zip(texts, rows) if len(ids) == limit]
         full = (self.tokenizer(at_limit, truncation=False, padding=False, verbose=False)["input_ids"]
                 if at_limit else [])
         return rows, sum(len(ids) > limit for ids in full)

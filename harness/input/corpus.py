@@ -39,8 +39,8 @@ import tempfile
 import zlib
 from array import array
 from collections.abc import Callable, Iterable, Iterator
-from typing import IO
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -79,11 +79,11 @@ class Corpus:
         """Canonical row of each of `doc_ids` found in the corpus (absent ids are left out)."""
         # Not cast to the corpus's dtype: numpy would cut a longer id to the corpus's width ("12345678" would be
         # found as "1234567"). Arrays of different widths compare exactly.
-        wanted = sorted(set(doc_ids))
+        names = sorted(set(doc_ids))
         if self.ids.dtype.kind == "S":  # a non-ASCII id cannot be among ASCII ones
-            wanted = np.asarray([d.encode() for d in wanted if d.isascii()], dtype=bytes)
+            wanted = np.asarray([d.encode() for d in names if d.isascii()], dtype=bytes)
         else:
-            wanted = np.asarray(wanted, dtype=str)
+            wanted = np.asarray(names, dtype=str)
         if not len(wanted) or not len(self):
             return {}
         ascending = self.ids[::-1]
@@ -434,6 +434,7 @@ class IndexDir:
             shutil.rmtree(self.path, ignore_errors=True)
             return None
         text_file = self.path / "spill" if info.get("spill") else source
+        assert text_file is not None, "an index without a spill file is loaded with its source file"
         return FileCorpus(text_file, info["fmt"], ids, self.path / "offsets.npy", self.path / "lengths.npy",
                           index=self.path)
 

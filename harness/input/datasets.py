@@ -18,10 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.input.corpus import (Corpus, IndexDir, as_strings, check_id, decode_line, file_stat, iter_file_docs, line_error,
-                            memory_corpus, open_docs_corpus, open_file_corpus, parse_line, raw_lines)
-from harness.vocabulary.errors import HarnessError
+from harness.input.corpus import (
+    Corpus,
+    IndexDir,
+    as_strings,
+    check_id,
+    decode_line,
+    file_stat,
+    iter_file_docs,
+    line_error,
+    memory_corpus,
+    open_docs_corpus,
+    open_file_corpus,
+    parse_line,
+    raw_lines,
+)
 from harness.input.suite import DatasetSpec
+from harness.vocabulary.errors import HarnessError
 
 log = logging.getLogger(__name__)
 

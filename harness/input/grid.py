@@ -15,8 +15,8 @@ import reprlib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from harness.vocabulary.precision import ENGINES, PRECISIONS, precision_problem
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import ENGINES, PRECISIONS, precision_problem
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ def parse_grid_args(items: Sequence[str]) -> dict[str, list[Any]]:
             raise HarnessError(f"--grid {item!r}: write KEY=V1,V2 with KEY one of {', '.join(GRID_KEYS)}")
         if key in raw:
             raise HarnessError(f"--grid names {key!r} twice; give all its values once: {key}=V1,V2")
-        parts = [v.strip() for v in values.split(",") if v.strip()]
+        parts: list[Any] = [v.strip() for v in values.split(",") if v.strip()]
         if key == "max_seq_length":
             try:
                 parts = [int(v) for v in parts]

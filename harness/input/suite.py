@@ -6,14 +6,23 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import (AfterValidator, AllowInfNan, BaseModel, ConfigDict, Field, Strict, StrictBool,
-                      ValidationError, field_validator, model_validator)
+from pydantic import (
+    AfterValidator,
+    AllowInfNan,
+    BaseModel,
+    Field,
+    Strict,
+    StrictBool,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
-from harness.vocabulary.statistics import Test
-from harness.vocabulary.precision import EngineName, Precision, precision_problem
-from harness.vocabulary.errors import HarnessError
 from harness.input.grid import validate_grid
+from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.measures import parse_measure
+from harness.vocabulary.precision import EngineName, Precision, precision_problem
+from harness.vocabulary.statistics import Test
 from harness.vocabulary.validation import StrictModel, clip, explain_errors
 
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
@@ -26,7 +35,8 @@ Device = Literal["auto", "cpu", "cuda"]  # "auto": CUDA when visible
 # infinite margin would pass every check.
 Int = Annotated[int, Strict()]
 Float = Annotated[float, Strict(), AllowInfNan(False)]
-# A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS (harness.input.grid).
+# A suite may expand to this many YAML nodes with its aliases expanded, and a sweep to MAX_VARIANTS
+# (harness.input.grid).
 MAX_SUITE_NODES = 100_000
 
 
@@ -224,7 +234,8 @@ class Suite(StrictModel):
     metrics: list[str] = Field(default_factory=lambda: list(DEFAULT_METRICS), min_length=1)
     top_k: Int = Field(default=1000, gt=0)
     reuse_embeddings: ReuseEmbeddings = "auto"
-    grid: dict[str, list[Any]] | None = None  # `harness sweep`: engine/precision/max_seq_length values (harness.input.grid)
+    # `harness sweep`: engine/precision/max_seq_length values (harness.input.grid)
+    grid: dict[str, list[Any]] | None = None
     source: Path | None = None
 
     @field_validator("grid")

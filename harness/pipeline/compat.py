@@ -1,7 +1,7 @@
 """Backward compatibility between model versions: queries encoded by one model search corpus embeddings of another.
 
-A suite encoder's ``document_model`` (``harness.input.suite.DocumentModel``) names where its corpus embeddings come from:
-another model (encoded through the embedding cache under that model's own key, so a corpus an earlier run encoded
+A suite encoder's ``document_model`` (``harness.input.suite.DocumentModel``) names where its corpus embeddings come
+from: another model (encoded through the embedding cache under that model's own key, so a corpus an earlier run encoded
 is reused as it is), another encoder of the suite, or an earlier record's stored embeddings. `CorpusSource` is that
 corpus side for `harness.pipeline.runner.run_one`; the record then names both models (``encoder.documents``).
 """
@@ -15,13 +15,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from harness.encode.store import EmbeddingStore, store_key
-from harness.input.datasets import Dataset
 from harness.encode.models import Encoder
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import (DocumentEncoderInfo, DocumentSettings, RunRecord, load_run_record)
-from harness.encode.store import StoreOrigin
+from harness.encode.store import EmbeddingStore, StoreOrigin, store_key
+from harness.input.datasets import Dataset
 from harness.input.suite import DocumentModel, EncoderSpec, Suite
+from harness.scoring.records import DocumentEncoderInfo, DocumentSettings, EncoderInfo, RunRecord, load_run_record
+from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.validation import explain_errors
 
 
@@ -35,9 +34,15 @@ class CorpusSource:
     record_path: Path | None = None
 
     @property
+    def _record_encoder(self) -> EncoderInfo:
+        """The encoder of ``record`` (a record this harness encoded: an external run's names none)."""
+        assert self.record is not None and self.record.encoder is not None
+        return self.record.encoder
+
+    @property
     def dimension(self) -> int | None:
         if self.record is not None:
-            return self.record.encoder.dimension
+            return self._record_encoder.dimension
         return _model_dimension(self.encoder)
 
     def info(self, dimension: int) -> DocumentEncoderInfo:
@@ -48,8 +53,7 @@ class CorpusSource:
             settings = DocumentSettings(**{k: self.encoder.settings[k] for k in keys})
             return DocumentEncoderInfo(model=self.encoder.spec.model, fingerprint=self.encoder.fingerprint,
                                        dimension=dimension, settings=settings)
-        assert self.record is not None
-        old = self.record.encoder
+        old = self._record_encoder
         if old.documents is not None:  # that record searched another model's corpus in turn: name that model
             return old.documents.model_copy(update={"record": str(self.record_path)})
         settings = DocumentSettings(**old.settings.model_dump(include=set(DocumentSettings.model_fields)))
@@ -60,6 +64,7 @@ class CorpusSource:
         """The record's embedding store under ``root``, complete and of this data set's corpus."""
         assert self.record is not None
         where = f"document_model.record {self.record_path}"
+        assert self.record.performance is not None  # timed: a record this harness encoded
         key = self.record.performance.embedding_store.key
         if key is None:
             raise HarnessError(f"{where}: that run held its corpus embeddings in memory only (evaluate_model), so "
@@ -142,8 +147,11 @@ def check_dimensions(encoder: Encoder, documents: CorpusSource, found: tuple[int
     query_dim, corpus_dim = found or (_model_dimension(encoder), documents.dimension)
     if query_dim is None or corpus_dim is None or query_dim == corpus_dim:
         return
-    corpus = (f"the corpus embeddings of record {documents.record_path} ({documents.record.encoder.model})"
-              if documents.record is not None else f"document model {documents.encoder.spec.model!r}")
+    if documents.record is not None:
+        corpus = f"the corpus embeddings of record {documents.record_path} ({documents._record_encoder.model})"
+    else:
+        assert documents.encoder is not None  # a CorpusSource has a record or an encoder
+        corpus = f"document model {documents.encoder.spec.model!r}"
     raise HarnessError(f"encoder {encoder.spec.name!r}: query model {encoder.spec.model!r} gives {query_dim}-"
                        f"dimensional embeddings but {corpus} {corpus_dim}-dimensional ones; queries can only search "
                        "a corpus embedded in the same dimension")

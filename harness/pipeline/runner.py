@@ -10,11 +10,12 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TypeVar
 
 import numpy as np
+from pydantic import PositiveInt, StrictBool
 
 from harness.encode.store import ChunkInfo, EmbeddingStore, MemoryStore, cache_root, cache_write_error
 from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
@@ -23,15 +24,17 @@ from harness.input.datasets import Dataset, load_dataset
 from harness.encode.chunks import encode_chunk, this_host
 from harness.encode.models import Encoder, embedding_versions
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.metrics import Evaluation, holes, parse_measure
+from harness.scoring.metrics import holes, means, parse_measure
+from harness.scoring.scored import RunOutcome, ScoredRun
 from harness.vocabulary import timing
+from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
+from harness.vocabulary.validation import StrictModel
 from harness.vocabulary.progress import progress
-from harness.scoring.records import (ChunkTiming, DatasetInfo, DocumentEncoderInfo, EmbeddingProvenance, EmbeddingStoreInfo, EncoderInfo, Holes, Performance, RecallCurve, RunRecord, SuiteInfo, TimedRows, score, write_run_record)
+from harness.scoring.records import (ChunkTiming, DatasetInfo, DocumentEncoderInfo, EmbeddingProvenance, EmbeddingStoreInfo, EncoderInfo, Performance, RecallCurve, RunRecord, SuiteInfo, TimedRows, score, write_run_record)
 from harness.encode.chunks import EncodingHost
 from harness.vocabulary.timing import utc_now
 from harness.search.exact import exact_top_k
 from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
-from harness.vocabulary.tables import markdown_table, md_escape
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +89,18 @@ class _Scored(_PerQuery[dict[str, float]]):
         return dict(self._ranking[qid])
 
 
-@dataclass(frozen=True)
-class RunOptions:
+class RunOptions(StrictModel):
+    """How a suite runs; built by `harness.api.run_options` (the one place, every field checked)."""
+
     output: Path | None = None  # where run_suite writes records; None keeps them in memory only
-    cache: Path | None = None
-    chunk_rows: int = 16384
-    store_dtype: str = "auto"  # "auto" | "fp32" | "fp16"
-    latency_calls: int = timing.LATENCY_CALLS
-    progress: bool = True
-    executor: str = "local"  # "local" | "ray"
+    cache: Path | None = None  # None: $HARNESS_CACHE or ~/.cache/harness
+    chunk_rows: PositiveInt = DEFAULT_CHUNK_ROWS
+    store_dtype: StoreDtype = "auto"
+    latency_calls: PositiveInt = timing.LATENCY_CALLS
+    progress: StrictBool = True
+    executor: Executor = "local"
     ray_address: str | None = None
-    fail_fast: bool = False  # re-raise the first failure instead of recording it and going on
+    fail_fast: StrictBool = False  # re-raise the first failure instead of recording it and going on
     reuse_embeddings: ReuseEmbeddings | None = None  # None: the suite's `reuse_embeddings`
 
 
@@ -105,52 +109,10 @@ class RunOptions:
 FP16_STORE_FROM_ROWS = 1_000_000
 
 
-def store_dtype_for(n_rows: int, requested: str) -> str:
+def store_dtype_for(n_rows: int, requested: StoreDtype) -> str:
     if requested != "auto":
         return requested
     return "fp16" if n_rows >= FP16_STORE_FROM_ROWS else "fp32"
-
-
-@dataclass(frozen=True)
-class ModelEvaluation:
-    """One dataset x encoder, evaluated: the record, every metric per query, and the ranking."""
-
-    record: RunRecord
-    per_query: dict[str, dict[str, float]]  # metric name as requested -> query id -> value
-    run: Ranking
-    recall_curve: RecallCurve  # per-query Recall@k at the standard cut-offs, for reports
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """Mean of each metric over all judged queries, keyed as requested."""
-        return self.record.metrics
-
-    def _repr_markdown_(self) -> str:
-        table = markdown_table(["metric", "mean"], [[name, f"{value:.4f}"] for name, value in self.metrics.items()])
-        return (f"**{md_escape(self.record.dataset.name)} × {md_escape(self.record.encoder.name)}** "
-                f"({len(self.run)} queries)\n\n{table}\n")
-
-
-@dataclass(frozen=True)
-class RunOutcome:
-    """What became of one dataset x encoder of a suite: a result (and its record directory when the
-    suite writes records), or the reason it failed."""
-
-    dataset: str
-    encoder: str
-    result: ModelEvaluation | None = None
-    path: Path | None = None
-    error: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-    @property
-    def record(self) -> RunRecord:
-        if self.result is None:
-            raise HarnessError(f"{self.dataset} × {self.encoder} failed, so it has no record: {self.error}")
-        return self.result.record
 
 
 @dataclass(frozen=True)
@@ -197,7 +159,7 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
             else:
                 done = _attempt(lambda: _run_and_write(suite, dataset, *encoder, options), fail_fast=options.fail_fast)
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
-                    else RunOutcome(name, encoder_spec.name, result=done[0], path=done[1]))
+                    else RunOutcome(name, encoder_spec.name, result=done))
     return outcomes
 
 
@@ -212,18 +174,19 @@ def _load_dataset(spec: DatasetSpec, cache: Path) -> Dataset:
 
 
 def _run_and_write(suite: Suite, dataset: Dataset, encoder: Encoder, documents: CorpusSource | None,
-                   options: RunOptions) -> tuple[ModelEvaluation, Path | None]:
+                   options: RunOptions) -> ScoredRun:
     result = run_one(suite, dataset, encoder, options, documents=documents)
     if options.output is None:
-        return result, None
-    path = write_run_record(options.output, result.record, run=result.run, per_query=result.per_query,
+        return result
+    assert result.ranking is not None and result.recall_curve is not None  # a fresh run holds both
+    path = write_run_record(options.output, result.record, run=result.ranking, per_query=result.per_query,
                             recall_curve=result.recall_curve, tag=encoder.spec.name)
-    return result, path
+    return replace(result, path=path)
 
 
 def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOptions,
             store: EmbeddingStore | MemoryStore | None = None, documents: CorpusSource | None = None,
-            ) -> ModelEvaluation:
+            ) -> ScoredRun:
     """Encode (or read from the store), search, evaluate and measure one dataset x encoder. Writes only the
     embedding store (the disk cache unless `store` is given). With `documents` (a suite's document_model) the
     corpus embeddings come from there; `encoder` encodes the queries only."""
@@ -273,20 +236,21 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     run = Ranking(dataset.query_ids, dataset.corpus.ids, top.scores, top.indices, suite.top_k,
                   drop_self_hits=dataset.drop_self_hits)
     ranked = run.scored()
-    scores = score(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level, top_k=suite.top_k)
-    evaluation = Evaluation(scores.per_query, scores.aggregate)
-    record = build_run_record(suite, dataset, encoder, evaluation=evaluation, store=store, ranking=ranked,
+    values, curve = score(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level,
+                          top_k=suite.top_k)
+    record = build_run_record(suite, dataset, encoder, metrics=means(values), store=store, ranking=ranked,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
                               search_seconds=search_seconds, encoding_hosts=hosts, rss=rss,
                               embeddings=EmbeddingProvenance.of_chunks(
                                   chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
-                                  versions=getattr(store, "parts", {}).get("versions") or embedding_versions(),
+                                  versions=getattr(store, "parts", {}).get("versions")
+                                  or embedding_versions((corpus_encoder or encoder).spec.engine),
                                   store=store.origin))
-    return ModelEvaluation(record, evaluation.per_query, run, scores.recall_curve)
+    return ScoredRun(record, values, ranking=run, recall_curve=curve)
 
 
-def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evaluation: Evaluation,
+def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, metrics: dict[str, float],
                      store: EmbeddingStore | MemoryStore, dimension: int, latency: timing.Latency,
                      search_seconds: float, rss: timing.RssSpan,
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
@@ -324,14 +288,13 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, evalua
         dataset=DatasetInfo.of(dataset),
         encoder=EncoderInfo(name=spec.name, model=spec.model, fingerprint=encoder.fingerprint, dimension=dimension,
                             settings=encoder.settings, documents=documents),
-        metrics=evaluation.aggregate,
+        metrics=metrics,
         metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
         top_k=suite.top_k,
         performance=performance,
         environment=timing.environment(),
         created_at=utc_now(),
-        holes=None if ranking is None else Holes.model_validate(
-            holes(dataset.qrels, ranking, relevance_level=dataset.relevance_level), from_attributes=True),
+        holes=None if ranking is None else holes(dataset.qrels, ranking, relevance_level=dataset.relevance_level),
     )
 
 

@@ -14,21 +14,26 @@ import math
 import random
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 import numpy as np
 import torch
 
 from harness.encode.engines import SentenceTransformersEngine, count_tokens
-from harness.encode.models import (load_sentence_transformer, make_engine, position_limit, resolve_device,
-                                   weights_fingerprint)
-from harness.vocabulary.precision import precision_problem
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary import timing
-from harness.scoring.records import (ProfilePoint, ProfileRecord)
-from harness.vocabulary.timing import utc_now
+from harness.encode.models import (
+    load_sentence_transformer,
+    make_engine,
+    position_limit,
+    resolve_device,
+    weights_fingerprint,
+)
 from harness.input.suite import EncoderSpec
+from harness.scoring.records import ProfilePoint, ProfileRecord
+from harness.vocabulary import timing
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import precision_problem
 from harness.vocabulary.tables import fmt_num, text_table
+from harness.vocabulary.timing import utc_now
 
 T = TypeVar("T")
 
@@ -80,7 +85,7 @@ def reservoir_sample(items: Iterable[T], n: int, *, seed: int = 0) -> list[T]:
             nxt = next(itertools.islice(it, skip, None), _END)
             if nxt is _END:
                 break
-            sample[rng.randrange(n)] = nxt
+            sample[rng.randrange(n)] = cast(T, nxt)  # not the _END sentinel: an item
             w *= math.exp(math.log(u()) / n)
     rng.shuffle(sample)
     return sample

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.analysis.churn import Churn, churn as ranking_churn
-from harness.analysis.compare import Comparison, LoadedRun, aligned, compare_pairs, label_runs, pair_by_dataset
+from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by_dataset
+from harness.scoring.scored import ScoredRun, label_runs
 from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import Test, bootstrap_ci
 from harness.vocabulary.errors import HarnessError
@@ -34,7 +35,7 @@ class LoadedProfile:
 
 @dataclass(frozen=True)
 class ReportData:
-    runs: list[LoadedRun]
+    runs: list[ScoredRun]
     comparison: Comparison | None
     cis: dict[tuple[str, str, str], tuple[float, float]]  # (dataset, label, metric) -> 95% CI of the mean
     recall: dict[str, dict[str, tuple[list[int], list[float]]]]  # dataset -> label -> (ks, recall@k)
@@ -48,7 +49,7 @@ class ReportData:
     def datasets(self) -> list[str]:
         return list(dict.fromkeys(r.dataset for r in self.runs))
 
-    def runs_of(self, dataset: str) -> list[LoadedRun]:
+    def runs_of(self, dataset: str) -> list[ScoredRun]:
         return [r for r in self.runs if r.dataset == dataset]
 
     def metrics_of(self, dataset: str) -> list[str]:
@@ -121,7 +122,7 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)
         if isinstance(record, RunRecord):
-            runs.append(LoadedRun.of(directory, record))
+            runs.append(ScoredRun.of(directory, record))
         else:
             profiles.append(LoadedProfile(directory, record))
     if not runs and not profiles:
@@ -146,7 +147,7 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
                       churn=churns, frontiers=frontiers)
 
 
-def quality_speed_frontiers(runs: Sequence[LoadedRun], metric: str, *, alpha: float, test: Test, seed: int,
+def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, *, alpha: float, test: Test, seed: int,
                             n_resamples: int) -> tuple[dict[str, Frontier], list[str]]:
     """The `metric` x passages/s frontier of each dataset with at least two timed runs that have the metric
     (external runs timed nothing and are left out), over the runs on the hardware of the dataset's first timed run
@@ -174,12 +175,12 @@ def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[fl
     return bootstrap_ci([0.0] * len(values), values, seed=seed, n_resamples=n_resamples)
 
 
-def recall_curves(runs: Sequence[LoadedRun]) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], list[str]]:
+def recall_curves(runs: Sequence[ScoredRun]) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], list[str]]:
     """Mean Recall@k curves stored with the records, by dataset and label; a note for each record without one."""
     curves: dict[str, dict[str, tuple[list[int], list[float]]]] = {}
     notes: list[str] = []
     for run in runs:
-        curve = load_recall_curve(run.path, run.record)
+        curve = run.curve()
         if curve is None:
             notes.append(f"{run.dataset} / {run.label}: no Recall@k curve: record predates schema 2")
         else:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Union
+from typing import Literal
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
-from harness.scoring.records import (RunRecord)
-from harness.vocabulary.timing import utc_now
 from harness.reporting.data import DOWN, UP, ReportData
 from harness.reporting.figures import FigureFile
+from harness.scoring.records import RunRecord
 from harness.vocabulary.tables import fmt_num, fmt_p
+from harness.vocabulary.timing import utc_now
 
 
 @dataclass(frozen=True)
@@ -32,7 +32,7 @@ class Table:
     rows: list[list[str]]
 
 
-Block = Union[Heading, Para, Table, FigureFile]
+Block = Heading | Para | Table | FigureFile
 
 
 def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
@@ -115,7 +115,7 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
                             rows))
         legend = "; ".join(f"{n} = {k}" for k, n in names.items())
         blocks.append(Para(f"Speed figures are comparable only within the same hardware group ({legend}).", "note"))
-        if any(r.record.performance.corpus_from_cache for r in timed):
+        if any(r.record.performance is not None and r.record.performance.corpus_from_cache for r in timed):
             blocks.append(Para(CACHED_NOTE, "note"))
     external = [r.label for r in data.runs if r.record.performance is None]
     if external:
@@ -161,6 +161,7 @@ def _environment_table(data: ReportData) -> Table:
             [(r.label, r.dataset, r.record.environment, _settings(r.record), r.record.created_at, r.path)
              for r in data.runs]
             + [(p.label, "(profile)", p.record.environment, {}, "", p.path) for p in data.profiles]):
+        assert path is not None  # a report's runs are read from their record folders
         rows.append([dataset, label, env.cpu_model, str(env.torch_threads), env.gpu.name if env.gpu else "none",
                      " ".join(f"{k} {v}" for k, v in env.libraries.items()
                               if k in ("torch", "transformers", "sentence-transformers") and v),

@@ -9,9 +9,9 @@ import re
 from pathlib import Path
 from typing import Any
 
+from harness.reporting.data import ReportData
 from harness.scoring.metrics import parse_measure
 from harness.scoring.records import BeirSource, RunRecord, slug
-from harness.reporting.data import ReportData
 
 # Our dataset names (or BEIR folder names) -> MTEB task names, for results that sit next to MTEB's.
 MTEB_TASKS = {
@@ -42,7 +42,7 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
                 "mde": m.stats.mde if m else None,
                 "p_t_test": m.stats.p_t_test if m else None, "p_randomization": m.stats.p_randomization if m else None,
                 "p_holm": m.p_holm[c.test] if m and c else None,
-                "verdict": m.verdict(c.alpha, c.test) if m and c else None, "record": str(run.path),
+                "verdict": m.verdict(c.alpha, c.test) if m and c else None, "record": run.where,
             })
     return rows
 
@@ -115,8 +115,8 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
     out = {}
     for run in data.runs:
         source = run.record.dataset.source
-        beir = isinstance(source, BeirSource)
-        folder = Path(source.path).name.lower() if beir else ""
+        beir = source if isinstance(source, BeirSource) else None
+        folder = Path(beir.path).name.lower() if beir is not None else ""
         task = MTEB_TASKS.get(run.dataset.lower()) or MTEB_TASKS.get(folder) or run.dataset
         keys = {m: mteb_key(m, run.record.top_k) for m in run.record.metrics}
         scores = {key: run.record.metrics[m] for m, key in keys.items() if key}
@@ -126,7 +126,7 @@ def mteb_results(data: ReportData) -> dict[str, dict[str, Any]]:
             "dataset_revision": run.record.dataset.fingerprint,
             "task_name": task,
             "mteb_version": None,
-            "scores": {source.split if beir else "test": [
+            "scores": {beir.split if beir is not None else "test": [
                 {**scores, "main_score": main, "hf_subset": "default", "languages": ["eng-Latn"]}]},
             "evaluation_time": performance.corpus_encode_s + performance.search_s if performance else None,
             "kg_co2_emissions": None,

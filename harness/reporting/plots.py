@@ -10,6 +10,7 @@ from __future__ import annotations
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -125,7 +126,7 @@ def recall_curves(curves: Mapping[str, tuple[Sequence[int], Sequence[float]]], *
     return fig
 
 
-def throughput_vs_batch(points: Sequence[Mapping[str, object]], *, title: str) -> Figure:
+def throughput_vs_batch(points: Sequence[Mapping[str, Any]], *, title: str) -> Figure:
     """Passages/s against batch size, one line per precision (and engine/device/length when they vary).
 
     Each point needs ``batch_size``, ``passages_per_s`` and ``precision``; ``engine``, ``device``,
@@ -216,7 +217,7 @@ def churn_distribution(overlaps: Sequence[float], rbos: Sequence[float], *, k: i
     return fig
 
 
-def quality_speed_frontier(points: Sequence[Mapping[str, object]], *, metric: str, title: str) -> Figure:
+def quality_speed_frontier(points: Sequence[Mapping[str, Any]], *, metric: str, title: str) -> Figure:
     """A metric (with its 95% CI) against passages/s, one marker per point, the frontier drawn as a line through
     the points on it (filled markers; dominated points hollow); beside it the same markers against query p99
     latency where points have one.
@@ -230,19 +231,19 @@ def quality_speed_frontier(points: Sequence[Mapping[str, object]], *, metric: st
     for ax, x, xlabel in zip(axes, ("speed", "p99_ms"), ("corpus encoding throughput (passages/s, higher is faster)",
                                                         "query encoding latency p99 (ms, lower is faster)")):
         for i, p in enumerate(points):
-            low, high = p["ci"]  # type: ignore[misc]
+            low, high = p["ci"]
             # colour varies fastest, the marker once per round of colours: distinct for 64 points (a grid sweep)
             colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
             on = bool(p["frontier"])
-            ax.errorbar([p[x]], [p["mean"]], yerr=[[p["mean"] - low], [high - p["mean"]]],  # type: ignore[operator]
+            ax.errorbar([p[x]], [p["mean"]], yerr=[[p["mean"] - low], [high - p["mean"]]],
                         fmt=marker, color=colour, markerfacecolor=colour if on else "white",
                         markersize=8, capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
         if x == "speed":
-            front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))  # type: ignore
+            front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))
             if len(front) > 1:
                 ax.plot([p["speed"] for p in front], [p["mean"] for p in front], color="#333333", linewidth=1.2,
                         linestyle="--", zorder=0, label="frontier")
-        values = [float(p[x]) for p in points]  # type: ignore[arg-type]
+        values = [float(p[x]) for p in points]
         if max(values) / max(min(values), 1e-9) > 20:
             ax.set_xscale("log")
             _plain_log_ticks(ax.xaxis)

@@ -13,8 +13,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.records import ProfileRecord, RunRecord
+from harness.vocabulary.errors import HarnessError
 
 _INVALID = re.compile(r"[^\w.\- :/]")
 
@@ -46,10 +46,12 @@ def _experiment(client, name: str) -> str:
 
 
 def run_params(record: RunRecord) -> dict[str, str]:
-    settings = record.encoder.settings.model_dump()
+    encoder = record.encoder
+    assert encoder is not None  # records of `harness run` (run_suite), not external runs
+    settings = encoder.settings.model_dump()
     params = {f"encoder.{k}": v for k, v in settings.items() if v is not None}
-    params.update({"encoder.name": record.encoder.name, "encoder.model": record.encoder.model,
-                   "encoder.fingerprint": record.encoder.fingerprint, "encoder.dimension": record.encoder.dimension,
+    params.update({"encoder.name": encoder.name, "encoder.model": encoder.model,
+                   "encoder.fingerprint": encoder.fingerprint, "encoder.dimension": encoder.dimension,
                    "dataset.name": record.dataset.name, "dataset.fingerprint": record.dataset.fingerprint,
                    "top_k": record.top_k, "hardware_key": record.speed_hardware_key,
                    "schema_version": record.schema_version})
@@ -58,6 +60,7 @@ def run_params(record: RunRecord) -> dict[str, str]:
 
 def run_metrics(record: RunRecord) -> dict[str, float]:
     perf = record.performance
+    assert perf is not None  # records of `harness run` (run_suite) are timed
     metrics = {metric_name(k): v for k, v in record.metrics.items()}
     speed = {"corpus_passages_per_s": perf.throughput.passages_per_s,
              "corpus_tokens_per_s": perf.throughput.tokens_per_s,
@@ -76,9 +79,9 @@ def log_run_records(uri: str, records: Sequence[tuple[RunRecord, Path]], *, expe
     ids = []
     for record, folder in records:
         experiment_id = _experiment(client, experiment or record.suite.name)
-        tags = {"harness.kind": "run", "harness.record": str(folder), "harness.input.suite": record.suite.name,
-                "harness.dataset": record.dataset.name, "harness.encoder": record.encoder.name}
-        ids.append(_log(client, experiment_id, f"{record.dataset.name} × {record.encoder.name}", tags,
+        tags = {"harness.kind": "run", "harness.record": str(folder), "harness.suite": record.suite.name,
+                "harness.dataset": record.dataset.name, "harness.encoder": record.name}  # the encoder's name
+        ids.append(_log(client, experiment_id, f"{record.dataset.name} × {record.name}", tags,
                         run_params(record), run_metrics(record), folder))
     return ids
 

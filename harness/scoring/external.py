@@ -26,12 +26,12 @@ from pathlib import Path
 from harness.vocabulary.digest import file_sha256
 from harness.input.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.metrics import holes, parse_measure
-from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Holes, Performance, QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score, find_records, load, record_file, write_run_record)
+from harness.scoring.metrics import holes, means, parse_measure
+from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Performance, QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score, find_records, load, record_file, write_run_record)
+from harness.scoring.scored import ScoredRun, ordered
 from harness.vocabulary.timing import utc_now
 from harness.vocabulary.validation import validated
 from harness.input.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
-from harness.vocabulary.tables import md_escape
 
 log = logging.getLogger(__name__)
 
@@ -265,19 +265,6 @@ def _examples(ids: Iterable[str]) -> list[str]:
 # ---------------------------------------------------------------- records
 
 
-@dataclass(frozen=True)
-class RunEvaluation:
-    """A run scored: its record, every metric per query, and its record directory when written."""
-
-    record: RunRecord
-    per_query: dict[str, dict[str, float]]
-    path: Path | None = None
-
-    def _repr_markdown_(self) -> str:
-        metrics = ", ".join(f"{md_escape(m)} {v:.4f}" for m, v in self.record.metrics.items())
-        return f"**{md_escape(self.record.dataset.name)} × {md_escape(self.record.name)}**: {metrics}"
-
-
 def evaluate_runs(
     runs: Sequence[PathLike],
     *,
@@ -290,7 +277,7 @@ def evaluate_runs(
     relevance_level: int | None = None,
     names: Sequence[str] | None = None,
     output: PathLike | None = None,
-) -> list[RunEvaluation]:
+) -> list[ScoredRun]:
     """Score run files (TREC, plain or gzipped, or JSON ``{qid: {docid: score}}``) against judgments: a qrels file
     or BEIR folder (``qrels``), or a dataset of a suite (``suite`` + ``dataset``). Each run becomes a record
     (written under ``output`` if given) named ``names[i]`` or after its file. ``metrics`` default to the suite's
@@ -318,7 +305,7 @@ def evaluate_runs(
     return results
 
 
-def evaluate_run(run: PathLike, *, name: str | None = None, **options) -> RunEvaluation:
+def evaluate_run(run: PathLike, *, name: str | None = None, **options) -> ScoredRun:
     """`evaluate_runs` for one run file (same options)."""
     return evaluate_runs([run], names=None if name is None else [name], **options)[0]
 
@@ -330,7 +317,7 @@ def rescore(
     qrels: PathLike | None = None,
     relevance_level: int | None = None,
     output: PathLike | None = None,
-) -> list[RunEvaluation]:
+) -> list[ScoredRun]:
     """Score the stored ranking of record directories again, with other ``metrics`` (default: the record's) and/or
     more judgments (``qrels``: a qrels file whose judgments are added to the dataset's). Nothing is encoded; the
     new record keeps the original's encoder and timings and says what it was scored from (``source``)."""
@@ -368,21 +355,20 @@ def rescore(
 def _scored(run: dict[str, dict[str, float]], judgments: Judgments, metrics: list[str], *, suite: SuiteInfo,
             source: RunSource, files: RecordFiles, environment: Environment, encoder: EncoderInfo | None,
             performance: Performance | None, copy_run: Path, output: PathLike | None,
-            top_k: int | None = None) -> RunEvaluation:
+            top_k: int | None = None) -> ScoredRun:
     level = judgments.info.relevance_level
     # The depth of the ranking scored: that of the judged queries (the others are not scored, however long).
     depth = top_k or max(len(run.get(qid, ())) for qid in judgments.qrels)
-    scores = score(judgments.qrels, run, metrics, relevance_level=level, top_k=depth)
-    record = RunRecord(suite=suite, dataset=judgments.info, encoder=encoder, metrics=scores.aggregate,
+    values, curve = score(judgments.qrels, run, metrics, relevance_level=level, top_k=depth)
+    record = RunRecord(suite=suite, dataset=judgments.info, encoder=encoder, metrics=means(values),
                        metric_definitions={m: parse_measure(m).definition(level) for m in metrics}, top_k=depth,
                        performance=performance, environment=environment, created_at=utc_now(), files=files,
-                       source=source, holes=Holes.model_validate(holes(judgments.qrels, run, relevance_level=level),
-                                                                 from_attributes=True))
-    path = None
-    if output is not None:
-        path = write_run_record(Path(output), record, run=copy_run, per_query=scores.per_query,
-                                recall_curve=scores.recall_curve)
-    return RunEvaluation(record, scores.per_query, path)
+                       source=source, holes=holes(judgments.qrels, run, relevance_level=level))
+    if output is None:
+        ranking = {qid: [(doc, run[qid][doc]) for doc in ids] for qid, ids in ordered(run).items()}
+        return ScoredRun(record, values, ranking=ranking, recall_curve=curve)
+    path = write_run_record(Path(output), record, run=copy_run, per_query=values, recall_curve=curve)
+    return ScoredRun(record, values, recall_curve=curve, path=path)
 
 
 def _metric_names(metrics: Sequence[str] | None, suite: PathLike | None) -> list[str]:

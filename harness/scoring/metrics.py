@@ -33,28 +33,22 @@ import pytrec_eval
 
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.measures import ALLOWED, Measure, parse_measure
+from harness.vocabulary.validation import StrictModel
 
-__all__ = ["Evaluation", "Holes", "Measure", "evaluate", "holes", "judged_fraction", "parse_measure"]
+__all__ = ["Holes", "Measure", "PerQuery", "holes", "judged_fraction", "means", "parse_measure", "per_query_values"]
 
-@dataclass(frozen=True)
-class Evaluation:
-    """Per-query values and means, both keyed by the metric name exactly as the caller wrote it.
-
-    ``per_query[name]`` holds one value for every query of the qrels, in qrels order.
-    """
-
-    per_query: dict[str, dict[str, float]]
-    aggregate: dict[str, float]
+PerQuery = dict[str, dict[str, float]]  # metric name as the caller wrote it -> query id -> value
 
 
-def evaluate(
+def per_query_values(
     qrels: Mapping[str, Mapping[str, int]],
     run: Mapping[str, Mapping[str, float]],
     metrics: Sequence[str] | str,
     *,
     relevance_level: int = 1,
-) -> Evaluation:
-    """Score ``run`` against ``qrels`` with trec_eval semantics (see the module docstring).
+) -> PerQuery:
+    """Score ``run`` against ``qrels`` with trec_eval semantics (see the module docstring): each metric's value for
+    every query of the qrels, in qrels order (`means` averages them).
 
     ``qrels``: qid → docid → grade; ``run``: qid → docid → score (Python or numpy numbers);
     ``metrics``: names such as ``["nDCG@10", "MRR@10"]`` (or one name). Neither mapping is
@@ -85,15 +79,17 @@ def evaluate(
     for k in sorted({m.cutoff for m in measures.values() if m.kind == "Judged"}):
         results[f"judged@{k}"] = {qid: judged_fraction(int_qrels[qid], run.get(qid, {}), k) for qid in qids}
 
-    per_query: dict[str, dict[str, float]] = {}
-    aggregate: dict[str, float] = {}
+    values: PerQuery = {}
     for name, measure in measures.items():
         key = measure.result_key + (f"@{measure.cutoff}" if measure.kind in ("MRR", "Judged") else "")
         by_qid = results.get(key, {})
-        values = {qid: by_qid.get(qid, 0.0) for qid in qids}
-        per_query[name] = values
-        aggregate[name] = math.fsum(values.values()) / len(qids)
-    return Evaluation(per_query=per_query, aggregate=aggregate)
+        values[name] = {qid: by_qid.get(qid, 0.0) for qid in qids}
+    return values
+
+
+def means(values: PerQuery) -> dict[str, float]:
+    """Each metric's mean over its queries (every judged query: trec_eval ``-c``), summed exactly (``math.fsum``)."""
+    return {name: math.fsum(by_qid.values()) / len(by_qid) for name, by_qid in values.items()}
 
 
 def _collect(
@@ -124,8 +120,7 @@ def judged_fraction(judged: Mapping[str, int], docs: Mapping[str, float], k: int
     return sum(doc in judged for doc, _ in top) / len(top) if top else 0.0
 
 
-@dataclass(frozen=True)
-class Holes:
+class Holes(StrictModel):
     """How much of each query's top ``depth`` the qrels judge, and nDCG@depth with the unjudged documents there
     counted both ways. Each value is a mean over every query of the qrels (trec_eval ``-c``).
 
@@ -159,7 +154,7 @@ def holes(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str,
         unjudged.append(len(missing) / len(tops[qid]) if tops[qid] else 0.0)
         completed[qid] = {**judged, **dict.fromkeys(missing, relevance_level)}
     name, judged_name = f"nDCG@{depth}", f"Judged@{depth}"
-    standard = evaluate(qrels, tops, [name, judged_name], relevance_level=relevance_level).aggregate
-    optimistic = evaluate(completed, tops, [name], relevance_level=relevance_level).aggregate
+    standard = means(per_query_values(qrels, tops, [name, judged_name], relevance_level=relevance_level))
+    optimistic = means(per_query_values(completed, tops, [name], relevance_level=relevance_level))
     return Holes(depth=depth, judged=standard[judged_name], unjudged=math.fsum(unjudged) / len(unjudged),
                  ndcg=standard[name], ndcg_unjudged_relevant=optimistic[name])

@@ -35,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from harness.encode.chunks import EncodingHost
 from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
+from harness.scoring.metrics import Holes, PerQuery, per_query_values
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key, utc_now
 from harness.vocabulary.validation import StrictModel, explain_errors
@@ -315,20 +316,6 @@ class RunSource(StrictModel):
     warnings: list[CountedWarning] = []
 
 
-class Holes(StrictModel):
-    """How much of each query's top ``depth`` the qrels judge, and nDCG@depth with its unjudged documents counted
-    as not relevant (``ndcg``, the standard value) and as relevant at the dataset's relevance_level
-    (``ndcg_unjudged_relevant``, on the qrels completed with them; the ideal DCG is recomputed). Means over every
-    judged query; ``unjudged`` is the share of a query's top depth without a qrels entry (0 for an empty ranking).
-    Definitions: ``harness.scoring.metrics.Holes``."""
-
-    depth: int
-    judged: float
-    unjudged: float
-    ndcg: float
-    ndcg_unjudged_relevant: float
-
-
 class RunRecord(StrictModel):
     schema_version: Literal[2] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
@@ -463,41 +450,29 @@ class RecallCurve(StrictModel):
 SCORE_BATCH_QUERIES = 1000  # queries per pytrec_eval call: bounds the copy pytrec_eval makes of a large run
 
 
-@dataclass(frozen=True)
-class Scores:
-    """A run scored: each metric per query and its mean over all judged queries, and the Recall@k curve."""
-
-    per_query: dict[str, dict[str, float]]
-    aggregate: dict[str, float]
-    recall_curve: RecallCurve
-
-
 def score(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], metrics: Sequence[str], *,
-          relevance_level: int, top_k: int) -> Scores:
-    """``metrics.evaluate`` and the Recall@k curve in one pytrec_eval pass, a batch of queries at a time (means
-    over all judged queries, as ``evaluate`` computes them)."""
-    from harness.scoring.metrics import evaluate
-
+          relevance_level: int, top_k: int) -> tuple[PerQuery, RecallCurve]:
+    """Each metric per query (for every judged query) and the Recall@k curve, in one pytrec_eval pass over a batch
+    of queries at a time (``metrics.means`` of the first gives the record's means)."""
     qids = list(qrels)
     ks = curve_ks(top_k)
     curve_names = [f"Recall@{k}" for k in ks]
     names = list(dict.fromkeys([*metrics, *curve_names]))
-    per_query: dict[str, dict[str, float]] = {m: {} for m in names}
+    values: PerQuery = {m: {} for m in names}
     for start in range(0, len(qids), SCORE_BATCH_QUERIES):
         batch = qids[start:start + SCORE_BATCH_QUERIES]
         sub_run = {q: run[q] for q in batch if q in run}
-        evaluation = evaluate({q: qrels[q] for q in batch}, sub_run, names, relevance_level=relevance_level)
+        scored = per_query_values({q: qrels[q] for q in batch}, sub_run, names, relevance_level=relevance_level)
         for name in names:
-            per_query[name].update(evaluation.per_query[name])
-    aggregate = {m: math.fsum(per_query[m].values()) / len(qids) for m in metrics}
-    curve = RecallCurve(ks=ks, per_query={q: [per_query[n][q] for n in curve_names] for q in qids})
-    return Scores({m: per_query[m] for m in metrics}, aggregate, curve)
+            values[name].update(scored[name])
+    curve = RecallCurve(ks=ks, per_query={q: [values[n][q] for n in curve_names] for q in qids})
+    return {m: values[m] for m in metrics}, curve
 
 
 def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mapping[str, float]], *, top_k: int,
                  relevance_level: int = 1) -> RecallCurve:
     """The Recall@k curve of a run (qid -> docid -> score)."""
-    return score(qrels, run, [], relevance_level=relevance_level, top_k=top_k).recall_curve
+    return score(qrels, run, [], relevance_level=relevance_level, top_k=top_k)[1]
 
 
 # ------------------------------------------------------------------ writing

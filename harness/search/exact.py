@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from numbers import Integral
+from typing import cast
 
 import numpy as np
 import torch
@@ -93,10 +94,11 @@ def _device(device: str) -> torch.device:
 
 def _chunks(corpus: Chunk | Iterable[Chunk], chunk_size: int, dim: int) -> Iterator[Chunk]:
     """2-D slices of at most `chunk_size` rows, in corpus order, each checked for the query dimension."""
-    if hasattr(corpus, "ndim"):
-        if corpus.ndim != 2:
-            raise HarnessError(f"corpus embeddings must be a 2-D array, got shape {tuple(corpus.shape)}")
-        blocks: Iterable[Chunk] = [corpus]
+    if hasattr(corpus, "ndim"):  # one array (numpy, torch, a memmap), not an iterable of blocks
+        array = cast(Chunk, corpus)
+        if array.ndim != 2:
+            raise HarnessError(f"corpus embeddings must be a 2-D array, got shape {tuple(array.shape)}")
+        blocks: Iterable[Chunk] = [array]
     else:
         blocks = corpus
     for block in blocks:
