@@ -27,13 +27,14 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from harness.analysis.check import speed_results  # noqa: E402
-from harness.analysis.compare import LoadedRun  # noqa: E402
 from harness.encode.engines import FastEngine  # noqa: E402
 from harness.encode.models import Encoder  # noqa: E402
 from harness.encode.store import MemoryStore  # noqa: E402
 from harness.input.datasets import load_dataset  # noqa: E402
 from harness.input.suite import SpeedGate, parse_suite  # noqa: E402
 from harness.pipeline.runner import RunOptions, run_one  # noqa: E402
+from harness.scoring.scored import ScoredRun  # noqa: E402
+from harness.vocabulary.statistics import StatsOptions  # noqa: E402
 
 SUITE = {
     "name": "speed-gate",
@@ -76,7 +77,7 @@ def main() -> int:
     options = RunOptions(progress=False)
     gate = SpeedGate(max_slowdown=args.max_slowdown, alpha=args.alpha)
 
-    def run(label: str, encoder: Encoder) -> LoadedRun:
+    def run(label: str, encoder: Encoder) -> ScoredRun:
         started = time.perf_counter()
         store = MemoryStore(len(dataset.corpus), chunk_rows=options.chunk_rows)
         result = run_one(suite, dataset, encoder, options, store=store)
@@ -84,7 +85,7 @@ def main() -> int:
         print(f"  {label}: {perf.throughput.passages_per_s:.1f} passages/s, query p99 {perf.query_latency.p99:.2f} ms, "
               f"{sum(len(c.pieces) for c in perf.corpus_chunk_seconds)} timed pieces "
               f"({time.perf_counter() - started:.0f} s, load average {os.getloadavg()[0]:.1f})", file=sys.stderr)
-        return LoadedRun(Path(label), result.record, result.per_query, label)
+        return result.named(label)
 
     warm = dataset.corpus.texts(0, 64)
     fast.encode_documents(warm)  # warm every engine once, outside the timed runs
@@ -98,7 +99,7 @@ def main() -> int:
     for label in plan:
         encoder = aten if label.startswith("oneDNN") else st if label.startswith("sentence") else fast
         current = run(label, encoder)
-        checks = speed_results(baseline, current, gate, encoder="minilm", seed=0, n_resamples=10_000)
+        checks = speed_results(baseline, current, gate, encoder="minilm", stats=StatsOptions(seed=0, n_resamples=10_000))
         rows.append({"run": label, "load_average": os.getloadavg()[0],
                      **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
                                    "baseline": c.expected, "new": c.actual, "message": c.message}

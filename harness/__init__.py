@@ -33,7 +33,8 @@ _EXPORTS = {
     "HarnessError": "harness.vocabulary.errors",
     "sweep": "harness.api", "profile": "harness.api", "power": "harness.api", "cache_stores": "harness.api",
     "clear_cache": "harness.api",
-    "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external", "rescore": "harness.scoring.external",
+    "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external",
+    "rescore": "harness.scoring.external",
     "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
 }
 
@@ -43,15 +44,33 @@ if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
-    from harness.api import (Report, SuiteResult, cache_stores, check, churn, clear_cache, compare, evaluate,
-                             evaluate_model, evaluate_per_query, load_dataset, load_qrels, load_run, power, profile,
-                             report, run_suite, scored_runs, sweep)
-    from harness.input.datasets import Dataset
-    from harness.vocabulary.errors import HarnessError
-    from harness.scoring.external import evaluate_run, evaluate_runs, rescore
     from harness.analysis.pooling import Pool, pool
-    from harness.scoring.scored import RunOutcome, ScoredRun
+    from harness.api import (
+        Report,
+        SuiteResult,
+        cache_stores,
+        check,
+        churn,
+        clear_cache,
+        compare,
+        evaluate,
+        evaluate_model,
+        evaluate_per_query,
+        load_dataset,
+        load_qrels,
+        load_run,
+        power,
+        profile,
+        report,
+        run_suite,
+        scored_runs,
+        sweep,
+    )
+    from harness.input.datasets import Dataset
     from harness.input.suite import Suite, load_suite
+    from harness.scoring.external import evaluate_run, evaluate_runs, rescore
+    from harness.scoring.scored import RunOutcome, ScoredRun
+    from harness.vocabulary.errors import HarnessError
 
 
 def __getattr__(name: str) -> Any:

@@ -19,28 +19,39 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from harness.analysis.stats import Test
-from harness.input.datasets import BEIR_LAYOUT, Dataset, load_dataset as _load_spec, read_qrels, read_run
-from harness.vocabulary.precision import EngineName, Precision
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.validation import validated
+from harness.input.datasets import BEIR_LAYOUT, Dataset, read_qrels, read_run
+from harness.input.datasets import load_dataset as _load_spec
+from harness.input.suite import (
+    DEFAULT_METRICS,
+    DatasetSpec,
+    Device,
+    EncoderSpec,
+    ReuseEmbeddings,
+    Similarity,
+    Suite,
+    cutoff_problem,
+    load_suite,
+    shipped_folder,
+)
 from harness.scoring.metrics import means, per_query_values
 from harness.scoring.scored import RunOutcome, ScoredRun, label_runs, load_scored_runs
-from harness.vocabulary.timing import LATENCY_CALLS
+from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
-from harness.input.suite import (DEFAULT_METRICS, DatasetSpec, Device, EncoderSpec, ReuseEmbeddings, Similarity, Suite,
-                           cutoff_problem, load_suite, shipped_folder)
+from harness.vocabulary.precision import EngineName, Precision
+from harness.vocabulary.statistics import StatsOptions, Test
 from harness.vocabulary.tables import fmt_num, markdown_table, md_escape, text_table
+from harness.vocabulary.timing import LATENCY_CALLS
+from harness.vocabulary.validation import validated
 
 if TYPE_CHECKING:
     from harness.analysis.check import CheckReport
-    from harness.analysis.power import PowerReport
-    from harness.pipeline.runner import RunOptions
-    from harness.scoring.records import ProfileRecord
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
-    from harness.scoring.records import RunRecord
+    from harness.analysis.power import PowerReport
+    from harness.encode.store import StoreEntry
+    from harness.pipeline.runner import RunOptions
     from harness.reporting import ReportData
+    from harness.scoring.records import ProfileRecord, RunRecord
 
 __all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "evaluate_per_query",
            "load_dataset", "load_qrels", "load_run", "report", "results_table", "run_suite", "scored_runs"]
@@ -139,9 +150,9 @@ def evaluate_model(
     ``{"model": ..., "precision": "fp32"}``; ``document_prefix`` goes to it) and ``model`` encodes the queries only;
     ``{"record": DIR}`` searches that record's stored corpus embeddings (read from ``$HARNESS_CACHE``).
     """
-    from harness.pipeline.compat import check_dimensions, corpus_source
     from harness.encode.models import Encoder
     from harness.encode.store import MemoryStore
+    from harness.pipeline.compat import check_dimensions, corpus_source
     from harness.pipeline.runner import run_one
 
     metrics = [metrics] if isinstance(metrics, str) else list(metrics)
@@ -377,8 +388,8 @@ def compare(
     itself as a table in Jupyter."""
     from harness.analysis.compare import compare_runs
 
-    return compare_runs(scored_runs(records), control=control, metrics=metrics, alpha=alpha, test=test, seed=seed,
-                        n_resamples=n_resamples)
+    return compare_runs(scored_runs(records), control=control, metrics=metrics,
+                        stats=StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples))
 
 
 def scored_runs(items: Sequence[PathLike | ScoredRun | RunOutcome | SuiteResult]) -> list[ScoredRun]:
@@ -436,7 +447,8 @@ def check(
                                    f"  {o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
         runs = scored_runs([ran])
         where = str(output) if output is not None else "the fresh run"
-    report = check_suite(loaded, select_records(loaded, runs, where), seed=seed, n_resamples=n_resamples)
+    report = check_suite(loaded, select_records(loaded, runs, where),
+                         stats=StatsOptions(seed=seed, n_resamples=n_resamples))
     write_outputs(report, json_path=_path(json), junit_path=_path(junit))
     return report
 
@@ -464,7 +476,8 @@ def churn(
         if len(found) != 1:
             raise HarnessError(f"churn compares two single records; {item} holds {len(found)} run records")
         runs.append(found[0])
-    result = churn_between(runs[0], runs[1], k=k, p=p, metrics=metrics, seed=seed, n_resamples=n_resamples)
+    result = churn_between(runs[0], runs[1], k=k, p=p, metrics=metrics,
+                           stats=StatsOptions(seed=seed, n_resamples=n_resamples))
     if output is not None:
         from harness.reporting import save_churn
 
@@ -516,8 +529,8 @@ def report(
 
     if isinstance(records, (str, os.PathLike)):
         records = [records]
-    data = load_report_data([Path(p) for p in records], control=control, metric=metric, alpha=alpha, test=test,
-                            seed=seed, n_resamples=n_resamples, churn=churn)
+    data = load_report_data([Path(p) for p in records], control=control, metric=metric, churn=churn,
+                            stats=StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples))
     return Report(data, build_report(data, Path(output), formats=formats))
 
 
@@ -602,7 +615,7 @@ def power(records: Sequence[PathLike], *, alpha: float = 0.05, power: float = 0.
     return power_report([Path(p) for p in records], alpha=alpha, power=power, effect=effect, metrics=metrics)
 
 
-def cache_stores(*, cache: PathLike | None = None) -> tuple[list[dict[str, object]], list[Path]]:
+def cache_stores(*, cache: PathLike | None = None) -> tuple[list[StoreEntry], list[Path]]:
     """The embedding stores under ``cache`` (default ``$HARNESS_CACHE`` or ``~/.cache/harness``), and the entries
     there that are not the harness's (never listed as stores, never removed)."""
     from harness.encode.store import cache_root, foreign_entries, list_stores

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from harness.vocabulary.precision import ENGINES, PRECISIONS
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import write_file
+from harness.vocabulary.precision import ENGINES, PRECISIONS
 
 if TYPE_CHECKING:
     from harness.api import SuiteResult
@@ -216,7 +217,7 @@ def _encoding_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _stats_options(parser: argparse.ArgumentParser) -> None:
-    from harness.analysis.stats import TESTS
+    from harness.vocabulary.statistics import TESTS
 
     parser.add_argument("--alpha", type=float, default=0.05, help="significance level after Holm (default 0.05)")
     parser.add_argument("--test", choices=TESTS, default="randomization",
@@ -347,11 +348,11 @@ def cmd_cache(args: argparse.Namespace) -> int:
         _print_foreign(cache_stores(cache=args.cache)[1])
         return 0
     stores, foreign = cache_stores(cache=args.cache)
-    total = sum(int(s["bytes"]) for s in stores)
+    total = sum(s.bytes for s in stores)
     for store in stores:
-        parts = store.get("parts") or {}
-        print(f"{store['key']}  {int(store['bytes']) / 2**20:9.1f} MiB  rows={store.get('n_rows', '?')}  "
-              f"dtype={store.get('dtype', '?')}  model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
+        parts = store.meta.parts
+        print(f"{store.key}  {store.bytes / 2**20:9.1f} MiB  rows={store.meta.n_rows}  dtype={store.meta.dtype}  "
+              f"model={parts.get('model', '?')}  dataset={parts.get('dataset', '?')}")
     print(f"{len(stores)} store(s), {total / 2**20:.1f} MiB in {where}")
     _print_foreign(foreign)
     return 0
@@ -411,7 +412,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                          test=args.test, seed=args.seed, n_resamples=args.resamples)
     print(comparison.to_table())
     if args.json:
-        _write(args.json, json.dumps(comparison.to_dict(), indent=1) + "\n")
+        write_file(args.json, json.dumps(comparison.to_dict(), indent=1) + "\n", what="the comparison")
     regressions = comparison.regressions()
     if regressions and args.fail_on_regression:
         print(f"{len(regressions)} significant regression(s)", file=sys.stderr)
@@ -449,7 +450,7 @@ def cmd_power(args: argparse.Namespace) -> int:
     report = power(args.records, alpha=args.alpha, power=args.power, effect=args.effect, metrics=args.metrics)
     print(report.to_table())
     if args.json:
-        _write(args.json, json.dumps(report.to_dict(), indent=1) + "\n")
+        write_file(args.json, json.dumps(report.to_dict(), indent=1) + "\n", what="the power table")
     return 0
 
 
@@ -516,14 +517,6 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(path)
     print(f"{len(written.files)} files under {args.output}", file=sys.stderr)
     return 0
-
-
-def _write(path: Path, text: str) -> None:
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
-    except OSError as exc:
-        raise HarnessError(f"{path}: cannot write ({exc.strerror})") from None
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,8 +28,8 @@ def reference_embeddings_path(model, dataset_fingerprint: str, *, batch_size: in
     """Where a golden test keeps a direct `SentenceTransformer.encode` of a dataset's corpus: keyed like the
     embedding cache (`embedding_key_parts`, versions included), so that after an engine or library change the
     harness and its reference are both encoded afresh instead of two stale caches agreeing."""
-    from harness.encode.store import cache_root, store_key
     from harness.encode.models import embedding_key_parts, weights_fingerprint
+    from harness.encode.store import cache_root, store_key
 
     settings = {"engine": "SentenceTransformer.encode", "batch_size": batch_size, "precision": "fp32",
                 "device": model.device.type, "max_seq_length": model.max_seq_length}

@@ -35,9 +35,9 @@ def main() -> None:
     import ray
     import ray.data
 
-    from harness.vocabulary.errors import HarnessError
-    from harness.pipeline.runner import RunOptions, run_suite
     from harness.input.suite import load_suite
+    from harness.pipeline.runner import RunOptions, run_suite
+    from harness.vocabulary.errors import HarnessError
 
     messages = _Messages()
     logger = logging.getLogger("harness.encode.distributed")

@@ -77,8 +77,8 @@ _made: dict[str, RealRecords] = {}
 def real_records(tmp_path_factory) -> RealRecords:
     """Run the two encoders once per session; callers get a fresh copy they may add files to."""
     if "records" not in _made:
-        from harness.pipeline.runner import RunOptions, run_suite
         from harness.input.suite import load_suite
+        from harness.pipeline.runner import RunOptions, run_suite
 
         base = tmp_path_factory.mktemp("real-records")
         suite_path = write_suite(base / "suite.yaml", SUITE)
@@ -114,8 +114,8 @@ def synthetic_run_record(*, encoder: str, per_query: dict[str, dict[str, float]]
     `latencies_ms` (default 4, 5 and 9 ms); `encoding_hosts` are the machines that encoded the corpus
     (`harness.encode.chunks.EncodingHost` fields; default none: this process).
     """
-    from harness.vocabulary.timing import Latency, Throughput
     from harness.scoring.records import RunRecord
+    from harness.vocabulary.timing import Latency, Throughput
 
     n_queries = len(next(iter(per_query.values())))
     seconds = 1000 / passages_per_s

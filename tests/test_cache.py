@@ -141,10 +141,10 @@ def test_int8_kernel_path_is_part_of_the_key(tiny_model, monkeypatch):
     for vnni in (True, False):
         monkeypatch.setattr(kernels, "cpu_has_vnni", lambda vnni=vnni: vnni)
         encoder = Encoder(EncoderSpec(name="q", model=str(tiny_model), precision="int8", device="cpu"))
-        keys[vnni] = (encoder.settings_key["int8_kernel"], store_key(encoder.store_parts("data")))
+        keys[vnni] = (encoder.embedding_settings.engine_key["int8_kernel"], store_key(encoder.store_parts("data")))
     assert keys[True][0] == "vnni" and keys[False][0] == "reduce-range"
     assert keys[True][1] != keys[False][1]
-    assert "int8_kernel" not in Encoder(EncoderSpec(name="f", model=str(tiny_model), device="cpu")).settings_key
+    assert "int8_kernel" not in Encoder(EncoderSpec(name="f", model=str(tiny_model), device="cpu")).embedding_settings.engine_key
 
 
 def test_golden_references_are_keyed_by_versions(tiny_model, monkeypatch):

@@ -17,13 +17,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.encode.store import EmbeddingStore, foreign_entries, list_stores
 from harness.cli import main
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary import timing
-from harness.scoring.records import find_records, load_run_record
-from harness.pipeline.runner import RunOptions, run_suite
+from harness.encode.store import EmbeddingStore, foreign_entries, list_stores
 from harness.input.suite import load_suite
+from harness.pipeline.runner import RunOptions, run_suite
+from harness.scoring.records import find_records, load_run_record
+from harness.vocabulary import timing
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_suite
 
 MB = 2**20
@@ -130,7 +130,7 @@ def test_cache_ls_and_clear_leave_what_the_harness_did_not_create(tmp_path, caps
     store = real_store(root)
     stray = make_stray(root / "embeddings", kind)
     contents = files_under(stray)
-    assert [s["key"] for s in list_stores(root)] == [store.key]
+    assert [s.key for s in list_stores(root)] == [store.key]
     assert foreign_entries(root) == [stray]
 
     assert main(["cache", "ls", "--cache", str(root)]) == 0

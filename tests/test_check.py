@@ -11,14 +11,13 @@ import numpy as np
 import pytest
 
 from harness.analysis.check import baseline_result, check_expectation
-from harness.cli import main
-from harness.vocabulary.errors import HarnessError
 from harness.analysis.stats import holm, randomization_test
-from harness.vocabulary.timing import Latency
+from harness.cli import main
 from harness.input.suite import Expectation, load_suite
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import Latency
 from tests.conftest import REPO, write_suite
-from tests.record_fixtures import (SHIPPED_CONTROL, SHIPPED_METRICS, gpu_environment, shipped_records,
-                                   synthetic_record)
+from tests.record_fixtures import SHIPPED_CONTROL, SHIPPED_METRICS, gpu_environment, shipped_records, synthetic_record
 
 QIDS = [f"q{i}" for i in range(12)]
 BASE = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}

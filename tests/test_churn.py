@@ -12,12 +12,11 @@ import pytest
 
 import harness
 from harness.analysis.churn import overlap_at_k, rbo_ext
-from harness.scoring.scored import ordered
 from harness.cli import main
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.records import RecallCurve, write_run_record
+from harness.scoring.scored import ordered
+from harness.vocabulary.errors import HarnessError
 from tests.record_fixtures import real_records, synthetic_run_record
-
 
 # --------------------------------------------------------------------------- the measures, by hand
 

@@ -5,8 +5,8 @@ import sys
 
 import pytest
 
-from harness.cli import main
 from harness.api import evaluate
+from harness.cli import main
 from harness.input.datasets import read_run
 from harness.scoring.records import load_per_query, load_run_record
 from tests.conftest import DATA, REPO, write_suite

@@ -9,13 +9,20 @@ import json
 
 import pytest
 
+from harness.analysis.stats import compare_paired, holm
 from harness.api import compare
 from harness.cli import main
 from harness.scoring.records import Environment
 from harness.vocabulary.errors import HarnessError
-from harness.analysis.stats import compare_paired, holm
-from tests.record_fixtures import (ENV, SHIPPED_CONTROL, SHIPPED_DEGRADED, SHIPPED_METRICS, gpu_environment,
-                                   shipped_records, synthetic_record)
+from tests.record_fixtures import (
+    ENV,
+    SHIPPED_CONTROL,
+    SHIPPED_DEGRADED,
+    SHIPPED_METRICS,
+    gpu_environment,
+    shipped_records,
+    synthetic_record,
+)
 
 QIDS = [f"q{i}" for i in range(12)]
 GOOD = {"nDCG@10": {q: 0.8 for q in QIDS}, "MAP": {q: 0.5 + 0.01 * i for i, q in enumerate(QIDS)}}

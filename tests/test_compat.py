@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness.encode.store import list_stores
 from harness.cli import main
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import load_run_record
+from harness.encode.store import list_stores
 from harness.input.suite import DocumentModel, load_suite
+from harness.scoring.records import load_run_record
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_beir, write_suite
 
 BUNDLED = "bundled:all-MiniLM-L6-v2"
@@ -162,7 +162,7 @@ def test_another_query_model_searches_the_cached_corpus_without_re_encoding_it(c
     assert (documents.model, documents.fingerprint, documents.dimension) == (BUNDLED, base.encoder.fingerprint, 384)
     assert documents.settings.precision == "fp32" and documents.record is None
     # no store was made for the random model's own embeddings of the corpus
-    assert new.encoder.fingerprint not in {s.get("parts", {}).get("model") for s in list_stores(harness_cache())}
+    assert new.encoder.fingerprint not in {s.meta.parts.get("model") for s in list_stores(harness_cache())}
     assert new.metrics["nDCG@10"] < base.metrics["nDCG@10"] - 0.3  # random-weight queries: near chance
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import load_run_record
-from harness.pipeline.runner import RunOptions, run_suite
 from harness.input.suite import load_suite
+from harness.pipeline.runner import RunOptions, run_suite
+from harness.scoring.records import load_run_record
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, REPO
 
 HAS_RAY = importlib.util.find_spec("ray") is not None and importlib.util.find_spec("pandas") is not None

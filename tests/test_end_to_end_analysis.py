@@ -14,6 +14,7 @@ import pytest
 
 from harness.cli import main
 from harness.reporting import load_report_data
+from harness.vocabulary.statistics import StatsOptions
 from tests.conftest import REPO, write_suite
 from tests.record_fixtures import real_records
 
@@ -40,7 +41,7 @@ def test_fresh_truncation_is_a_significant_regression(real, tmp_path):
 
 def test_fresh_recall_curve_matches_the_recall_metric(real):
     """The run stored its per-query Recall@k curve; its mean at k = 10 is the record's Recall@10."""
-    data = load_report_data([real.folder], n_resamples=200)
+    data = load_report_data([real.folder], stats=StatsOptions(n_resamples=200))
     record = json.loads((real.control / "record.json").read_text())
     assert record["schema_version"] == 2 and record["files"]["recall_curve"] == "recall_curve.json"
     stored = json.loads((real.control / "recall_curve.json").read_text())

@@ -19,12 +19,13 @@ import pytrec_eval
 
 import harness
 from harness.analysis.check import check_suite, select_records
-from harness.scoring.scored import load_scored_runs
 from harness.cli import main
 from harness.input.datasets import read_qrels, read_run
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import find_records, load, load_per_query, load_recall_curve, load_run_record, recall_curve
 from harness.input.suite import load_suite
+from harness.scoring.records import find_records, load, load_per_query, load_recall_curve, load_run_record, recall_curve
+from harness.scoring.scored import load_scored_runs
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.statistics import StatsOptions
 from tests.conftest import DATA, REPO, write_beir, write_suite
 
 POOL = DATA / "msmarco-trecdl2019-pool"
@@ -238,7 +239,7 @@ metrics: [nDCG@10]
 """)
     suite = load_suite(suite_path)
     runs = load_scored_runs([REPO / "results" / "baselines"])
-    report = check_suite(suite, select_records(suite, runs, "results/baselines"), n_resamples=1000)
+    report = check_suite(suite, select_records(suite, runs, "results/baselines"), stats=StatsOptions(n_resamples=1000))
     statuses = {(r.kind, r.metric): r for r in report.results}
     assert statuses[("baseline", "nDCG@10")].status == "OK"  # MiniLM beats BM25 on the pool
     for metric in ("passages/s", "query p99 ms"):

@@ -96,3 +96,18 @@ def test_the_check_reads_the_parser():
     found = commands()
     assert "latency_calls" in options(found["run"]) and "junit" in options(found["check"])
     assert "older_than" in options(found["cache clear"])
+
+
+def test_api_defaults_are_the_suite_schemas_defaults():
+    """`evaluate_model` spells out the suite's defaults so a notebook shows them; they may never drift apart."""
+    from harness.input.suite import DEFAULT_METRICS, DatasetSpec, EncoderSpec, Suite
+
+    schema = {**{n: f.default for n, f in DatasetSpec.model_fields.items()},
+              **{n: f.default for n, f in EncoderSpec.model_fields.items()},
+              "top_k": Suite.model_fields["top_k"].default, "metrics": tuple(DEFAULT_METRICS)}
+    drifted = [f"{name}: evaluate_model says {p.default!r}, the suite schema {schema[name]!r}"
+               for name, p in inspect.signature(harness.evaluate_model).parameters.items()
+               if name in schema and p.default is not inspect.Parameter.empty and name != "name"
+               and p.default != schema[name]]
+    assert not drifted, "\n".join(drifted)
+    assert "batch_size" in inspect.signature(harness.evaluate_model).parameters  # the check sees real keywords

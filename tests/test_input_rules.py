@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from harness.input.datasets import load_dataset, read_qrels, read_run
-from harness.vocabulary.errors import HarnessError
 from harness.input.suite import DatasetSpec
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_beir
 from tests.test_faults import SUITE, finish, harness, only_complete_records
 

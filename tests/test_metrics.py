@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.metrics import Measure, means, parse_measure, per_query_values
+from harness.vocabulary.errors import HarnessError
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,11 +27,12 @@ from harness.analysis.check import CheckReport, CheckResult, check_suite, select
 from harness.analysis.power import power_report
 from harness.api import SuiteResult, churn, compare, report
 from harness.cli import main
-from harness.scoring.records import slug
+from harness.input.suite import load_suite
 from harness.reporting import load_report_data
 from harness.reporting.exports import mteb_results
+from harness.scoring.records import slug
 from harness.scoring.scored import RunOutcome, ScoredRun, load_scored_runs
-from harness.input.suite import load_suite
+from harness.vocabulary.statistics import StatsOptions
 from tests.conftest import DATA, REPO
 
 HOSTILE = "<img src=x onerror=alert(1)> | & \\ % _ $ # { } ~ ^"
@@ -165,7 +166,7 @@ def test_the_report_escapes_names_in_every_format_and_writes_only_under_its_fold
 
 def test_an_encoder_named_dot_dot_keeps_its_mteb_file_in_mteb(tmp_path):
     records = copy_records(tmp_path / "records", dataset="noveleval", encoders=("..", "."))
-    data = load_report_data([records], n_resamples=200)
+    data = load_report_data([records], stats=StatsOptions(n_resamples=200))
     for name in mteb_results(data):
         assert os.path.normpath(f"mteb/{name}").startswith("mteb/"), name
 
@@ -180,11 +181,11 @@ def test_notebook_renderings_escape_names(tmp_path, hostile):
                       "expect": {DATASET: {"nDCG@10": {"value": 0.5, "tolerance": 0.01}}}}],
         "metrics": ["nDCG@10"]}), encoding="utf-8")
     suite = load_suite(suite_file)
-    checked = check_suite(suite, select_records(suite, load_scored_runs([records]), str(records)), n_resamples=200)
+    checked = check_suite(suite, select_records(suite, load_scored_runs([records]), str(records)), stats=StatsOptions(n_resamples=200))
     ran = SuiteResult(suite, [RunOutcome(DATASET, ENCODERS[0], ScoredRun.load(control)),
                               RunOutcome(DATASET, ENCODERS[1], error=f"could not load {HOSTILE}")])
     shown = [checked, compare(records, n_resamples=200), churn(control, truncated, n_resamples=200),
-             power_report([records]), load_report_data([records], n_resamples=200), ran, written]
+             power_report([records]), load_report_data([records], stats=StatsOptions(n_resamples=200)), ran, written]
     for thing in shown:
         for render in ("_repr_markdown_", "_repr_html_"):
             if hasattr(thing, render):

@@ -4,10 +4,8 @@ holes every run record states: hand-computed fixtures, pytrec_eval called direct
 from __future__ import annotations
 
 import dataclasses
-
 import json
 import math
-from pathlib import Path
 
 import pytest
 import pytrec_eval
@@ -15,8 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.input.datasets import read_qrels, read_run
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.metrics import Measure, holes, means, parse_measure, per_query_values
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_suite
 
 
@@ -280,8 +278,8 @@ top_k: 100
 
 @pytest.fixture(scope="module")
 def dl19_record(tmp_path_factory):
-    from harness.pipeline.runner import RunOptions, run_suite
     from harness.input.suite import load_suite
+    from harness.pipeline.runner import RunOptions, run_suite
 
     base = tmp_path_factory.mktemp("pooled")
     suite = load_suite(write_suite(base / "suite.yaml", SUITE))

@@ -5,8 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness.vocabulary.errors import HarnessError
 from harness.pipeline.sweep import forward_flops, profile_model, synthetic_texts
+from harness.vocabulary.errors import HarnessError
 
 
 def test_synthetic_texts_have_exact_token_counts():

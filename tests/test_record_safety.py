@@ -29,9 +29,18 @@ from hypothesis import strategies as st
 import harness
 from harness.cli import main
 from harness.input.datasets import read_qrels, read_run
+from harness.scoring.records import (
+    RecallCurve,
+    RunRecord,
+    load,
+    load_recall_curve,
+    load_run_record,
+    record_file,
+    slug,
+    write_run_record,
+    write_trec_run,
+)
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import (RecallCurve, RunRecord, load, load_recall_curve, load_run_record,
-                             record_file, slug, write_run_record, write_trec_run)
 from tests.conftest import DATA, REPO
 from tests.record_fixtures import synthetic_run_record
 

@@ -14,14 +14,20 @@ from xml.etree import ElementTree as ET
 import numpy as np
 import pytest
 
-from harness.cli import main
 from harness.api import check, compare
-from harness.scoring.records import load
+from harness.cli import main
 from harness.reporting import load_report_data, plots
 from harness.reporting.exports import mteb_key
+from harness.scoring.records import load
+from harness.vocabulary.statistics import StatsOptions
 from tests.conftest import REPO
-from tests.record_fixtures import (SHIPPED_CONTROL, SHIPPED_DEGRADED, SHIPPED_METRICS, copy_shipped_record,
-                                   shipped_records)
+from tests.record_fixtures import (
+    SHIPPED_CONTROL,
+    SHIPPED_DEGRADED,
+    SHIPPED_METRICS,
+    copy_shipped_record,
+    shipped_records,
+)
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -107,7 +113,7 @@ def test_exports(report):
 def test_recall_curve_matches_the_record(real):
     """The report's Recall@k curve is the mean of the stored per-query one; at k = 100 it is the record's
     Recall@100 (and the run's top_k, 1000, is its last cut-off)."""
-    data = load_report_data([real.folder], n_resamples=200)
+    data = load_report_data([real.folder], stats=StatsOptions(n_resamples=200))
     record = json.loads((real.control / "record.json").read_text())
     assert record["files"]["recall_curve"] == "recall_curve.json"
     stored = json.loads((real.control / "recall_curve.json").read_text())
@@ -130,13 +136,13 @@ def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(real):
     record["files"]["recall_curve"] = None  # what loading a schema-1 record gives
     path.write_text(json.dumps(record))
     (real.control / "recall_curve.json").unlink()
-    data = load_report_data([real.folder], n_resamples=100)
+    data = load_report_data([real.folder], stats=StatsOptions(n_resamples=100))
     assert list(data.recall["noveleval"]) == [SHIPPED_DEGRADED]
     assert data.notes == [f"noveleval / {SHIPPED_CONTROL}: no Recall@k curve: record predates schema 2"]
 
 
 def test_shipped_records_keep_their_curves():
-    data = load_report_data([REPO / "results" / "baselines", REPO / "results" / "truncation-16"], n_resamples=100)
+    data = load_report_data([REPO / "results" / "baselines", REPO / "results" / "truncation-16"], stats=StatsOptions(n_resamples=100))
     assert sorted(data.recall) == ["dl19-pool", "noveleval", "scifact"] and not data.notes
     ks, values = data.recall["scifact"]["all-MiniLM-L6-v2"]
     assert values[ks.index(100)] == pytest.approx(0.925, abs=1e-12)
@@ -157,7 +163,7 @@ def test_comparison_check_and_report_data_render_in_jupyter(real):
     assert markdown.startswith("**regression: passed (") and f"| {scifact.actual:.4f} |" in markdown
     assert f"<td>{scifact.actual:.4f}</td>" in report._repr_html_()
 
-    data = load_report_data([real.folder], n_resamples=200)
+    data = load_report_data([real.folder], stats=StatsOptions(n_resamples=200))
     control = load(real.control)
     low, high = data.cis[("noveleval", SHIPPED_CONTROL, "nDCG@10")]
     markdown = data._repr_markdown_()
@@ -244,7 +250,7 @@ def test_speed_from_the_cache_is_labelled_and_comparisons_show_their_mde(tmp_pat
     new = {"nDCG@10": {q: 0.1 * i + (0.05 if i % 2 else -0.02) for i, q in enumerate(qids)}}
     synthetic_record(tmp_path / "r", encoder="base", per_query=base, passages_per_s=100)
     synthetic_record(tmp_path / "r", encoder="new", per_query=new, passages_per_s=400, corpus_from_cache=True)
-    data = load_report_data([tmp_path / "r"], n_resamples=200)
+    data = load_report_data([tmp_path / "r"], stats=StatsOptions(n_resamples=200))
     md = to_markdown(build_document(data, []), relative_to=tmp_path)
     assert "| toy | new | 400.0 †" in md and "| toy | base | 100.0 |" in md
     assert CACHED_NOTE in md

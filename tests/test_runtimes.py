@@ -17,13 +17,15 @@ pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 pytest.importorskip("openvino")
 
-from conftest import DATA, write_suite  # noqa: E402
+from test_engine import FP32_BAR, cosines, read_texts, reference  # noqa: E402
+
 from harness.encode import runtimes  # noqa: E402
 from harness.encode.engines import count_tokens  # noqa: E402
 from harness.encode.models import load_sentence_transformer  # noqa: E402
-from harness.vocabulary.precision import precision_problem  # noqa: E402
 from harness.vocabulary.errors import HarnessError  # noqa: E402
-from test_engine import FP32_BAR, cosines, read_texts, reference  # noqa: E402
+from harness.vocabulary.precision import precision_problem  # noqa: E402
+
+from conftest import DATA, write_suite  # noqa: E402
 
 ENGINES = {"onnxruntime": runtimes.OnnxRuntimeEngine, "openvino": runtimes.OpenVinoEngine}
 # int8 floors, cosine to the fp32 embeddings (MiniLM at 256 tokens), measured 2026-11-27 on a 2-core Intel Xeon
@@ -186,13 +188,13 @@ top_k: 100
 
 def test_embedding_cache_key_holds_the_runtime_version(tiny_model, monkeypatch):
     """Another onnxruntime version (or exporter) re-keys the corpus embeddings; the fast engine's key has neither."""
-    from harness.encode.store import store_key
     from harness.encode.models import Encoder
+    from harness.encode.store import store_key
     from harness.input.suite import EncoderSpec
 
     def key(engine: str) -> tuple[dict, str]:
         encoder = Encoder(EncoderSpec(name="e", model=str(tiny_model), device="cpu", engine=engine))
-        return encoder.settings_key, store_key(encoder.store_parts("data"))
+        return encoder.embedding_settings.engine_key, store_key(encoder.store_parts("data"))
 
     settings, before = key("onnxruntime")
     assert settings["runtime"] == {"onnxruntime": __import__("onnxruntime").__version__,

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.vocabulary.errors import HarnessError
 from harness.input.grid import expand_suite, parse_grid_args
 from harness.input.suite import load_suite
+from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, save_as_sentence_transformer, write_suite
 
 GOOD = """

@@ -15,6 +15,7 @@ from harness.input.suite import load_suite
 from harness.reporting import load_report_data
 from harness.scoring.records import load
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.statistics import StatsOptions
 from tests.conftest import DATA, write_suite
 
 SUITE = f"""
@@ -144,8 +145,8 @@ def test_sweep_runs_each_point_and_the_report_draws_the_frontier(tmp_path, capsy
     raw = json.loads((int8_dir / "record.json").read_text(encoding="utf-8"))
     raw["environment"]["cpu_model"] = "Another CPU"
     (int8_dir / "record.json").write_text(json.dumps(raw), encoding="utf-8")
-    data = load_report_data([moved], n_resamples=1000)
+    data = load_report_data([moved], stats=StatsOptions(n_resamples=1000))
     assert "noveleval" not in data.frontiers  # one comparable record left
     assert any("frontier left out minilm[int8,128]: timed on other hardware" in n for n in data.notes)
-    data = load_report_data([out], n_resamples=1000)
+    data = load_report_data([out], stats=StatsOptions(n_resamples=1000))
     assert [p.label for p in data.frontiers["noveleval"].points] == ["minilm[fp32,128]", "minilm[int8,128]"]

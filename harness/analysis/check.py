@@ -24,18 +24,28 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from harness.analysis.compare import MetricComparison, aligned, compare_pairs, compare_speed
-from harness.scoring.scored import ScoredRun, label_runs, load_scored_runs
-from harness.analysis.stats import (LATENCY_QUANTILE, SpeedRatio, Test, calls_to_bound, holm, latency_speed_ratio,
-                                    noninferiority, throughput_ratio)
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import Performance
+from harness.analysis.stats import (
+    LATENCY_QUANTILE,
+    SpeedRatio,
+    Test,
+    calls_to_bound,
+    holm,
+    latency_speed_ratio,
+    noninferiority,
+    throughput_ratio,
+)
 from harness.input.suite import EncoderSpec, Expectation, NonInferiorityMargin, SpeedGate, Suite
+from harness.scoring.records import Performance
+from harness.scoring.scored import ScoredRun, label_runs, load_scored_runs
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import write_file
+from harness.vocabulary.statistics import DEFAULT_STATS, StatsOptions
 from harness.vocabulary.tables import fmt_p, html_table, markdown_table, md_escape, text_table
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
@@ -187,8 +197,10 @@ def select_records(suite: Suite, runs: Sequence[ScoredRun], where: str) -> dict[
     return chosen
 
 
-def check_suite(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, seed: int = 0,
-                n_resamples: int = 10_000) -> CheckReport:
+def check_suite(suite: Suite, records: dict[tuple[str, str], ScoredRun], *,
+                stats: StatsOptions = DEFAULT_STATS) -> CheckReport:
+    """Every expectation and baseline of the suite on ``records``. ``stats`` gives the seed and resamples; the
+    alpha and test of each baseline comparison are its encoder's ``baseline`` block's."""
     results: list[CheckResult] = []
     for encoder in suite.encoders:
         for dataset, metrics in (encoder.expect or {}).items():
@@ -201,12 +213,12 @@ def check_suite(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, seed
                 status, delta = check_expectation(expected, actual)
                 results.append(CheckResult(dataset, encoder.name, "expect", metric, status, expected.value, actual,
                                            delta, expected.tolerance))
-    results += check_baselines(suite, records, seed=seed, n_resamples=n_resamples)
+    results += check_baselines(suite, records, stats=stats)
     return CheckReport(suite.name, results, {f"{d} / {e}": r.where for (d, e), r in records.items()})
 
 
-def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, seed: int,
-                    n_resamples: int) -> list[CheckResult]:
+def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *,
+                    stats: StatsOptions) -> list[CheckResult]:
     pairs: list[tuple[ScoredRun, ScoredRun, EncoderSpec]] = []
     for encoder in suite.encoders:
         if encoder.baseline is None:
@@ -227,11 +239,12 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, 
         spec = encoder.baseline
         assert spec is not None
         metrics = spec.metrics or [m for m in suite.metrics if m in base.per_query]
-        comparison = compare_pairs([(base, current)], metrics=metrics, seed=seed, n_resamples=n_resamples)
+        comparison = compare_pairs([(base, current)], metrics=metrics,
+                                   stats=replace(stats, alpha=spec.alpha, test=spec.test))
         compared += [(base, current, encoder, m) for m in comparison.metrics]
     adjusted = holm([m.stats.p(e.baseline.test) for _, _, e, m in compared if e.baseline])
     results = []
-    for (base, current, encoder, m), p_holm in zip(compared, adjusted):
+    for (base, _current, encoder, m), p_holm in zip(compared, adjusted):
         spec = encoder.baseline
         assert spec is not None
         results.append(baseline_result(m.stats.control_mean, m.stats.treatment_mean, p_holm, max_drop=spec.max_drop,
@@ -243,8 +256,7 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *, 
         for metric, margin in (spec.noninferior or {}).items():
             results.append(noninferior_result(base, current, metric, margin, alpha=spec.alpha, encoder=encoder.name))
         if spec.speed is not None:
-            results += speed_results(base, current, spec.speed, encoder=encoder.name, seed=seed,
-                                     n_resamples=n_resamples)
+            results += speed_results(base, current, spec.speed, encoder=encoder.name, stats=stats)
     return results
 
 
@@ -306,8 +318,8 @@ def speed_verdict(ratio: SpeedRatio, gate: SpeedGate) -> tuple[Status, str]:
     return "OK", f"{ratio.ratio:.2f}x the baseline: no slowdown"
 
 
-def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encoder: str, seed: int,
-                  n_resamples: int) -> list[CheckResult]:
+def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encoder: str,
+                  stats: StatsOptions = DEFAULT_STATS) -> list[CheckResult]:
     """Throughput and query p99 latency against the baseline on the same hardware (see ``SpeedGate``)."""
     old, new = base.record.performance, current.record.performance
     common = dict(dataset=base.dataset, encoder=encoder, kind="speed", tolerance=gate.max_slowdown)
@@ -340,7 +352,7 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
         results.append(CheckResult(**common, metric="passages/s", status="SKIP", expected=old_pps, actual=new_pps,
                                    message=skip))
     else:
-        ratio = throughput_ratio(*old_t, *new_t, alpha=gate.alpha, n_resamples=n_resamples, seed=seed)
+        ratio = throughput_ratio(*old_t, *new_t, alpha=gate.alpha, n_resamples=stats.n_resamples, seed=stats.seed)
         status, note = speed_verdict(ratio, gate)
         message = f"{note}; {ratio.n_control} vs {ratio.n_treatment} timed pieces"
         results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
@@ -361,12 +373,7 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
 
 
 def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None) -> None:
-    for path, text in ((json_path, lambda: json.dumps(report.to_dict(), indent=1) + "\n"),
-                       (junit_path, report.to_junit)):
-        if path is None:
-            continue
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text(), encoding="utf-8")
-        except OSError as exc:
-            raise HarnessError(f"{path}: cannot write ({exc.strerror})") from None
+    if json_path is not None:
+        write_file(json_path, json.dumps(report.to_dict(), indent=1) + "\n", what="the check summary")
+    if junit_path is not None:
+        write_file(junit_path, report.to_junit(), what="the JUnit XML")

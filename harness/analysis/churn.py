@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 from harness.analysis.compare import Comparison, compare_pairs
 from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import write_file
+from harness.vocabulary.statistics import DEFAULT_STATS, StatsOptions
 from harness.vocabulary.tables import html_table, markdown_table, text_table
 
 DEFAULT_K = 10
@@ -54,7 +57,7 @@ def rbo_ext(a: Sequence[str], b: Sequence[str], p: float = DEFAULT_P) -> float:
     if list(a) == list(b):  # exactly 1, without the sum's rounding
         return 1.0
     short, long = (a, b) if len(a) <= len(b) else (b, a)
-    s, l = len(short), len(long)
+    s, l = len(short), len(long)  # noqa: E741 (s and l as Webber et al. name them)
     if s == 0:
         return 0.0
     seen_short: set[str] = set()
@@ -160,23 +163,18 @@ class Churn:
     def save(self, output: Path) -> list[Path]:
         """churn.json (everything) and churn.csv (per query) under ``output`` (``harness.reporting.save_churn`` adds
         the plots)."""
-        try:
-            output.mkdir(parents=True, exist_ok=True)
-            (output / "churn.json").write_text(json.dumps(self.to_dict(), indent=1) + "\n", encoding="utf-8")
-            metrics = list(dict.fromkeys(m for q in self.queries for m in q.deltas))
-            with open(output / "churn.csv", "w", encoding="utf-8", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["qid", f"overlap@{self.k}", "rbo", "identical", *(f"delta {m}" for m in metrics)])
-                for q in self.queries:
-                    writer.writerow([q.qid, q.overlap, q.rbo, int(q.identical),
-                                     *(q.deltas.get(m, "") for m in metrics)])
-            return [output / "churn.json", output / "churn.csv"]
-        except OSError as exc:
-            raise HarnessError(f"{output}: cannot write the churn files ({exc.strerror})") from None
+        metrics = list(dict.fromkeys(m for q in self.queries for m in q.deltas))
+        rows = io.StringIO()
+        writer = csv.writer(rows)
+        writer.writerow(["qid", f"overlap@{self.k}", "rbo", "identical", *(f"delta {m}" for m in metrics)])
+        for q in self.queries:
+            writer.writerow([q.qid, q.overlap, q.rbo, int(q.identical), *(q.deltas.get(m, "") for m in metrics)])
+        return [write_file(output / "churn.json", json.dumps(self.to_dict(), indent=1) + "\n", what="the churn"),
+                write_file(output / "churn.csv", rows.getvalue(), what="the churn per query")]
 
 
 def churn(a: ScoredRun, b: ScoredRun, *, k: int = DEFAULT_K, p: float = DEFAULT_P,
-          metrics: Sequence[str] | None = None, seed: int = 0, n_resamples: int = 10_000) -> Churn:
+          metrics: Sequence[str] | None = None, stats: StatsOptions = DEFAULT_STATS) -> Churn:
     """Churn of B against A (same dataset): their rankings in memory, else their records' stored run files."""
     if not isinstance(k, int) or k < 1:
         raise HarnessError(f"k must be a positive integer, got {k!r}")
@@ -199,7 +197,7 @@ def churn(a: ScoredRun, b: ScoredRun, *, k: int = DEFAULT_K, p: float = DEFAULT_
         if absent:
             warnings.append(f"{len(absent)} queries have no ranking in {run.label} (e.g. {absent[0]!r}): "
                             "counted as empty (overlap 0, RBO 0)")
-    comparison = compare_pairs([(a, b)], metrics=metrics, seed=seed, n_resamples=n_resamples)
+    comparison = compare_pairs([(a, b)], metrics=metrics, stats=stats)
     shared = [m.metric for m in comparison.metrics]
     queries = []
     for qid in qids:

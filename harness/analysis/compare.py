@@ -12,13 +12,13 @@ import html
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
-from pathlib import Path
 from typing import Any
 
-from harness.analysis.stats import TESTS, PairedComparison, Test, compare_paired, holm
-from harness.vocabulary.errors import HarnessError
+from harness.analysis.stats import PairedComparison, compare_paired, holm
 from harness.scoring.records import Performance
 from harness.scoring.scored import ScoredRun, label_runs
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.statistics import DEFAULT_STATS, TESTS, StatsOptions, Test
 from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
 
 log = logging.getLogger(__name__)
@@ -119,11 +119,16 @@ class SpeedComparison:
 class Comparison:
     metrics: list[MetricComparison]
     speed: list[SpeedComparison]
-    alpha: float
-    test: Test
-    seed: int
-    n_resamples: int
+    stats: StatsOptions
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def alpha(self) -> float:
+        return self.stats.alpha
+
+    @property
+    def test(self) -> Test:
+        return self.stats.test
 
     def regressions(self) -> list[MetricComparison]:
         return [m for m in self.metrics if m.verdict(self.alpha, self.test) == "worse"]
@@ -133,7 +138,7 @@ class Comparison:
                      if (m.dataset, m.metric, m.treatment) == (dataset, metric, treatment)), None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"alpha": self.alpha, "test": self.test, "seed": self.seed, "n_resamples": self.n_resamples,
+        return {"alpha": self.alpha, "test": self.test, "seed": self.stats.seed, "n_resamples": self.stats.n_resamples,
                 "correction": "holm", "confidence": 0.95, "warnings": self.warnings,
                 "metrics": [{**m.to_dict(), "verdict": m.verdict(self.alpha, self.test)} for m in self.metrics],
                 "speed": [s.to_dict() for s in self.speed]}
@@ -164,7 +169,7 @@ class Comparison:
         return rows
 
     def footnote(self) -> str:
-        notes = [f"significance: {self.test} test (seed {self.seed}), Holm-adjusted over {len(self.metrics)} "
+        notes = [f"significance: {self.test} test (seed {self.stats.seed}), Holm-adjusted over {len(self.metrics)} "
                  f"comparisons, alpha {self.alpha}; W/T/L = treatment wins/ties/losses; MDE = the smallest |Δ| a "
                  f"paired t-test on these queries detects with 80% power at alpha 0.05 (`harness power`): a "
                  f"smaller Δ that is n.s. is not evidence of no change"]
@@ -210,7 +215,8 @@ def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,
     return pairs, warnings
 
 
-def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, **options: Any) -> Comparison:
+def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, metrics: Sequence[str] | None = None,
+                 stats: StatsOptions = DEFAULT_STATS) -> Comparison:
     """Label, pair by dataset (the first record, or the encoder named ``control``, is the control), compare."""
     runs = label_runs(list(runs))
     if len(runs) < 2:
@@ -218,7 +224,7 @@ def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, **opt
     pairs, warnings = pair_by_dataset(runs, control=control)
     if not pairs:
         raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
-    comparison = compare_pairs(pairs, **options)
+    comparison = compare_pairs(pairs, metrics=metrics, stats=stats)
     return replace(comparison, warnings=warnings + comparison.warnings)
 
 
@@ -226,16 +232,9 @@ def compare_pairs(
     pairs: Sequence[tuple[ScoredRun, ScoredRun]],
     *,
     metrics: Sequence[str] | None = None,
-    alpha: float = 0.05,
-    test: Test = "randomization",
-    seed: int = 0,
-    n_resamples: int = 10_000,
+    stats: StatsOptions = DEFAULT_STATS,
 ) -> Comparison:
     """Paired statistics for every (control, treatment) pair x shared metric; Holm over all of them."""
-    if test not in TESTS:
-        raise HarnessError(f"unknown test {test!r}; choose one of {', '.join(TESTS)}")
-    if not 0 < alpha < 1:
-        raise HarnessError(f"alpha must be in (0, 1), got {alpha}")
     raw: list[tuple[str, str, str, str, PairedComparison]] = []
     warnings: list[str] = []
     for control, treatment in pairs:
@@ -243,14 +242,14 @@ def compare_pairs(
         for metric in shared_metrics(control, treatment, metrics, warnings):
             c, t = aligned(control, treatment, metric)
             raw.append((control.dataset, metric, control.label, treatment.label,
-                        compare_paired(c, t, seed=seed, n_resamples=n_resamples)))
+                        compare_paired(c, t, seed=stats.seed, n_resamples=stats.n_resamples)))
     adjusted = {t: holm([r[4].p(t) for r in raw]) for t in TESTS}
     results = [MetricComparison(*r, p_holm={k: v[i] for k, v in adjusted.items()}) for i, r in enumerate(raw)]
     # an external run (no performance) has no speed figures to set side by side
     speed = [compare_speed(c, t) for c, t in pairs if c.record.performance and t.record.performance]
     for w in warnings:
         log.warning(w)
-    return Comparison(results, speed, alpha, test, seed, n_resamples, warnings)
+    return Comparison(results, speed, stats, warnings)
 
 
 def check_comparable(control: ScoredRun, treatment: ScoredRun) -> list[str]:

@@ -12,17 +12,15 @@ data set. Only judged queries are pooled: the others cannot be scored anyway.
 
 from __future__ import annotations
 
-import contextlib
-import heapq
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.input.datasets import read_run
-from harness.vocabulary.errors import HarnessError
 from harness.scoring.external import Judgments, judgments_of_record, load_judgments, with_added_qrels
-from harness.scoring.records import RunRecord, find_records, load, record_file
+from harness.scoring.scored import load_scored_runs
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import write_file
 
 PathLike = str | os.PathLike[str]
 HEADER = "query-id\tcorpus-id\ttext"
@@ -40,21 +38,8 @@ class Pool:
 
     def write(self, path: PathLike) -> Path:
         """Write the pool as TSV (a header, then query-id, corpus-id, text), atomically."""
-        path = Path(path)
-        tmp = path.with_name(f".{path.name}.tmp")
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(tmp, "w", encoding="utf-8") as handle:
-                handle.write(HEADER + "\n")
-                for qid, docid, text in self.rows:
-                    handle.write(f"{qid}\t{docid}\t{' '.join(text.split())}\n")
-            os.replace(tmp, path)
-        except OSError as exc:
-            with contextlib.suppress(OSError):  # a read-only or missing folder refuses the unlink too
-                tmp.unlink(missing_ok=True)
-            raise HarnessError(f"cannot write {path} ({exc.strerror or exc}); nothing was written: choose a "
-                               "writable --output") from None
-        return path
+        lines = [HEADER, *(f"{qid}\t{docid}\t{' '.join(text.split())}" for qid, docid, text in self.rows)]
+        return write_file(path, "\n".join(lines) + "\n", what="the pool")
 
 
 def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None = None,
@@ -64,16 +49,17 @@ def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None
     ``qrels`` adds judgments collected since."""
     if depth <= 0:
         raise HarnessError(f"--depth must be a positive integer, got {depth}")
-    loaded = [(d, r) for d in find_records([Path(p) for p in records]) for r in [load(d)] if isinstance(r, RunRecord)]
+    loaded = load_scored_runs(records)
     if not loaded:
         raise HarnessError(f"no run records under {', '.join(map(str, records))}")
-    fingerprints = {r.dataset.fingerprint for _, r in loaded}
+    fingerprints = {run.record.dataset.fingerprint for run in loaded}
     if len(fingerprints) > 1:
-        names = ", ".join(sorted({f"{r.dataset.name} ({r.dataset.fingerprint})" for _, r in loaded}))
+        names = ", ".join(sorted({f"{run.dataset} ({run.record.dataset.fingerprint})" for run in loaded}))
         raise HarnessError(f"the records were scored against different judgments ({names}); pool one data set at "
                            "a time")
-    directory, first = loaded[0]
-    judgments = judgments_of_record(directory, first, texts=data is None)
+    first = loaded[0]
+    assert first.path is not None  # read from a record folder
+    judgments = judgments_of_record(first.path, first.record, texts=data is None)
     if data is not None:
         texts = load_judgments(data).dataset
         if texts is None:
@@ -85,15 +71,16 @@ def pool(records: Sequence[PathLike], *, depth: int = 10, qrels: PathLike | None
     assert judgments.dataset is not None
     seen: dict[str, dict[str, None]] = {}
     ranked = 0
-    for directory, record in loaded:
-        run = read_run(record_file(directory, record, "run"))
+    for scored in loaded:
+        ranked_ids = scored.ranked_ids()
         for qid, judged in judgments.qrels.items():
-            top = heapq.nlargest(depth, run.get(qid, {}).items(), key=lambda item: (item[1], item[0]))
+            top = ranked_ids.get(qid, [])[:depth]
             ranked += len(top)
             unjudged = seen.setdefault(qid, {})
-            for docid, _ in top:
+            for docid in top:
                 if docid not in judged:
                     unjudged[docid] = None
     corpus = judgments.dataset.corpus.lookup({docid for docs in seen.values() for docid in docs})  # streamed
     rows = [(qid, docid, corpus.get(docid, "")) for qid in sorted(seen) for docid in seen[qid]]
-    return Pool(rows, [d for d, _ in loaded], depth, ranked, sum(1 for _, d, _ in rows if d not in corpus))
+    return Pool(rows, [run.path for run in loaded if run.path is not None], depth, ranked,
+                sum(1 for _, d, _ in rows if d not in corpus))

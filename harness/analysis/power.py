@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.analysis.compare import aligned, pair_by_dataset
-from harness.scoring.scored import ScoredRun, load_scored_runs
 from harness.analysis.stats import minimum_detectable_effect, queries_needed
+from harness.scoring.scored import ScoredRun, load_scored_runs
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.tables import html_table, markdown_table, text_table
 
@@ -111,9 +111,10 @@ def _metrics(run: ScoredRun, wanted: Sequence[str] | None) -> list[str]:
     return list(wanted)
 
 
-def power_report(paths: Sequence[Path], **options: Any) -> PowerReport:
+def power_report(paths: Sequence[Path], *, alpha: float = 0.05, power: float = 0.8, effect: float | None = None,
+                 metrics: Sequence[str] | None = None) -> PowerReport:
     """`harness power`: load run records and tabulate their minimum detectable effects."""
     runs = load_scored_runs(paths)
     if not runs:
         raise HarnessError("no run records found in: " + ", ".join(str(p) for p in paths))
-    return power_rows(runs, **options)
+    return power_rows(runs, alpha=alpha, power=power, effect=effect, metrics=metrics)

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from harness.encode.engines import EncodeResult, FastEngine, Progress, SentenceTransformersEngine, weights_fingerprint
+from harness.encode.settings import EmbeddingSettings, EncoderSettings
 from harness.encode.store import cache_root
 from harness.encode.versions import ENGINE_VERSIONS, engine_code_version
-from harness.encode.engines import (EncodeResult, FastEngine, Progress, SentenceTransformersEngine,
-                                    weights_fingerprint)
-from harness.vocabulary.precision import RUNTIME_ENGINES
-from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.timing import library_version
 from harness.input.suite import EncoderSpec
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.precision import RUNTIME_ENGINES
+from harness.vocabulary.timing import library_version
 
 BUNDLED_PREFIX = "bundled:"
 RANDOM_PREFIX = "random:"
@@ -150,8 +150,9 @@ def embedding_versions(engine: str) -> dict[str, str | None]:
 
 
 def embedding_key_parts(*, model: str, dataset: str, settings: dict[str, object]) -> dict[str, object]:
-    """What cached embeddings are keyed by (`harness.encode.store.store_key`): weights fingerprint x dataset fingerprint x
-    the settings that change embeddings x `embedding_versions` of the settings' engine."""
+    """What cached embeddings are keyed by (`harness.encode.store.store_key`): weights fingerprint x dataset fingerprint
+    x the settings that change embeddings (`EmbeddingSettings` as JSON, or a reference computation's own) x
+    `embedding_versions` of the settings' engine."""
     return {"model": model, "dataset": dataset, "encoder": settings,
             "versions": embedding_versions(str(settings["engine"]))}
 
@@ -200,23 +201,25 @@ class Encoder:
         return cls(spec, model=model)
 
     @property
-    def settings(self) -> dict[str, object]:
-        keys = ("similarity", "batch_size", "precision", "engine", "query_prefix", "document_prefix")
-        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
-                "device": self.device, **self.engine.runtime_info}
+    def settings(self) -> EncoderSettings:
+        spec = self.spec
+        return EncoderSettings(similarity=spec.similarity, batch_size=spec.batch_size, precision=spec.precision,
+                               engine=spec.engine, query_prefix=spec.query_prefix,
+                               document_prefix=spec.document_prefix, max_seq_length=self.max_seq_length,
+                               device=self.device, **self.engine.runtime_info)
 
     @property
-    def settings_key(self) -> dict[str, object]:
-        """The settings that change document embeddings (the embedding cache is keyed by them): the device type,
-        and the engine's own (`key_settings`: for int8 the kernel path; for onnxruntime/openvino the runtime's
-        and the exporter's versions)."""
-        keys = ("precision", "engine", "document_prefix")
-        return {**{k: getattr(self.spec, k) for k in keys}, "max_seq_length": self.max_seq_length,
-                "device": self.device, **self.engine.key_settings()}
+    def embedding_settings(self) -> EmbeddingSettings:
+        """The settings that change document embeddings (the embedding store is keyed by them)."""
+        spec = self.spec
+        return EmbeddingSettings(precision=spec.precision, engine=spec.engine, document_prefix=spec.document_prefix,
+                                 max_seq_length=self.max_seq_length, device=self.device,
+                                 engine_key=self.engine.key_settings())
 
     def store_parts(self, dataset_fingerprint: str) -> dict[str, object]:
         """The embedding cache key parts of this encoder's embeddings of a dataset."""
-        return embedding_key_parts(model=self.fingerprint, dataset=dataset_fingerprint, settings=self.settings_key)
+        return embedding_key_parts(model=self.fingerprint, dataset=dataset_fingerprint,
+                                   settings=self.embedding_settings.model_dump())
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
         return self._checked(self.engine.encode(_prefixed(self.spec.document_prefix, texts), progress=progress))

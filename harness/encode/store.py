@@ -27,15 +27,18 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
+from pydantic import ValidationError
 
 from harness.vocabulary.digest import file_sha256
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import atomic_file
 from harness.vocabulary.npy import write_npy
-from harness.vocabulary.timing import cpu_model
-from harness.vocabulary.timing import utc_now
+from harness.vocabulary.timing import cpu_model, utc_now
 from harness.vocabulary.validation import StrictModel
+
 
 class StoreOrigin(StrictModel):
     """The run that created an embedding store (kept in its meta.json): when, where, on which CPU. Its versions
@@ -44,6 +47,32 @@ class StoreOrigin(StrictModel):
     created_at: str
     hostname: str
     cpu_model: str
+
+
+META_FILE = "meta.json"
+
+
+class StoreMeta(StrictModel):
+    """A store's meta.json: what its key stands for (``parts``: model fingerprint, dataset fingerprint, encoder
+    settings, versions), its layout, and the run that created it."""
+
+    parts: dict[str, Any]
+    n_rows: int
+    chunk_rows: int
+    dtype: Literal["fp16", "fp32"]
+    created_by: StoreOrigin
+
+    @property
+    def key(self) -> str:
+        return store_key({**self.parts, "dtype": self.dtype, "chunk_rows": self.chunk_rows})
+
+    @classmethod
+    def read(cls, folder: Path) -> StoreMeta | None:
+        """The meta.json in ``folder``; None when it is missing, unreadable or not a store's (nothing to trust)."""
+        try:
+            return cls.model_validate_json((folder / META_FILE).read_bytes())
+        except (OSError, ValidationError):
+            return None
 
 
 def cache_root() -> Path:
@@ -122,19 +151,18 @@ class EmbeddingStore(ChunkedRows):
         self._verified: set[int] = set()
 
     def _recorded_origin(self) -> StoreOrigin | None:
-        try:
-            return StoreOrigin.model_validate(json.loads((self.path / "meta.json").read_text())["created_by"])
-        except (OSError, ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
-            return None
+        meta = StoreMeta.read(self.path)
+        return meta.created_by if meta is not None else None
 
     def _create(self) -> StoreOrigin:
         """Remove any chunks and record this process as the store's creator."""
         for chunk in self.path.glob("chunk-*"):
             chunk.unlink(missing_ok=True)
         origin = StoreOrigin(created_at=utc_now(), hostname=platform.node(), cpu_model=cpu_model())
-        meta = {"parts": self.parts, "n_rows": self.n_rows, "chunk_rows": self.chunk_rows, "dtype": self.dtype,
-                "created_by": origin.model_dump()}
-        _atomic_write(self.path / "meta.json", json.dumps(meta, indent=1).encode())
+        meta = StoreMeta(parts=self.parts, n_rows=self.n_rows, chunk_rows=self.chunk_rows, dtype=self.dtype,
+                         created_by=origin)
+        with atomic_file(self.path / META_FILE, binary=True) as handle:
+            handle.write(meta.model_dump_json(indent=1).encode())
         return origin
 
     def _files(self, index: int) -> tuple[Path, Path]:
@@ -173,17 +201,14 @@ class EmbeddingStore(ChunkedRows):
         array_file, info_file = self._files(index)
         data = np.ascontiguousarray(embeddings, dtype=STORE_DTYPES[self.dtype])
         try:
-            tmp = array_file.with_name(f".{array_file.name}.{os.getpid()}.tmp")
-            with open(tmp, "wb") as handle:
+            with atomic_file(array_file, binary=True) as handle:
                 write_npy(handle, data)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(tmp, array_file)
             info = {"rows": expected, "sha256": file_sha256(array_file), "seconds": seconds, "tokens": tokens,
                     "truncated": truncated, "pieces": [list(p) for p in pieces]}
-            _atomic_write(info_file, json.dumps(info).encode())
+            with atomic_file(info_file, binary=True) as handle:
+                handle.write(json.dumps(info).encode())
         except OSError as exc:
-            for path in (array_file, info_file, tmp):
+            for path in (array_file, info_file):
                 path.unlink(missing_ok=True)
             raise cache_write_error(self.root, self.path, exc, "writing embeddings") from None
         self._verified.add(index)
@@ -202,30 +227,13 @@ class EmbeddingStore(ChunkedRows):
         return [info for info in (self.info(i) for i in range(self.n_chunks)) if info]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        tmp.unlink(missing_ok=True)
-        raise
-
-
-def _store_meta(folder: Path) -> dict[str, object] | None:
+def _store_meta(folder: Path) -> StoreMeta | None:
     """The meta.json of the store in `folder` if the harness created it: a directory named by the key of the
     settings its meta.json records. None for anything else (a stray file, another tool's folder)."""
     if folder.is_symlink():
         return None
-    try:
-        meta = json.loads((folder / "meta.json").read_text())
-        key = store_key({**meta["parts"], "dtype": meta["dtype"], "chunk_rows": meta["chunk_rows"]})
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return meta if key == folder.name else None
+    meta = StoreMeta.read(folder)
+    return meta if meta is not None and meta.key == folder.name else None
 
 
 def _entries(root: Path) -> list[Path]:
@@ -238,16 +246,30 @@ def foreign_entries(root: Path) -> list[Path]:
     return [entry for entry in _entries(root) if _store_meta(entry) is None]
 
 
-def list_stores(root: Path) -> list[dict[str, object]]:
-    """The embedding stores the harness created under `root`: key, path, size, last change and meta.json."""
+@dataclass(frozen=True)
+class StoreEntry:
+    """One embedding store the harness created, as `harness cache ls` lists it."""
+
+    path: Path
+    bytes: int
+    modified: float  # the latest change of any of its files (seconds since the epoch)
+    meta: StoreMeta
+
+    @property
+    def key(self) -> str:
+        return self.path.name
+
+
+def list_stores(root: Path) -> list[StoreEntry]:
+    """The embedding stores the harness created under `root`: path, size, last change and meta.json."""
     stores = []
     for folder in _entries(root):
         meta = _store_meta(folder)
         if meta is None:
             continue
-        size = sum(f.stat().st_size for f in folder.iterdir() if f.is_file())
-        stores.append({"key": folder.name, "path": str(folder), "bytes": size,
-                       "modified": max((f.stat().st_mtime for f in folder.iterdir()), default=0.0), **meta})
+        files = [f for f in folder.iterdir() if f.is_file()]
+        stores.append(StoreEntry(folder, sum(f.stat().st_size for f in files),
+                                 max((f.stat().st_mtime for f in files), default=0.0), meta))
     return stores
 
 
@@ -255,9 +277,9 @@ def clear_stores(root: Path, *, older_than_s: float | None = None) -> list[str]:
     removed = []
     now = time.time()
     for store in list_stores(root):
-        if older_than_s is None or now - float(store["modified"]) > older_than_s:
-            shutil.rmtree(str(store["path"]), ignore_errors=True)
-            removed.append(str(store["key"]))
+        if older_than_s is None or now - store.modified > older_than_s:
+            shutil.rmtree(store.path, ignore_errors=True)
+            removed.append(store.key)
     return removed
 
 

@@ -50,7 +50,7 @@ class CorpusSource:
         embeddings' as searched."""
         if self.encoder is not None:
             keys = ("batch_size", "precision", "engine", "document_prefix", "max_seq_length", "device")
-            settings = DocumentSettings(**{k: self.encoder.settings[k] for k in keys})
+            settings = DocumentSettings(**self.encoder.settings.model_dump(include=set(keys)))
             return DocumentEncoderInfo(model=self.encoder.spec.model, fingerprint=self.encoder.fingerprint,
                                        dimension=dimension, settings=settings)
         old = self._record_encoder

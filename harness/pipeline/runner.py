@@ -17,24 +17,36 @@ from typing import TypeVar
 import numpy as np
 from pydantic import PositiveInt, StrictBool
 
+from harness.encode.chunks import EncodingHost, encode_chunk, this_host
+from harness.encode.models import Encoder, embedding_versions
 from harness.encode.store import ChunkInfo, EmbeddingStore, MemoryStore, cache_root, cache_write_error
-from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
 from harness.input.corpus import as_strings
 from harness.input.datasets import Dataset, load_dataset
-from harness.encode.chunks import encode_chunk, this_host
-from harness.encode.models import Encoder, embedding_versions
-from harness.vocabulary.errors import HarnessError
-from harness.scoring.metrics import holes, means, parse_measure
-from harness.scoring.scored import RunOutcome, ScoredRun
-from harness.vocabulary import timing
-from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
-from harness.vocabulary.validation import StrictModel
-from harness.vocabulary.progress import progress
-from harness.scoring.records import (ChunkTiming, DatasetInfo, DocumentEncoderInfo, EmbeddingProvenance, EmbeddingStoreInfo, EncoderInfo, Performance, RecallCurve, RunRecord, SuiteInfo, TimedRows, score, write_run_record)
-from harness.encode.chunks import EncodingHost
-from harness.vocabulary.timing import utc_now
-from harness.search.exact import exact_top_k
 from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
+from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
+from harness.scoring.metrics import holes, means, parse_measure
+from harness.scoring.records import (
+    ChunkTiming,
+    DatasetInfo,
+    DocumentEncoderInfo,
+    EmbeddingProvenance,
+    EmbeddingStoreInfo,
+    EncoderInfo,
+    Performance,
+    RunRecord,
+    SuiteInfo,
+    TimedRows,
+    score,
+    write_run_record,
+)
+from harness.scoring.scored import RunOutcome, ScoredRun
+from harness.search.exact import exact_top_k
+from harness.vocabulary import timing
+from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
+from harness.vocabulary.progress import progress
+from harness.vocabulary.timing import utc_now
+from harness.vocabulary.validation import StrictModel
 
 log = logging.getLogger(__name__)
 
@@ -145,11 +157,12 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
             on_outcome(outcome)
 
     index_cache = options.cache or cache_root()  # corpus offset indexes live beside the embedding stores
-    datasets = {spec.name: _attempt(lambda: _load_dataset(spec, index_cache), fail_fast=options.fail_fast)
+    datasets = {spec.name: _attempt(lambda spec=spec: _load_dataset(spec, index_cache), fail_fast=options.fail_fast)
                 for spec in suite.datasets}
     loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
-        encoder = _attempt(lambda: load_encoders(suite, encoder_spec), fail_fast=options.fail_fast) if loaded else None
+        encoder = (_attempt(lambda spec=encoder_spec: load_encoders(suite, spec), fail_fast=options.fail_fast)
+                   if loaded else None)
         for name, dataset in datasets.items():
             if isinstance(dataset, _Failed):
                 add(RunOutcome(name, encoder_spec.name, error=f"dataset {name!r} did not load: {dataset.reason}"))
@@ -157,7 +170,8 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 add(RunOutcome(name, encoder_spec.name,
                                error=f"encoder {encoder_spec.name!r} did not load: {encoder.reason}"))
             else:
-                done = _attempt(lambda: _run_and_write(suite, dataset, *encoder, options), fail_fast=options.fail_fast)
+                done = _attempt(lambda data=dataset, loaded_encoder=encoder: _run_and_write(
+                    suite, data, *loaded_encoder, options), fail_fast=options.fail_fast)
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
                     else RunOutcome(name, encoder_spec.name, result=done))
     return outcomes

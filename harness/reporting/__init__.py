@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.analysis.churn import Churn
-from harness.vocabulary.errors import HarnessError
 from harness.reporting.data import ReportData, load_report_data
 from harness.reporting.document import build_document
 from harness.reporting.exports import write_exports
 from harness.reporting.figures import churn_figure, draw_all, make_figures
-from harness.reporting.plots import save as save_figure
 from harness.reporting.folder import write_report_folder
+from harness.reporting.plots import save as save_figure
 from harness.reporting.render import to_html, to_markdown
+from harness.vocabulary.errors import HarnessError
 
 __all__ = ["ReportData", "build_report", "load_report_data", "make_figures", "save_churn"]
 

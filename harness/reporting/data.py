@@ -11,13 +11,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness.analysis.churn import Churn, churn as ranking_churn
+from harness.analysis.churn import Churn
+from harness.analysis.churn import churn as ranking_churn
 from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by_dataset
-from harness.scoring.scored import ScoredRun, label_runs
 from harness.analysis.frontier import Frontier, Point, frontier
-from harness.analysis.stats import Test, bootstrap_ci
+from harness.analysis.stats import bootstrap_ci
+from harness.scoring.records import ProfileRecord, RunRecord, find_records, load
+from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
-from harness.scoring.records import ProfileRecord, RunRecord, find_records, load, load_recall_curve
+from harness.vocabulary.statistics import DEFAULT_STATS, StatsOptions
 from harness.vocabulary.tables import html_table, markdown_table, md_escape
 
 UP, DOWN = "▲", "▼"
@@ -51,9 +53,6 @@ class ReportData:
 
     def runs_of(self, dataset: str) -> list[ScoredRun]:
         return [r for r in self.runs if r.dataset == dataset]
-
-    def metrics_of(self, dataset: str) -> list[str]:
-        return list(dict.fromkeys(m for r in self.runs_of(dataset) for m in r.record.metrics))
 
     @property
     def metrics(self) -> list[str]:
@@ -116,8 +115,7 @@ class ReportData:
 
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,
-                     alpha: float = 0.05, test: Test = "randomization", seed: int = 0,
-                     n_resamples: int = 10_000, churn: bool = False) -> ReportData:
+                     stats: StatsOptions = DEFAULT_STATS, churn: bool = False) -> ReportData:
     runs, profiles = [], []
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)
@@ -129,10 +127,10 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
         raise HarnessError("no records found in: " + ", ".join(str(p) for p in paths))
     runs = label_runs(runs)
     pairs, notes = pair_by_dataset(runs, control=control)
-    comparison = compare_pairs(pairs, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples) if pairs else None
+    comparison = compare_pairs(pairs, stats=stats) if pairs else None
     if comparison:
         notes += comparison.warnings
-    cis = {(r.dataset, r.label, m): mean_ci(list(v.values()), seed=seed, n_resamples=n_resamples)
+    cis = {(r.dataset, r.label, m): mean_ci(list(v.values()), stats)
            for r in runs for m, v in r.per_query.items()}
     recall, recall_notes = recall_curves(runs)
     all_metrics = list(dict.fromkeys(m for r in runs for m in r.record.metrics))
@@ -140,15 +138,14 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     if metric and metric not in all_metrics:
         raise HarnessError(f"--metric {metric!r} is in no record; metrics: {', '.join(all_metrics)}")
     churns = [ranking_churn(c, t, metrics=[primary] if primary in c.per_query and primary in t.per_query else None,
-                            seed=seed, n_resamples=n_resamples) for c, t in pairs] if churn else []
-    frontiers, frontier_notes = quality_speed_frontiers(runs, primary, alpha=alpha, test=test, seed=seed,
-                                                        n_resamples=n_resamples)
+                            stats=stats) for c, t in pairs] if churn else []
+    frontiers, frontier_notes = quality_speed_frontiers(runs, primary, stats)
     return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
                       churn=churns, frontiers=frontiers)
 
 
-def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, *, alpha: float, test: Test, seed: int,
-                            n_resamples: int) -> tuple[dict[str, Frontier], list[str]]:
+def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, stats: StatsOptions,
+                            ) -> tuple[dict[str, Frontier], list[str]]:
     """The `metric` x passages/s frontier of each dataset with at least two timed runs that have the metric
     (external runs timed nothing and are left out), over the runs on the hardware of the dataset's first timed run
     (speeds of other hardware are not comparable; a note names them)."""
@@ -166,13 +163,14 @@ def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, *, alpha: fl
             continue
         points = [Point(r.label, r.record.performance.throughput.passages_per_s, aligned(timed[0], r, metric)[1])
                   for r in timed]
-        out[dataset] = frontier(points, metric=metric, alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+        out[dataset] = frontier(points, metric=metric, alpha=stats.alpha, test=stats.test, seed=stats.seed,
+                                n_resamples=stats.n_resamples)
     return out, notes
 
 
-def mean_ci(values: Sequence[float], *, seed: int, n_resamples: int) -> tuple[float, float]:
+def mean_ci(values: Sequence[float], stats: StatsOptions) -> tuple[float, float]:
     """95% bootstrap CI of a mean: the paired CI of (values - 0), reusing harness.stats."""
-    return bootstrap_ci([0.0] * len(values), values, seed=seed, n_resamples=n_resamples)
+    return bootstrap_ci([0.0] * len(values), values, seed=stats.seed, n_resamples=stats.n_resamples)
 
 
 def recall_curves(runs: Sequence[ScoredRun]) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], list[str]]:

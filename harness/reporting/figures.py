@@ -7,10 +7,10 @@ from pathlib import Path
 
 from matplotlib.figure import Figure
 
-from harness.scoring.records import ProfilePoint, slug
-from harness.reporting import plots
 from harness.analysis.churn import Churn
+from harness.reporting import plots
 from harness.reporting.data import ReportData
+from harness.scoring.records import ProfilePoint, slug
 
 
 @dataclass(frozen=True)

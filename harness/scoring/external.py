@@ -23,15 +23,32 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.vocabulary.digest import file_sha256
 from harness.input.datasets import Dataset, load_dataset, read_qrels, read_qrels_with_warnings, read_run
-from harness.vocabulary.errors import HarnessError
+from harness.input.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
 from harness.scoring.metrics import holes, means, parse_measure
-from harness.scoring.records import (CountedWarning, DatasetCounts, DatasetInfo, EncoderInfo, Environment, Performance, QrelsSource, RecordFiles, RunRecord, RunSource, SuiteInfo, score, find_records, load, record_file, write_run_record)
+from harness.scoring.records import (
+    CountedWarning,
+    DatasetCounts,
+    DatasetInfo,
+    EncoderInfo,
+    Environment,
+    Performance,
+    QrelsSource,
+    RecordFiles,
+    RunRecord,
+    RunSource,
+    SuiteInfo,
+    find_records,
+    load,
+    record_file,
+    score,
+    write_run_record,
+)
 from harness.scoring.scored import ScoredRun, ordered
+from harness.vocabulary.digest import file_sha256
+from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.timing import utc_now
 from harness.vocabulary.validation import validated
-from harness.input.suite import DEFAULT_METRICS, DatasetSpec, load_suite, shipped_folder
 
 log = logging.getLogger(__name__)
 

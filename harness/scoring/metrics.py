@@ -21,13 +21,9 @@ does. A query the run misses or ranks nothing for scores 0 (the ``-c`` rule).
 
 from __future__ import annotations
 
-import difflib
 import heapq
 import math
-import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import pytrec_eval
 

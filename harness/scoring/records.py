@@ -24,23 +24,22 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator, model_validator
+from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from harness.encode.chunks import EncodingHost
+from harness.encode.settings import DocumentSettings, EncoderSettings
 from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
+from harness.input.suite import ReuseEmbeddings
 from harness.scoring.metrics import Holes, PerQuery, per_query_values
 from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key, utc_now
-from harness.vocabulary.validation import StrictModel, explain_errors
 from harness.vocabulary.precision import EngineName, Precision
-from harness.input.suite import ReuseEmbeddings, Similarity
+from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key
+from harness.vocabulary.validation import StrictModel, explain_errors
 
 if TYPE_CHECKING:
     from harness.input.datasets import Dataset
@@ -87,7 +86,7 @@ class QrelsSource(StrictModel):
     path: str
 
 
-DatasetSource = Annotated[Union[BeirSource, MsmarcoTsvSource, IrDatasetsSource, QrelsSource],
+DatasetSource = Annotated[BeirSource | MsmarcoTsvSource | IrDatasetsSource | QrelsSource,
                           Field(discriminator="kind")]
 
 
@@ -122,32 +121,6 @@ class DatasetInfo(StrictModel):
         return cls(name=dataset.name, source=dataset.source, fingerprint=dataset.fingerprint, counts=dataset.counts,
                    relevance_level=dataset.relevance_level, drop_self_hits=dataset.drop_self_hits,
                    warnings=[CountedWarning(**vars(w)) for w in dataset.warnings])
-
-
-class EncoderSettings(StrictModel):
-    similarity: Similarity
-    batch_size: int
-    precision: Precision
-    engine: EngineName
-    query_prefix: str = ""
-    document_prefix: str = ""
-    max_seq_length: int
-    device: str  # as resolved: cpu, cuda, cuda:1 ...
-    # what ran the transformer (engine.runtime_info; None in records that predate it)
-    runtime: str | None = None  # runtime and version: "torch 2.13.0+cpu", "onnxruntime 1.32.0", "openvino 2026.4.1"
-    execution_provider: str | None = None  # cpu-onednn, cpu-aten, cuda, CPUExecutionProvider, CPU (f32) ...
-    threads: int | None = None  # intra-op threads the runtime was given
-
-
-class DocumentSettings(StrictModel):
-    """The settings that encoded a corpus (an ``EncoderSettings`` without the query side)."""
-
-    batch_size: int
-    precision: Precision
-    engine: EngineName
-    document_prefix: str = ""
-    max_seq_length: int
-    device: str
 
 
 class DocumentEncoderInfo(StrictModel):
@@ -392,7 +365,7 @@ class SyntheticTexts(StrictModel):
     n: int
 
 
-ProfileTexts = Annotated[Union[DataTexts, SyntheticTexts], Field(discriminator="kind")]
+ProfileTexts = Annotated[DataTexts | SyntheticTexts, Field(discriminator="kind")]
 
 
 class ProfileRecord(StrictModel):
@@ -412,7 +385,7 @@ class ProfileRecord(StrictModel):
         return f"{self.model.model} · {self.name}"
 
 
-Record = Annotated[Union[RunRecord, ProfileRecord], Field(discriminator="kind")]
+Record = Annotated[RunRecord | ProfileRecord, Field(discriminator="kind")]
 _RECORD: TypeAdapter[RunRecord | ProfileRecord] = TypeAdapter(Record)
 
 

@@ -12,7 +12,15 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.input.datasets import read_run
-from harness.scoring.records import RecallCurve, RunRecord, find_records, load, load_per_query, load_recall_curve, record_file
+from harness.scoring.records import (
+    RecallCurve,
+    RunRecord,
+    find_records,
+    load,
+    load_per_query,
+    load_recall_curve,
+    record_file,
+)
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.tables import markdown_table, md_escape
 

@@ -34,3 +34,6 @@ class StatsOptions:
             raise HarnessError(f"seed={self.seed!r}: give a whole number")
         if isinstance(self.n_resamples, bool) or not isinstance(self.n_resamples, int) or self.n_resamples < 1:
             raise HarnessError(f"n_resamples={self.n_resamples!r}: give a positive whole number, e.g. 10000")
+
+
+DEFAULT_STATS = StatsOptions()
