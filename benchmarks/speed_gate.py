@@ -99,7 +99,8 @@ def main() -> int:
     for label in plan:
         encoder = aten if label.startswith("oneDNN") else st if label.startswith("sentence") else fast
         current = run(label, encoder)
-        checks = speed_results(baseline, current, gate, encoder="minilm", stats=StatsOptions(seed=0, n_resamples=10_000))
+        checks = speed_results(baseline, current, gate, encoder="minilm",
+                               stats=StatsOptions(seed=0, n_resamples=10_000))
         rows.append({"run": label, "load_average": os.getloadavg()[0],
                      **{c.metric: {"status": c.status, "ratio": c.delta + 1, "bound": c.bound,
                                    "baseline": c.expected, "new": c.actual, "message": c.message}

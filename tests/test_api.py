@@ -38,7 +38,8 @@ def test_api_functions_stay_functions_after_their_modules_are_imported():
     # importing a submodule binds it as an attribute of its package: no public function may share a module's name
     code = ("import importlib, pkgutil, harness; "
             "[importlib.import_module(m.name) for m in pkgutil.walk_packages(harness.__path__, 'harness.') "
-            "if not m.name.startswith(('harness.encode.runtimes', 'harness.encode.distributed', 'harness.reporting.tracking'))]; "
+            "if not m.name.startswith(('harness.encode.runtimes', 'harness.encode.distributed', "
+            "'harness.reporting.tracking'))]; "
             "import harness.api as api; "
             "bad = [n for n in harness.__all__ "
             "       if callable(getattr(api, n, None)) and getattr(harness, n) is not getattr(api, n)]; "

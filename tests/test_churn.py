@@ -59,7 +59,7 @@ def brute_force_rbo_ext(a: list[str], b: list[str], p: float) -> float:
     intersections up to the longer list's length l (the shorter list's unseen items agreeing at its rate X_s/s),
     then the agreement at l held for ever (summed explicitly until p^d vanishes)."""
     short, long = (a, b) if len(a) <= len(b) else (b, a)
-    s, l = len(short), len(long)
+    s, l = len(short), len(long)  # noqa: E741 (s and l as Webber et al. name them)
 
     def x(d: int) -> int:
         return len(set(short[:d]) & set(long[:d]))

@@ -166,7 +166,8 @@ def test_shipped_suites_resolve_from_any_directory_and_a_local_file_wins(tmp_pat
     assert load_suite("quick").datasets[0].path == (REPO / "data" / "noveleval").resolve()
     local = write_suite((tmp_path / "suites").mkdir() or tmp_path / "suites" / "quick.yaml",
                         SUITE.format(data=DATA / "noveleval", model="m", engine="fast", level=1))
-    assert load_suite("suites/quick.yaml").name == "smoke" and load_suite("suites/quick.yaml").source == local.relative_to(tmp_path)
+    found = load_suite("suites/quick.yaml")
+    assert found.name == "smoke" and found.source == local.relative_to(tmp_path)
     assert main(["run", "suites/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "suites/nope.yaml: suite file not found; shipped suites (`harness list`): " in err

@@ -46,7 +46,8 @@ DOCUMENTS = ["The quick brown fox jumps over the lazy dog.", "paris", MEDIUM, LO
 QUERY_PREFIX = "query: "
 QUERIES = ["how do solar panels work", "ciudad más poblada de España"]
 MAX_SEQ_LENGTHS = (32, None)  # None: the model's own (256)
-RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"), "openvino": ("openvino", "onnx", "onnxscript")}
+RUNTIME_PACKAGES = {"onnxruntime": ("onnxruntime", "onnx", "onnxscript"),
+                    "openvino": ("openvino", "onnx", "onnxscript")}
 
 
 def probe_description() -> str:

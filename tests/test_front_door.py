@@ -43,7 +43,8 @@ def commands() -> dict[str, argparse.ArgumentParser]:
 
 
 def options(parser: argparse.ArgumentParser) -> set[str]:
-    return {a.dest for a in parser._actions if a.dest not in ("help",) and not isinstance(a, argparse._SubParsersAction)}
+    return {a.dest for a in parser._actions
+            if a.dest != "help" and not isinstance(a, argparse._SubParsersAction)}
 
 
 def keywords(name: str) -> set[str]:

@@ -178,7 +178,7 @@ def test_a_source_changed_under_its_index_stops_the_read_and_the_next_run_rebuil
     os.utime(corpus, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     stale = beir(data, cache)
     with pytest.raises(HarnessError) as err:
-        stale.doc_texts
+        _ = stale.doc_texts
     message = str(err.value)
     assert f"{corpus}: does not match its corpus index {index}" in message
     assert "the index has document '0-2' there, the file '0-1'" in message or "'0-1' there, the file '0-2'" in message
@@ -211,7 +211,7 @@ def test_a_plain_file_changed_after_it_was_indexed_without_a_cache(tmp_path):
     lines = corpus.read_text(encoding="utf-8").splitlines(keepends=True)
     corpus.write_text("".join(lines[1:] + lines[:1]), encoding="utf-8")
     with pytest.raises(HarnessError, match=rf"{corpus}: changed after it was indexed for this run .*run again"):
-        ds.doc_texts
+        _ = ds.doc_texts
 
 
 # ---------------------------------------------------------------- 3. duplicate qrels
@@ -344,7 +344,7 @@ def test_beir_qrels_lines_with_other_columns_or_grades_are_refused(tmp_path, lin
 @pytest.mark.parametrize("score", ['"15.7"', "true", "null", "NaN", "Infinity", "1e400", "[1]"])
 def test_json_run_scores_must_be_finite_json_numbers(tmp_path, score):
     path = tmp_path / "run.json"
-    path.write_text('{"q1": {"d1": 2.5, "d2": %s}}' % score)
+    path.write_text('{"q1": {"d1": 2.5, "d2": ' + score + '}}')
     with pytest.raises(HarnessError, match=r"run.json: expected JSON \{query id: \{document id: score\}\}: the "
                                            r"score of document 'd2' \(query 'q1'\) is .*, not a finite JSON number"):
         read_run(path)

@@ -181,7 +181,8 @@ def test_notebook_renderings_escape_names(tmp_path, hostile):
                       "expect": {DATASET: {"nDCG@10": {"value": 0.5, "tolerance": 0.01}}}}],
         "metrics": ["nDCG@10"]}), encoding="utf-8")
     suite = load_suite(suite_file)
-    checked = check_suite(suite, select_records(suite, load_scored_runs([records]), str(records)), stats=StatsOptions(n_resamples=200))
+    chosen = select_records(suite, load_scored_runs([records]), str(records))
+    checked = check_suite(suite, chosen, stats=StatsOptions(n_resamples=200))
     ran = SuiteResult(suite, [RunOutcome(DATASET, ENCODERS[0], ScoredRun.load(control)),
                               RunOutcome(DATASET, ENCODERS[1], error=f"could not load {HOSTILE}")])
     shown = [checked, compare(records, n_resamples=200), churn(control, truncated, n_resamples=200),

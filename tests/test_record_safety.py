@@ -223,7 +223,8 @@ def test_old_leftovers_go_whatever_their_host_and_others_files_stay(tmp_path):
     this process's); a fresh one of another host may be live; hidden folders not named so are not a writer's."""
     out = tmp_path / "out"
     day_old = time.time() - 25 * 3600
-    names = {"old-elsewhere": ".tmp-4242@elsewhere-0123abcd", "old-mine": f".tmp-{os.getpid()}@{slug(socket.gethostname())}-89abcdef",
+    mine = f".tmp-{os.getpid()}@{slug(socket.gethostname())}"
+    names = {"old-elsewhere": ".tmp-4242@elsewhere-0123abcd", "old-mine": f"{mine}-89abcdef",
              "fresh-elsewhere": ".tmp-4242@elsewhere-fedcba98", "someone-else's": ".tmp-report-0123abcd"}
     for key, name in names.items():
         (out / name).mkdir(parents=True)

@@ -142,7 +142,8 @@ def test_record_without_a_curve_gets_a_note_and_no_data_is_reread(real):
 
 
 def test_shipped_records_keep_their_curves():
-    data = load_report_data([REPO / "results" / "baselines", REPO / "results" / "truncation-16"], stats=StatsOptions(n_resamples=100))
+    data = load_report_data([REPO / "results" / "baselines", REPO / "results" / "truncation-16"],
+                            stats=StatsOptions(n_resamples=100))
     assert sorted(data.recall) == ["dl19-pool", "noveleval", "scifact"] and not data.notes
     ks, values = data.recall["scifact"]["all-MiniLM-L6-v2"]
     assert values[ks.index(100)] == pytest.approx(0.925, abs=1e-12)

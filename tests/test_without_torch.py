@@ -42,8 +42,8 @@ def run_without_torch(argv: list[str]) -> subprocess.CompletedProcess[str]:
 
 def test_the_block_is_real():
     """The child cannot import torch at all: the other tests prove something."""
-    proc = subprocess.run([sys.executable, "-c", CHILD.split("from harness.cli")[0] + "import torch"],
-                          capture_output=True, text=True, timeout=60)
+    block = CHILD.format(blocked=BLOCKED, argv=[]).split("from harness.cli")[0]
+    proc = subprocess.run([sys.executable, "-c", block + "import torch"], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0 and "blocked by the test" in proc.stderr
 
 
@@ -62,8 +62,8 @@ def test_analysis_commands_run_without_torch(argv):
 
 def test_compare_without_torch_finds_the_shipped_regression(tmp_path):
     out = tmp_path / "cmp.json"
-    proc = run_without_torch(["compare", str(BASE), str(TRUNC), "--resamples", "500", "--json", str(out),
-                              "--fail-on-regression"])
+    proc = run_without_torch(["compare", str(BASE), str(TRUNC), "--test", "t-test", "--resamples", "500",
+                              "--json", str(out), "--fail-on-regression"])
     assert proc.returncode == 1, proc.stderr  # truncating to 16 tokens is a significant drop: the gate fires
     verdicts = {(m["dataset"], m["metric"]): m for m in json.loads(out.read_text())["metrics"]}
     assert verdicts[("scifact", "nDCG@10")]["delta"] < 0

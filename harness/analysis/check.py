@@ -322,7 +322,7 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
                   stats: StatsOptions = DEFAULT_STATS) -> list[CheckResult]:
     """Throughput and query p99 latency against the baseline on the same hardware (see ``SpeedGate``)."""
     old, new = base.record.performance, current.record.performance
-    common = dict(dataset=base.dataset, encoder=encoder, kind="speed", tolerance=gate.max_slowdown)
+    common: dict[str, Any] = dict(dataset=base.dataset, encoder=encoder, kind="speed", tolerance=gate.max_slowdown)
     if old is None or new is None:
         external = " and ".join(f"{label} record ({run.label})" for label, run in (("baseline", base), ("new", current))
                                 if run.record.performance is None)

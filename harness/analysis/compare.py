@@ -199,7 +199,8 @@ def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,
     groups: dict[str, list[ScoredRun]] = {}
     for run in runs:
         groups.setdefault(run.dataset, []).append(run)
-    pairs, warnings = [], []
+    pairs: list[tuple[ScoredRun, ScoredRun]] = []
+    warnings: list[str] = []
     for dataset, group in groups.items():
         chosen = group[0]
         if control is not None:
@@ -295,9 +296,12 @@ def aligned(control: ScoredRun, treatment: ScoredRun, metric: str) -> tuple[list
 
 
 def compare_speed(control: ScoredRun, treatment: ScoredRun) -> SpeedComparison:
+    """The speed figures of two timed runs side by side (external runs are not timed: compare_pairs leaves them
+    out)."""
+    old, new = control.record.performance, treatment.record.performance
+    assert old is not None and new is not None
     a, b = control.record.speed_hardware_key, treatment.record.speed_hardware_key
     reason = "" if a == b else f"different hardware ({a} vs {b})"
     return SpeedComparison(control.dataset, control.label, treatment.label, a == b, reason,
-                           SpeedFigures.of(control.record.performance), SpeedFigures.of(treatment.record.performance),
-                           control_cached=control.record.performance.corpus_from_cache,
-                           treatment_cached=treatment.record.performance.corpus_from_cache)
+                           SpeedFigures.of(old), SpeedFigures.of(new),
+                           control_cached=old.corpus_from_cache, treatment_cached=new.corpus_from_cache)

@@ -123,7 +123,7 @@ def load_sentence_transformer(model: str, *, device: str):
     path = model_path(model)
     local = Path(path).exists()
     try:
-        return SentenceTransformer(path, device=device, local_files_only=local or None)
+        return SentenceTransformer(path, device=device, local_files_only=local)
     except Exception as exc:  # HF raises OSError/ValueError/HTTP errors with long messages
         if local:
             problem = f"{path} exists but is not a sentence-transformers or transformers model folder ({exc})"
@@ -244,7 +244,7 @@ def position_limit(model) -> int | None:
     found as sentence-transformers' ``Transformer._infer_flatten_position_offset`` finds them)."""
     net = getattr(model[0], "auto_model", None)
     total = getattr(getattr(net, "config", None), "max_position_embeddings", None)
-    if not isinstance(total, int) or total <= 0:  # XLNet: -1
+    if net is None or not isinstance(total, int) or total <= 0:  # XLNet: -1
         return None
     for module in net.modules():
         padding_idx = getattr(module, "padding_idx", None)
@@ -256,7 +256,7 @@ def position_limit(model) -> int | None:
 
 def _check_max_seq_length(model, spec: EncoderSpec) -> None:
     limit = position_limit(model)
-    if limit is not None and spec.max_seq_length > limit:
+    if limit is not None and spec.max_seq_length is not None and spec.max_seq_length > limit:
         raise HarnessError(f"encoder {spec.name!r}: max_seq_length {spec.max_seq_length} is more than model "
                            f"{spec.model!r} can take: it has positions for {limit} tokens; set max_seq_length to "
                            f"{limit} or less (or leave it out for the model's own, {model.max_seq_length})")

@@ -318,7 +318,7 @@ def collect_qrels(rows: Iterable[tuple[int, str, str, int]], *, where: str,
     return qrels, [warning]
 
 
-def read_qrels_with_warnings(path: str | Path) -> tuple[dict[str, dict[str, int]], list[DataWarning]]:
+def read_qrels_with_warnings(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, int]], list[DataWarning]]:
     """A qrels file as qid -> docid -> grade, and its warnings (`collect_qrels`): TREC (``qid 0 docid grade``) or
     BEIR (``query-id<TAB>corpus-id<TAB>score``, header optional), told apart by the column count of the first
     line that is not blank or a comment; plain or gzipped."""
@@ -338,12 +338,12 @@ def read_qrels_with_warnings(path: str | Path) -> tuple[dict[str, dict[str, int]
     return collect_qrels(rows, where=str(path))
 
 
-def read_qrels(path: str | Path) -> dict[str, dict[str, int]]:
+def read_qrels(path: str | os.PathLike[str]) -> dict[str, dict[str, int]]:
     """`read_qrels_with_warnings` without the warnings (they are logged)."""
     return read_qrels_with_warnings(path)[0]
 
 
-def read_run(path: str | Path) -> dict[str, dict[str, float]]:
+def read_run(path: str | os.PathLike[str]) -> dict[str, dict[str, float]]:
     """A ranking as qid -> docid -> score: a TREC run (``qid Q0 docid rank score tag``, plain or gzipped), or
     JSON ``{qid: {docid: score}}`` (a ``.json`` file).
 

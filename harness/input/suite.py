@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -326,7 +327,7 @@ def shipped_folder(name: Literal["suites", "data"]) -> Path:
     raise HarnessError(f"the shipped {name}/ folder is missing from this installation ({package}); reinstall harness")
 
 
-def resolve_suite_path(path: str | Path) -> Path:
+def resolve_suite_path(path: str | os.PathLike[str]) -> Path:
     """An existing suite file as given, else a shipped suite: ``quick``, ``quick.yaml`` or ``suites/quick.yaml``
     name ``suites/quick.yaml`` of this installation, so the README's commands work from any directory."""
     path = Path(path)
@@ -344,7 +345,7 @@ def resolve_suite_path(path: str | Path) -> Path:
     raise HarnessError(f"{path}: suite file not found; shipped suites (`harness list`): {names}")
 
 
-def load_suite(path: str | Path) -> Suite:
+def load_suite(path: str | os.PathLike[str]) -> Suite:
     """Read and validate a suite file (or a shipped suite, see `resolve_suite_path`); relative paths inside it
     resolve against its folder."""
     path = resolve_suite_path(path)

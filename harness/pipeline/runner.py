@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -82,7 +83,8 @@ class Ranking(_PerQuery[list[tuple[str, float]]]):
 
     def __getitem__(self, qid: str) -> list[tuple[str, float]]:
         row = self._rows[qid]
-        hits = zip(as_strings(self._doc_ids[self._indices[row]]), self._scores[row].tolist())
+        hits: Iterable[tuple[str, float]] = zip(as_strings(self._doc_ids[self._indices[row]]),
+                                                self._scores[row].tolist())
         if self._drop_self_hits:
             hits = ((d, s) for d, s in hits if d != qid)
         return list(hits)[:self._top_k]
@@ -157,12 +159,11 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
             on_outcome(outcome)
 
     index_cache = options.cache or cache_root()  # corpus offset indexes live beside the embedding stores
-    datasets = {spec.name: _attempt(lambda spec=spec: _load_dataset(spec, index_cache), fail_fast=options.fail_fast)
+    datasets = {spec.name: _attempt(partial(_load_dataset, spec, index_cache), fail_fast=options.fail_fast)
                 for spec in suite.datasets}
     loaded = any(isinstance(d, Dataset) for d in datasets.values())
     for encoder_spec in suite.encoders:
-        encoder = (_attempt(lambda spec=encoder_spec: load_encoders(suite, spec), fail_fast=options.fail_fast)
-                   if loaded else None)
+        encoder = _attempt(partial(load_encoders, suite, encoder_spec), fail_fast=options.fail_fast) if loaded else None
         for name, dataset in datasets.items():
             if isinstance(dataset, _Failed):
                 add(RunOutcome(name, encoder_spec.name, error=f"dataset {name!r} did not load: {dataset.reason}"))
@@ -170,8 +171,8 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 add(RunOutcome(name, encoder_spec.name,
                                error=f"encoder {encoder_spec.name!r} did not load: {encoder.reason}"))
             else:
-                done = _attempt(lambda data=dataset, loaded_encoder=encoder: _run_and_write(
-                    suite, data, *loaded_encoder, options), fail_fast=options.fail_fast)
+                assert encoder is not None  # a dataset loaded, so the encoder was attempted
+                done = _attempt(partial(_run_and_write, suite, dataset, *encoder, options), fail_fast=options.fail_fast)
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
                     else RunOutcome(name, encoder_spec.name, result=done))
     return outcomes
@@ -217,15 +218,19 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
                                "reuse_embeddings 'never' forbids; run with reuse_embeddings auto")
         store = documents.stored(dataset, options.cache or cache_root())
     if store is None:
+        assert corpus_encoder is not None  # only a record's stored embeddings come without an encoder
         store = EmbeddingStore(
             options.cache or cache_root(), corpus_encoder.store_parts(dataset.fingerprint),
             n_rows=len(dataset.corpus), chunk_rows=options.chunk_rows,
             dtype=store_dtype_for(len(dataset.corpus), options.store_dtype), reuse=reuse == "auto",
         )
     chunks_encoded = len(store.missing())
-    if options.executor == "ray":
+    if corpus_encoder is None:  # a record's stored embeddings: complete (CorpusSource.stored checks), none to encode
+        hosts: list[EncodingHost] = []
+    elif options.executor == "ray":
         from harness.encode.distributed import encode_on_ray
 
+        assert isinstance(store, EmbeddingStore)  # Ray workers write to the disk store (evaluate_model runs local)
         hosts = encode_on_ray(dataset, corpus_encoder, store, address=options.ray_address, progress=options.progress)
     else:
         hosts = _encode_corpus(dataset, corpus_encoder, store, label, options.progress)
@@ -238,7 +243,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
 
     dimension = int(query_result.embeddings.shape[1])
     first_chunk = next(iter(store.chunks()), None) if documents else None
-    if first_chunk is not None:
+    if documents is not None and first_chunk is not None:
         check_dimensions(encoder, documents, found=(dimension, int(first_chunk.shape[1])))
 
     k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.corpus))

@@ -161,11 +161,17 @@ def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, stats: Stats
             timed = [r for r in timed if r.record.speed_hardware_key == timed[0].record.speed_hardware_key]
         if len(timed) < 2:
             continue
-        points = [Point(r.label, r.record.performance.throughput.passages_per_s, aligned(timed[0], r, metric)[1])
-                  for r in timed]
+        points = [Point(r.label, speed, aligned(timed[0], r, metric)[1])
+                  for r in timed for speed in [_passages_per_s(r)]]
         out[dataset] = frontier(points, metric=metric, alpha=stats.alpha, test=stats.test, seed=stats.seed,
                                 n_resamples=stats.n_resamples)
     return out, notes
+
+
+def _passages_per_s(run: ScoredRun) -> float:
+    performance = run.record.performance
+    assert performance is not None and performance.throughput.passages_per_s  # timed runs only
+    return performance.throughput.passages_per_s
 
 
 def mean_ci(values: Sequence[float], stats: StatsOptions) -> tuple[float, float]:

@@ -136,6 +136,7 @@ def judgments_of_record(directory: Path, record: RunRecord, *, texts: bool = Fal
                            f"(fingerprint {fingerprint}, record {info.fingerprint}); scores against other data "
                            "would not be this record's: rerun it, or evaluate its run file with --qrels")
     if texts and dataset is None:
+        assert isinstance(source, QrelsSource)  # every other source loads its dataset
         raise HarnessError(f"{directory}: scored against a qrels file only ({source.path}), so no document texts "
                            "are known; pass --data with the BEIR folder that holds its corpus")
     return Judgments(info, judged, dataset)

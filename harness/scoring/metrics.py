@@ -60,19 +60,20 @@ def per_query_values(
     # Copies with plain ints and floats: pytrec_eval rejects numpy numbers (e.g. from pandas or a model).
     int_qrels = {qid: {doc: int(grade) for doc, grade in docs.items()} for qid, docs in qrels.items()}
     run = {qid: {doc: float(score) for doc, score in docs.items()} for qid, docs in run.items()}
+    mrr_cutoffs = sorted({m.cutoff for m in measures.values() if m.kind == "MRR" and m.cutoff is not None})
+    judged_cutoffs = sorted({m.cutoff for m in measures.values() if m.kind == "Judged" and m.cutoff is not None})
 
     # One pytrec_eval pass for every non-MRR measure, one per distinct MRR cutoff.
     results: dict[str, dict[str, float]] = {}  # result key → qid → value
     plain = {m.trec_name for m in measures.values() if m.kind not in ("MRR", "Judged")}
     if plain:
         _collect(results, int_qrels, run, plain, relevance_level, suffix="")
-    mrr_cutoffs = sorted({m.cutoff for m in measures.values() if m.kind == "MRR"})
     if mrr_cutoffs:
         ranked = {qid: _top(run.get(qid, {}), mrr_cutoffs[-1]) for qid in qids}
         for k in mrr_cutoffs:
-            truncated = {qid: dict(docs[:k]) for qid, docs in ranked.items()}
+            truncated: dict[str, dict[str, float]] = {qid: dict(docs[:k]) for qid, docs in ranked.items()}
             _collect(results, int_qrels, truncated, {"recip_rank"}, relevance_level, suffix=f"@{k}")
-    for k in sorted({m.cutoff for m in measures.values() if m.kind == "Judged"}):
+    for k in judged_cutoffs:
         results[f"judged@{k}"] = {qid: judged_fraction(int_qrels[qid], run.get(qid, {}), k) for qid in qids}
 
     values: PerQuery = {}
@@ -91,7 +92,7 @@ def means(values: PerQuery) -> dict[str, float]:
 def _collect(
     results: dict[str, dict[str, float]],
     qrels: dict[str, dict[str, int]],
-    run: dict[str, dict[str, float]],
+    run: Mapping[str, Mapping[str, float]],
     trec_names: set[str],
     relevance_level: int,
     *,

@@ -44,7 +44,7 @@ from harness.vocabulary.validation import StrictModel, explain_errors
 if TYPE_CHECKING:
     from harness.input.datasets import Dataset
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION: Literal[2] = 2
 READABLE_VERSIONS = (1, 2)
 RECORD_FILE = "record.json"
 RUN_FILE = "run.trec"
@@ -472,13 +472,15 @@ def write_run_record(
     if files.recall_curve is None:
         raise ValueError("a new run record lists its recall curve file (files.recall_curve)")
 
+    curve_file = files.recall_curve
+
     def fill(tmp: Path) -> None:
         if isinstance(run, Path):
             shutil.copyfile(run, tmp / files.run)
         else:
             write_trec_run(tmp / files.run, run, tag=tag)
         _write_json(tmp / files.per_query, per_query)
-        _write_json(tmp / files.recall_curve, recall_curve.model_dump(mode="json"), indent=None)
+        _write_json(tmp / curve_file, recall_curve.model_dump(mode="json"), indent=None)
         _write_json(tmp / RECORD_FILE, record.model_dump(mode="json"))
 
     return _write_record_dir(output, names, record.created_at, fill)
@@ -632,8 +634,8 @@ def load(path: Path | str) -> RunRecord | ProfileRecord:
     except ValidationError as exc:
         raise HarnessError(f"{file}: not a valid {data.get('kind', 'run')} record:\n{explain_errors(exc)}") from None
     if isinstance(record, RunRecord):
-        for role, name in record.files:
-            if name is not None:
+        for role in ("run", "per_query", "recall_curve"):
+            if getattr(record.files, role) is not None:
                 record_file(file.parent, record, role)
     return record
 

@@ -30,7 +30,7 @@ def atomic_file(path: Path, *, binary: bool = False) -> Iterator[IO[Any]]:
         raise
 
 
-def write_file(path: Path | str, content: str | bytes, *, what: str = "the file") -> Path:
+def write_file(path: str | os.PathLike[str], content: str | bytes, *, what: str = "the file") -> Path:
     """Write ``content`` to ``path`` atomically (creating its folder); HarnessError naming the path, ``what`` it
     holds and the reason when that fails, with nothing half-written."""
     path = Path(path)
