@@ -3,7 +3,6 @@ holes every run record states: hand-computed fixtures, pytrec_eval called direct
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 
@@ -13,22 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from harness.input.datasets import read_qrels, read_run
-from harness.scoring.metrics import Measure, holes, means, parse_measure, per_query_values
+from harness.scoring.metrics import Measure, holes, parse_measure
 from harness.vocabulary.errors import HarnessError
 from tests.conftest import DATA, write_suite
-
-
-@dataclasses.dataclass(frozen=True)
-class Scored:
-    per_query: dict[str, dict[str, float]]
-    aggregate: dict[str, float]
-
-
-def evaluate(qrels, run, metrics, **options) -> Scored:
-    """`per_query_values` and the `means` of them, side by side (what these tests compare)."""
-    values = per_query_values(qrels, run, metrics, **options)
-    return Scored(values, means(values))
-
+from tests.test_metrics import evaluate
 
 DL19 = DATA / "msmarco-trecdl2019-pool"
 L = math.log2  # trec_eval's discount of rank r is log2(r + 1)
