@@ -281,11 +281,14 @@ def test_rescoring_a_record_reproduces_it_and_adds_measures(tmp_path):
 
 
 def test_rescoring_encodes_nothing(tmp_path):
-    # harness.vocabulary.precision (the engine and precision names records use) is all of encode that may load
+    # Records name their encoder's settings and store with the typed values of harness.encode.settings, .store and
+    # .chunks; no model, engine, tokenizer, kernel or search module may load (torch itself may: the new record's
+    # environment states its version and threads, as every record's does).
     code = (f"import sys, harness; harness.rescore({str(MINILM)!r}, metrics=['P@5']); "
-            "print(sorted(m for m in sys.modules if m.startswith(('harness.encode.', 'sentence_transformers', "
-            "'transformers', 'harness.encode.store', 'harness.search.exact', 'harness.pipeline.runner')) "
-            "and m != 'harness.vocabulary.precision'))")
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sentence_transformers', 'transformers') "
+            "or m.startswith(('harness.encode.models', 'harness.encode.engines', "
+            "'harness.encode.runtimes', 'harness.encode.kernels', 'harness.encode.tokenize', "
+            "'harness.encode.distributed', 'harness.search.exact', 'harness.pipeline.runner'))))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
