@@ -569,7 +569,8 @@ def profile(
     from harness.scoring.records import write_profile_record
 
     if warmup < 0 or min_seconds < 0 or max_seconds <= 0:
-        raise HarnessError("warmup and min_seconds must be >= 0 and max_seconds > 0")
+        raise HarnessError("--warmup and --min-seconds must be >= 0 and --max-seconds > 0 (keywords warmup, "
+                           "min_seconds, max_seconds)")
     if mlflow:
         from harness.reporting.tracking import require_mlflow
 
