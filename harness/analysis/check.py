@@ -369,7 +369,39 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
     message = f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs {ratio.n_treatment} calls"
     results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,
                                delta=ratio.ratio - 1, bound=ratio.upper, message=message))
-    return results
+    return results + search_latency_results(base, current, gate, common)
+
+
+def search_latency_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, common: dict[str, Any],
+                           ) -> list[CheckResult]:
+    """Batch-1 search p99 where a record searched through an index: against the baseline index's, or, for an exact
+    baseline, against the exact search that the new record's run timed on the same embeddings and hardware."""
+    old_index, new_index = base.record.index, current.record.index
+    if new_index is None and old_index is None:
+        return []
+    metric = "search p99 ms"
+    if new_index is None:
+        return [CheckResult(**common, metric=metric, status="SKIP", expected=old_index.search_latency.p99,
+                            actual=None, message="the new record searched exactly: its batch-1 search was not timed")]
+    if old_index is not None:
+        old, source = old_index.search_latency, "the baseline index"
+    else:
+        old, source = new_index.exact.search_latency, "exact search timed in the new record's run"
+    if old is None:
+        return [CheckResult(**common, metric=metric, status="SKIP", expected=None, actual=new_index.search_latency.p99,
+                            message="no batch-1 exact search latency (the corpus is too large to time it per query)")]
+    ratio = latency_speed_ratio(old.values_ms, new_index.search_latency.values_ms, alpha=gate.alpha)
+    if math.isinf(ratio.upper):
+        needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
+        return [CheckResult(**common, metric=metric, status="SKIP", expected=old.p99,
+                            actual=new_index.search_latency.p99, delta=ratio.ratio - 1,
+                            message=f"{ratio.n_control} timed calls cannot bound p99 at alpha {gate.alpha}: rerun with "
+                                    f"at least {needed} (harness run --latency-calls {needed})")]
+    status, note = speed_verdict(ratio, gate)
+    return [CheckResult(**common, metric=metric, status=status, expected=old.p99, actual=new_index.search_latency.p99,
+                        delta=ratio.ratio - 1, bound=ratio.upper,
+                        message=f"{note} against {source} (speed = 1 / p99); {ratio.n_control} vs "
+                                f"{ratio.n_treatment} calls")]
 
 
 def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None) -> None:

@@ -303,6 +303,9 @@ class MemoryStore(ChunkedRows):
                          pieces=pieces)
         self._chunks[index] = (np.asarray(embeddings, dtype=np.float32), info)
 
+    def read(self, index: int) -> np.ndarray:
+        return self._chunks[index][0]
+
     def chunks(self) -> Iterator[np.ndarray]:
         for index in range(self.n_chunks):
             yield self._chunks[index][0]

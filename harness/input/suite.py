@@ -20,6 +20,7 @@ from pydantic import (
 )
 
 from harness.input.grid import validate_grid
+from harness.input.indexes import IndexSpec
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.measures import parse_measure
 from harness.vocabulary.precision import EngineName, Precision, precision_problem
@@ -209,6 +210,7 @@ class EncoderSpec(StrictModel):
     expect: dict[str, dict[str, Expectation]] | None = None  # dataset name -> metric -> expectation
     baseline: Baseline | None = None
     document_model: DocumentModel | None = None  # None: the corpus is encoded by this encoder
+    index: IndexSpec | None = None  # None: exact search (harness.input.indexes)
 
     @model_validator(mode="after")
     def _precision_runs(self) -> EncoderSpec:
@@ -452,6 +454,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "noninferior": NonInferiorityMargin,
     "speed": SpeedGate,
     "document_model": DocumentModel,
+    "index": IndexSpec,
 }
 
 
@@ -460,7 +463,8 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     model = _MODELS[""]
     if parents and parents[0] in ("datasets", "encoders"):
         model = _MODELS[parents[0]]
-    for key in ("expect", "baseline", "noninferior", "speed", "document_model"):  # noninferior, speed: in baseline
+    # noninferior and speed lie in baseline
+    for key in ("expect", "baseline", "noninferior", "speed", "document_model", "index"):
         if key in parents:
             model = _MODELS[key]
     return [name for name in model.model_fields if name != "source"]

@@ -25,7 +25,8 @@ from harness.input.corpus import as_strings
 from harness.input.datasets import Dataset, load_dataset
 from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
 from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
-from harness.scoring.metrics import holes, means, parse_measure
+from harness.pipeline.indexed import exact_reference, index_info, search_index
+from harness.scoring.metrics import PerQuery, holes, means, parse_measure
 from harness.scoring.records import (
     ChunkTiming,
     DatasetInfo,
@@ -33,7 +34,9 @@ from harness.scoring.records import (
     EmbeddingProvenance,
     EmbeddingStoreInfo,
     EncoderInfo,
+    IndexInfo,
     Performance,
+    RecallCurve,
     RunRecord,
     SuiteInfo,
     TimedRows,
@@ -41,7 +44,8 @@ from harness.scoring.records import (
     write_run_record,
 )
 from harness.scoring.scored import RunOutcome, ScoredRun
-from harness.search.exact import exact_top_k
+from harness.search.exact import TopK, exact_top_k
+from harness.search.index import check_index
 from harness.vocabulary import timing
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.options import DEFAULT_CHUNK_ROWS, Executor, StoreDtype
@@ -83,8 +87,9 @@ class Ranking(_PerQuery[list[tuple[str, float]]]):
 
     def __getitem__(self, qid: str) -> list[tuple[str, float]]:
         row = self._rows[qid]
-        hits: Iterable[tuple[str, float]] = zip(as_strings(self._doc_ids[self._indices[row]]),
-                                                self._scores[row].tolist())
+        found = self._indices[row] >= 0  # an index may return fewer than k rows (-1 after them)
+        hits: Iterable[tuple[str, float]] = zip(as_strings(self._doc_ids[self._indices[row][found]]),
+                                                self._scores[row][found].tolist())
         if self._drop_self_hits:
             hits = ((d, s) for d, s in hits if d != qid)
         return list(hits)[:self._top_k]
@@ -211,6 +216,9 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     label = f"{dataset.name} × {spec.name}"
     reuse = options.reuse_embeddings or suite.reuse_embeddings
 
+    if spec.index is not None:  # before anything is encoded: a setting the index cannot take is named now
+        check_index(spec.index, n_rows=len(dataset.corpus), where=f"{label}: index",
+                    dim=int(encoder.encode_queries(dataset.query_texts[:1]).embeddings.shape[1]))
     corpus_encoder = documents.encoder if documents else encoder  # None: a record's stored embeddings, complete
     if documents and documents.record:
         if reuse == "never":
@@ -247,17 +255,40 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
         check_dimensions(encoder, documents, found=(dimension, int(first_chunk.shape[1])))
 
     k = min(suite.top_k + (1 if dataset.drop_self_hits else 0), len(dataset.corpus))
-    with progress(len(dataset.corpus), f"search {label}", enabled=options.progress) as update:
-        started = time.perf_counter()
-        top = exact_top_k(query_result.embeddings, store.chunks(), k, similarity=spec.similarity,
-                          device=encoder.device, progress=update)
-        search_seconds = time.perf_counter() - started
-    run = Ranking(dataset.query_ids, dataset.corpus.ids, top.scores, top.indices, suite.top_k,
-                  drop_self_hits=dataset.drop_self_hits)
+
+    def exact_search() -> tuple[TopK, float]:
+        with progress(len(dataset.corpus), f"search {label}", enabled=options.progress) as update:
+            started = time.perf_counter()
+            found = exact_top_k(query_result.embeddings, store.chunks(), k, similarity=spec.similarity,
+                                device=encoder.device, progress=update)
+            return found, time.perf_counter() - started
+
+    def ranking_of(found: TopK) -> Ranking:
+        return Ranking(dataset.query_ids, dataset.corpus.ids, found.scores, found.indices, suite.top_k,
+                       drop_self_hits=dataset.drop_self_hits)
+
+    def scored(ranking: Ranking) -> tuple[PerQuery, RecallCurve]:
+        return score(dataset.qrels, ranking.scored(), suite.metrics, relevance_level=dataset.relevance_level,
+                     top_k=suite.top_k)
+
+    index = None
+    if spec.index is None:
+        top, search_seconds = exact_search()
+    else:
+        exact = exact_reference(store, query_result.embeddings, k, similarity=spec.similarity, device=encoder.device,
+                                latency_calls=options.latency_calls, search=exact_search)
+        searched = search_index(spec.index, store, query_result.embeddings, k, similarity=spec.similarity,
+                                cache=options.cache or cache_root(), latency_calls=options.latency_calls)
+        top, search_seconds = searched.top, searched.seconds
+    run = ranking_of(top)
     ranked = run.scored()
-    values, curve = score(dataset.qrels, ranked, suite.metrics, relevance_level=dataset.relevance_level,
-                          top_k=suite.top_k)
-    record = build_run_record(suite, dataset, encoder, metrics=means(values), store=store, ranking=ranked,
+    values, curve = scored(run)
+    if spec.index is not None:
+        margins = {m: v.margin for m, v in ((spec.baseline.noninferior or {}) if spec.baseline else {}).items()}
+        index = index_info(searched, exact, query_ids=dataset.query_ids, queries=query_result.embeddings,
+                           top_k=suite.top_k, values=values, exact_values=scored(ranking_of(exact.top))[0],
+                           metrics=suite.metrics, margins=margins)
+    record = build_run_record(suite, dataset, encoder, metrics=means(values), store=store, ranking=ranked, index=index,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
                               search_seconds=search_seconds, encoding_hosts=hosts, rss=rss,
@@ -274,7 +305,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, metric
                      search_seconds: float, rss: timing.RssSpan,
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
                      ranking: Mapping[str, Mapping[str, float]] | None = None,
-                     documents: DocumentEncoderInfo | None = None) -> RunRecord:
+                     documents: DocumentEncoderInfo | None = None, index: IndexInfo | None = None) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured; with the ranking (qid -> docid ->
     score), it also states the judgment holes of the top 10 (`harness.scoring.metrics.holes`)."""
     spec = encoder.spec
@@ -314,6 +345,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, metric
         environment=timing.environment(),
         created_at=utc_now(),
         holes=None if ranking is None else holes(dataset.qrels, ranking, relevance_level=dataset.relevance_level),
+        index=index,
     )
 
 

@@ -22,8 +22,8 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.scoring.records import remove_dead_writers_folders, writer_folder
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import remove_dead_writers_folders, writer_folder
 
 MARKER = ".harness-report"
 

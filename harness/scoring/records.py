@@ -20,9 +20,6 @@ import math
 import os
 import re
 import shutil
-import socket
-import time
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -34,10 +31,13 @@ from harness.encode.chunks import EncodingHost
 from harness.encode.settings import DocumentSettings, EncoderSettings
 from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
+from harness.input.indexes import IndexBackend, IndexKind
 from harness.input.suite import ReuseEmbeddings
 from harness.scoring.metrics import Holes, PerQuery, per_query_values
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.files import remove_dead_writers_folders, slug, writer_folder
 from harness.vocabulary.precision import EngineName, Precision
+from harness.vocabulary.statistics import Test
 from harness.vocabulary.timing import Latency, PeakRssMethod, Throughput, hardware_key
 from harness.vocabulary.validation import StrictModel, explain_errors
 
@@ -51,7 +51,6 @@ RUN_FILE = "run.trec"
 PER_QUERY_FILE = "per_query.json"
 RECALL_CURVE_FILE = "recall_curve.json"
 RUN_TAG = "harness"  # the TREC run tag of a name with nothing left to slug
-LEFTOVER_HOURS = 24  # a writer's temporary record folder this old is a dead writer's, whatever its host
 
 
 # ------------------------------------------------------------------ run records
@@ -289,6 +288,68 @@ class RunSource(StrictModel):
     warnings: list[CountedWarning] = []
 
 
+class AnnRecall(StrictModel):
+    """ANN recall@k: the share of the exact top k (exact search over the same embeddings) that the index returned
+    in its top k, per query and its mean. Rows tied with the exact k-th score count as found."""
+
+    k: int
+    mean: float
+    per_query: dict[str, float]
+
+
+class ExactReference(StrictModel):
+    """Exact search over the same embeddings in the same run: what the index is measured against."""
+
+    metrics: dict[str, float]
+    search_s: float
+    queries_per_s: float
+    search_latency: Latency | None  # batch-1 exact search; None where the corpus is too large to time it per query
+
+
+class VersusExact(StrictModel):
+    """One metric of the index's ranking against exact search's, paired over the queries."""
+
+    metric: str
+    exact: float
+    index: float
+    delta: float  # index - exact
+    delta_ci: tuple[float, float]  # 95% paired bootstrap
+    p: float  # two-sided, by ``test``
+    test: Test
+    wins: int
+    ties: int
+    losses: int
+    margin: float | None = None  # the suite's non-inferiority margin for this metric (baseline.noninferior)
+    lower: float | None = None  # one-sided (1 - alpha) lower bound of delta (paired t), with the margin
+    noninferior: bool | None = None  # lower > -margin; None without a margin
+
+
+class IndexInfo(StrictModel):
+    """What searching through an index cost and what it changed: the record's ranking came from this index."""
+
+    backend: IndexBackend
+    backend_version: str
+    kind: IndexKind
+    label: str
+    build: dict[str, int | str]  # resolved build settings (corpus-dependent defaults filled in)
+    search: dict[str, int]  # search settings as applied
+    key: str  # the built index's cache key (<cache>/indexes/<key>)
+    from_cache: bool  # built by an earlier run: build_s is that run's
+    build_s: float
+    train_rows: int | None  # rows the index trained on (None: no training)
+    bytes_on_disk: int
+    bytes_per_vector: float
+    resident_mb: float | None  # the resident set added by loading it for search
+    build_peak_rss_mb: float | None
+    search_s: float  # the whole query set, batched
+    queries_per_s: float
+    search_latency: Latency  # one query per call
+    ann_recall: list[AnnRecall]
+    exact: ExactReference
+    alpha: float
+    versus_exact: list[VersusExact]
+
+
 class RunRecord(StrictModel):
     schema_version: Literal[2] = SCHEMA_VERSION
     kind: Literal["run"] = "run"
@@ -304,6 +365,7 @@ class RunRecord(StrictModel):
     files: RecordFiles = RecordFiles()
     source: RunSource | None = None  # None: encoded and searched by this record's run
     holes: Holes | None = None  # judgment holes of the top 10; None in records that predate it
+    index: IndexInfo | None = None  # None: exact search
 
     @model_validator(mode="after")
     def _named(self) -> RunRecord:
@@ -450,11 +512,6 @@ def recall_curve(qrels: Mapping[str, Mapping[str, int]], run: Mapping[str, Mappi
 
 # ------------------------------------------------------------------ writing
 
-def slug(text: str, *, fallback: str = "x") -> str:
-    """A file-name-safe form of a name (records, plots, exports, TREC run tags)."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-.") or fallback
-
-
 def write_run_record(
     output: Path,
     record: RunRecord,
@@ -510,46 +567,6 @@ def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fil
         raise HarnessError(f"{output}: writing the record failed ({exc.strerror}); nothing was kept") from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-_WRITERS_FOLDER = re.compile(r"\.tmp-(\d{1,9})@(.+)-[0-9a-f]{8}")  # .tmp-<pid>@<host>-<random>
-
-
-def _host() -> str:
-    return slug(socket.gethostname())
-
-
-def writer_folder(parent: Path) -> Path:
-    """A new hidden folder name in ``parent`` for a writer to build in (``.tmp-<pid>@<host>-<random>``): records and
-    reports name theirs alike, so a dead writer's is removed by the next writer there, whichever it is."""
-    return parent / f".tmp-{os.getpid()}@{_host()}-{uuid.uuid4().hex[:8]}"
-
-
-def remove_dead_writers_folders(output: Path) -> None:
-    """Remove the temporary folders that writers killed mid-record (kill -9, power loss) left in ``output``:
-    those of a process of this host that is gone, and any older than LEFTOVER_HOURS (a writer on another host
-    sharing the folder, or a pid reused since). A live writer's folder is left alone."""
-    host, now = _host(), time.time()
-    for folder in output.glob(".tmp-*"):
-        match = _WRITERS_FOLDER.fullmatch(folder.name)
-        if match is None:
-            continue
-        try:
-            old = now - folder.stat().st_mtime > LEFTOVER_HOURS * 3600
-        except OSError:  # another writer removed it meanwhile
-            continue
-        if old or (match[2] == host and not _alive(int(match[1]))):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        pass
-    return True
 
 
 def _rename_unique(tmp: Path, target: Path) -> Path:
