@@ -104,7 +104,8 @@ def test_flat_indexes_equal_exact_search(raw):
 
 def test_cosine_indexes_score_unit_vectors_and_dot_indexes_do_not_normalise():
     cosine = open_index(IndexSpec(backend="faiss", kind="flat"), memory_store(CORPUS), similarity="cosine", cache=None)
-    assert np.array_equal(cosine.search(QUERIES, 20).indices, exact_top_k(QUERIES, CORPUS, 20, similarity="cosine").indices)
+    exact = exact_top_k(QUERIES, CORPUS, 20, similarity="cosine")
+    assert np.array_equal(cosine.search(QUERIES, 20).indices, exact.indices)
     assert cosine.search(QUERIES, 1).scores.max() <= 1.0 + 1e-5
     dot = open_index(IndexSpec(backend="faiss", kind="hnsw", ef_search=200), memory_store(CORPUS), similarity="dot",
                      cache=None)
@@ -138,7 +139,8 @@ def test_rerank_rescores_candidates_exactly_from_the_store():
     spec = IndexSpec(backend="faiss", kind="ivf_pq", pq_m=4, nprobe=8)
     store = memory_store(CORPUS)
     plain = open_index(spec, store, similarity="dot", cache=None).search(QUERIES, 10)
-    reranked = open_index(spec.model_copy(update={"rerank": 200}), store, similarity="dot", cache=None).search(QUERIES, 10)
+    reranking = open_index(spec.model_copy(update={"rerank": 200}), store, similarity="dot", cache=None)
+    reranked = reranking.search(QUERIES, 10)
     exact = exact_top_k(QUERIES, CORPUS, 10)
 
     def recall(found: TopK) -> float:
@@ -339,7 +341,8 @@ metrics: [nDCG@10, Recall@100]
 top_k: 100
 """)
     cache = str(tmp_path / "cache")
-    assert main(["run", str(suite), "-o", str(records), "--no-progress", "--latency-calls", "20", "--cache", cache]) == 0
+    assert main(["run", str(suite), "-o", str(records), "--no-progress", "--latency-calls", "20",
+                 "--cache", cache]) == 0
     summary = tmp_path / "check.json"
     assert main(["check", str(suite), "--results", str(records), "--json", str(summary)]) == 1
     results = json.loads(summary.read_text())["results"]

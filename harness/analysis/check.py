@@ -47,6 +47,7 @@ from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.files import write_file
 from harness.vocabulary.statistics import DEFAULT_STATS, StatsOptions
 from harness.vocabulary.tables import fmt_p, html_table, markdown_table, md_escape, text_table
+from harness.vocabulary.timing import Latency
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
 EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table we print
@@ -381,8 +382,10 @@ def search_latency_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate,
         return []
     metric = "search p99 ms"
     if new_index is None:
+        assert old_index is not None
         return [CheckResult(**common, metric=metric, status="SKIP", expected=old_index.search_latency.p99,
                             actual=None, message="the new record searched exactly: its batch-1 search was not timed")]
+    old: Latency | None
     if old_index is not None:
         old, source = old_index.search_latency, "the baseline index"
     else:

@@ -50,9 +50,14 @@ SEARCH_BATCH = 4096  # queries per backend call
 class Store(Protocol):
     """What an index reads of an embedding store (`EmbeddingStore`, `MemoryStore`)."""
 
-    key: str | None
-    n_rows: int
-    chunk_rows: int
+    @property
+    def key(self) -> str | None: ...
+
+    @property
+    def n_rows(self) -> int: ...
+
+    @property
+    def chunk_rows(self) -> int: ...
 
     def chunks(self) -> Iterator[np.ndarray]: ...
 
