@@ -1,7 +1,9 @@
-"""What a report shows, computed from records only: comparison, CIs, Recall@k curves, profile points.
+"""What a report shows, computed from records only: comparison, CIs, Recall@k curves, profile points, and what
+approximate indexes cost against exact search.
 
 Recall@k curves come from each run record's ``recall_curve.json`` (written at run time); a record
-without one (schema 1) gets a note instead of a curve. Nothing is re-read from the datasets.
+without one (schema 1) gets a note instead of a curve. An index record's ``index`` section (written at run time)
+holds its exact reference, ANN recall and paired change against exact search. Nothing is re-read from the datasets.
 """
 
 from __future__ import annotations
@@ -16,11 +18,20 @@ from harness.analysis.churn import churn as ranking_churn
 from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by_dataset
 from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.stats import bootstrap_ci
-from harness.scoring.records import ProfileRecord, RunRecord, find_records, load
+from harness.scoring.records import (
+    AnnRecall,
+    ExactReference,
+    IndexInfo,
+    ProfileRecord,
+    RunRecord,
+    VersusExact,
+    find_records,
+    load,
+)
 from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.statistics import DEFAULT_STATS, StatsOptions
-from harness.vocabulary.tables import html_table, markdown_table, md_escape
+from harness.vocabulary.tables import fmt_num, fmt_p, html_table, markdown_table, md_escape
 
 UP, DOWN = "▲", "▼"
 
@@ -46,6 +57,7 @@ class ReportData:
     notes: list[str] = field(default_factory=list)
     churn: list[Churn] = field(default_factory=list)  # each treatment's ranking against its control (--churn)
     frontiers: dict[str, Frontier] = field(default_factory=dict)  # dataset -> quality x speed frontier
+    indexes: list[IndexGroup] = field(default_factory=list)  # index records by dataset x embeddings (index_groups)
 
     @property
     def datasets(self) -> list[str]:
@@ -141,7 +153,7 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
                             stats=stats) for c, t in pairs] if churn else []
     frontiers, frontier_notes = quality_speed_frontiers(runs, primary, stats)
     return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
-                      churn=churns, frontiers=frontiers)
+                      churn=churns, frontiers=frontiers, indexes=index_groups(runs, primary, stats))
 
 
 def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, stats: StatsOptions,
@@ -190,3 +202,261 @@ def recall_curves(runs: Sequence[ScoredRun]) -> tuple[dict[str, dict[str, tuple[
         else:
             curves.setdefault(run.dataset, {})[run.label] = (curve.ks, curve.mean())
     return curves, notes
+
+
+# ------------------------------------------------------------------ approximate indexes
+
+EXACT_LABEL = "exact search"
+NO_VERDICT = "—"
+MARGIN_HINT = "baseline: {{records: results, noninferior: {{{metric}: {{margin: 0.005}}}}}}"
+
+
+@dataclass(frozen=True)
+class IndexSetting:
+    """One index record of an `IndexGroup`; ``label`` is its index label, made unique within the group."""
+
+    run: ScoredRun
+    label: str
+
+    @property
+    def info(self) -> IndexInfo:
+        assert self.run.record.index is not None  # an IndexGroup holds index records only
+        return self.run.record.index
+
+    def versus(self, metric: str) -> VersusExact | None:
+        return next((v for v in self.info.versus_exact if v.metric == metric), None)
+
+    def recall(self, k: int) -> AnnRecall | None:
+        return next((a for a in self.info.ann_recall if a.k == k), None)
+
+
+@dataclass(frozen=True)
+class IndexGroup:
+    """The index records of one dataset searched over the same embeddings, and their shared exact reference.
+
+    ``settings`` fastest first. ``exact_run``: a plain (exact-search) record of the same embeddings, whose per-query
+    values make exact search a point of ``frontier``; without one the frontier is over the index settings only and
+    exact search is drawn as the reference. ``frontier``: ``metric`` x queries/s; ``recall_frontier``: ANN
+    recall@``recall_k`` x queries/s, exact search included (its recall is 1 on every query by definition)."""
+
+    dataset: str
+    title: str
+    names: tuple[str, ...]  # what its figures' file names are made of
+    settings: list[IndexSetting]
+    exact: ExactReference
+    exact_run: ScoredRun | None
+    metrics: list[str]  # the suite's metrics, as the records' versus_exact lists them
+    metric: str  # the frontier's (the report's primary metric where the records have it)
+    ks: list[int]  # ANN recall cut-offs
+    recall_k: int
+    frontier: Frontier | None
+    recall_frontier: Frontier | None
+    notes: list[str] = field(default_factory=list)
+
+    def setting(self, label: str) -> IndexSetting | None:
+        return next((s for s in self.settings if s.label == label), None)
+
+    def exact_value(self, metric: str) -> float | None:
+        """Exact search's mean of ``metric``: its reference's, else as the settings' paired changes state it."""
+        if metric in self.exact.metrics:
+            return self.exact.metrics[metric]
+        return next((v.exact for s in self.settings if (v := s.versus(metric)) is not None), None)
+
+    def table(self) -> tuple[list[str], list[list[str]]]:
+        """One row for exact search, then one per setting (fastest first): build, size, speed, ANN recall, each
+        metric with its paired change against exact search, and a verdict column per metric that has a margin."""
+        judged = [m for m in self.metrics if any((v := s.versus(m)) and v.margin is not None for s in self.settings)]
+        headers = ["setting", "build s", "bytes/vector", "queries/s", "search p50 ms", "search p99 ms",
+                   *(f"ANN recall@{k}" for k in self.ks),
+                   *(f"{m} (Δ vs exact [95% CI], p)" for m in self.metrics),
+                   *(f"{m} non-inferiority" for m in judged)]
+        latency = self.exact.search_latency
+        rows = [[f"{EXACT_LABEL} (reference)", "-", "-", fmt_num(self.exact.queries_per_s),
+                 _ms(latency.p50 if latency else None), _ms(latency.p99 if latency else None),
+                 *("1.0000" for _ in self.ks),
+                 *("-" if (e := self.exact_value(m)) is None else f"{e:.4f}" for m in self.metrics),
+                 *(NO_VERDICT for _ in judged)]]
+        for s in self.settings:
+            info = s.info
+            recalls = [s.recall(k) for k in self.ks]
+            rows.append([s.label, _seconds(info.build_s) + (" (cached)" if info.from_cache else ""),
+                         fmt_num(info.bytes_per_vector), fmt_num(info.queries_per_s), _ms(info.search_latency.p50),
+                         _ms(info.search_latency.p99), *("-" if a is None else f"{a.mean:.4f}" for a in recalls),
+                         *(_versus_cell(s.versus(m)) for m in self.metrics),
+                         *(verdict(s.versus(m)) for m in judged)])
+        return headers, rows
+
+    def cheapest_line(self) -> str:
+        """The fastest setting shown non-inferior to exact search on the first metric that has a margin, or why
+        there is none."""
+        metric = next((m for m in self.metrics if any((v := s.versus(m)) and v.margin is not None
+                                                      for s in self.settings)), None)
+        if metric is None:
+            return (f"No non-inferiority margin is set, so no setting is judged against exact search; set one on "
+                    f"the encoder in the suite: `{MARGIN_HINT.format(metric=self.metric)}` (the margin in metric "
+                    "units; baseline also names its records folder).")
+        judged = [(s, v) for s in self.settings if (v := s.versus(metric)) is not None and v.margin is not None]
+        unjudged = len(self.settings) - len(judged)
+        untold = f" ({unjudged} setting(s) without a margin for {metric} are not judged)" if unjudged else ""
+        passed = [(s, v) for s, v in judged if v.noninferior]
+        if not passed:
+            margins = list(dict.fromkeys(f"{v.margin:g}" for _, v in judged))
+            alpha = judged[0][0].info.alpha
+            return (f"No setting is shown non-inferior to exact search on {metric} at margin {', '.join(margins)}: "
+                    f"none has its one-sided {1 - alpha:.0%} lower bound of Δ above "
+                    f"{'-' + margins[0] if len(margins) == 1 else 'minus its margin'}{untold}.")
+        best, v = max(passed, key=lambda sv: sv[0].info.queries_per_s)
+        qps = best.info.queries_per_s
+        slower = (f" It is no faster than exact search ({fmt_num(self.exact.queries_per_s)} queries/s)."
+                  if qps <= self.exact.queries_per_s else "")
+        assert v.margin is not None and v.lower is not None  # a verdict was reached
+        return (f"Cheapest setting non-inferior to exact search on {metric} at margin {v.margin:g}: {best.label} "
+                f"({fmt_num(qps)} queries/s; Δ {v.delta:+.4f}, one-sided lower bound {v.lower:+.4f} > "
+                f"-{v.margin:g}){untold}.{slower}")
+
+    def dominated_lines(self) -> list[str]:
+        """For each frontier (the metric's, ANN recall's), the points off it and what dominates them."""
+        lines = []
+        for front in (self.frontier, self.recall_frontier):
+            if front is not None and front.dominated:
+                beaten = [f"{label} (by {d.by}, p {fmt_p(d.p)})" for label, d in front.dominated.items()]
+                lines.append(f"Dominated on {front.metric}: {'; '.join(beaten)}.")
+        return lines
+
+
+def verdict(v: VersusExact | None) -> str:
+    """A setting's non-inferiority verdict on one metric, or NO_VERDICT without a margin."""
+    if v is None or v.margin is None or v.noninferior is None:
+        return NO_VERDICT
+    return f"non-inferior at {v.margin:g}" if v.noninferior else "not shown non-inferior"
+
+
+def _versus_cell(v: VersusExact | None) -> str:
+    if v is None:
+        return "-"
+    low, high = v.delta_ci
+    return f"{v.index:.4f} (Δ {v.delta:+.4f} [{low:+.3f}, {high:+.3f}], p {fmt_p(v.p)})"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else fmt_num(value)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}" if value < 100 else fmt_num(value)
+
+
+def _embeddings(record: RunRecord) -> tuple[object, ...]:
+    """What makes two records' exact search the same: dataset, query encoder, corpus embeddings, top k."""
+    encoder, store = record.encoder, record.performance.embedding_store.key if record.performance else None
+    if encoder is None:
+        return (record.dataset.name, record.dataset.fingerprint, record.name, record.top_k)
+    s = encoder.settings
+    return (record.dataset.name, record.dataset.fingerprint, encoder.model, encoder.fingerprint,
+            encoder.documents.fingerprint if encoder.documents else None, store, s.similarity, s.precision, s.engine,
+            s.query_prefix, s.max_seq_length, record.top_k)
+
+
+def _unique(labels: Sequence[str], runs: Sequence[ScoredRun], taken: set[str]) -> list[str]:
+    """Each label, with its run's label added where it repeats (or is taken)."""
+    out: list[str] = []
+    for label, run in zip(labels, runs):
+        name = label if labels.count(label) == 1 and label not in taken else f"{label} [{run.label}]"
+        while name in taken or name in out:
+            name += "'"
+        out.append(name)
+    return out
+
+
+def index_groups(runs: Sequence[ScoredRun], metric: str, stats: StatsOptions) -> list[IndexGroup]:
+    """The index records of each dataset, grouped by the embeddings they searched (one exact reference each), with
+    their frontiers; datasets without index records have none."""
+    groups: dict[tuple[object, ...], list[ScoredRun]] = {}
+    for run in runs:
+        if run.record.index is not None:
+            groups.setdefault(_embeddings(run.record), []).append(run)
+    per_dataset: dict[str, int] = {}
+    for members in groups.values():
+        per_dataset[members[0].dataset] = per_dataset.get(members[0].dataset, 0) + 1
+    out: list[IndexGroup] = []
+    seen: dict[str, int] = {}
+    for key, members in groups.items():
+        dataset = members[0].dataset
+        seen[dataset] = seen.get(dataset, 0) + 1
+        names: tuple[str, ...] = (dataset,)
+        title = dataset
+        if per_dataset[dataset] > 1:  # several encoders (or query sets) indexed on one dataset
+            model = members[0].record.encoder.model if members[0].record.encoder else members[0].encoder
+            title, names = f"{dataset} · {model} ({seen[dataset]})", (dataset, model, str(seen[dataset]))
+        plain = [r for r in runs if r.record.index is None and r.record.source is None
+                 and _embeddings(r.record) == key]
+        out.append(_index_group(dataset, title, names, members, plain, metric, stats))
+    return out
+
+
+def _index_group(dataset: str, title: str, names: tuple[str, ...], members: list[ScoredRun],
+                 plain: list[ScoredRun], metric: str, stats: StatsOptions) -> IndexGroup:
+    notes: list[str] = []
+    indexed = sorted(((r, r.record.index) for r in members if r.record.index is not None),
+                     key=lambda ri: -ri[1].queries_per_s)
+    first, exact = indexed[0][0], indexed[0][1].exact
+    differ = [r.label for r, info in indexed if not _same(info.exact.metrics, exact.metrics)]
+    if differ:
+        notes.append(f"The exact reference of {', '.join(differ)} differs from that of {first.label}; the exact "
+                     f"search row is {first.label}'s.")
+    machine = first.record.environment.hardware_key
+    hardware = [r.label for r, _ in indexed if r.record.environment.hardware_key != machine]
+    if hardware:
+        notes.append(f"{', '.join(hardware)} searched on other hardware than {first.label}: their queries/s and "
+                     "latencies are not comparable with the others'.")
+    exact_run = next((r for r in plain if _same(r.record.metrics, exact.metrics)), None)
+    labels = _unique([info.label for _, info in indexed], [r for r, _ in indexed], {EXACT_LABEL})
+    settings = [IndexSetting(r, label) for (r, _), label in zip(indexed, labels)]
+    metrics = list(dict.fromkeys(v.metric for _, info in indexed for v in info.versus_exact))
+    chosen = metric if metric in metrics else (metrics[0] if metrics else metric)
+    ks = sorted({a.k for _, info in indexed for a in info.ann_recall})
+    recall_k = 10 if 10 in ks or not ks else ks[0]
+    front = _metric_frontier(settings, exact_run, exact, chosen, stats, notes)
+    recall_front = _recall_frontier(settings, exact, recall_k, stats)
+    return IndexGroup(dataset, title, names, settings, exact, exact_run, metrics, chosen, ks, recall_k, front,
+                      recall_front, notes)
+
+
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    shared = set(a) & set(b)
+    return bool(shared) and all(abs(a[m] - b[m]) <= 1e-9 for m in shared)
+
+
+def _metric_frontier(settings: list[IndexSetting], exact_run: ScoredRun | None, exact: ExactReference, metric: str,
+                     stats: StatsOptions, notes: list[str]) -> Frontier | None:
+    """``metric`` x queries/s over the settings that have the metric per query, and exact search (at its reference
+    queries/s) when a plain record of the same embeddings holds its per-query values."""
+    scored = [s for s in settings if metric in s.run.per_query]
+    if not scored:
+        return None
+    first = scored[0].run
+    try:
+        points = [Point(s.label, s.info.queries_per_s, aligned(first, s.run, metric)[1]) for s in scored]
+        if exact_run is not None and metric in exact_run.per_query:
+            points.append(Point(EXACT_LABEL, exact.queries_per_s, aligned(first, exact_run, metric)[1]))
+    except HarnessError as exc:
+        notes.append(f"No index frontier: {exc}")
+        return None
+    return frontier(points, metric=metric, alpha=stats.alpha, test=stats.test, seed=stats.seed,
+                    n_resamples=stats.n_resamples)
+
+
+def _recall_frontier(settings: list[IndexSetting], exact: ExactReference, k: int,
+                     stats: StatsOptions) -> Frontier | None:
+    """ANN recall@k x queries/s over the settings and exact search (recall 1 on every query); None where the
+    settings did not measure recall@k on the same queries."""
+    recalls = [a for s in settings if (a := s.recall(k)) is not None]
+    if not recalls or len(recalls) < len(settings):
+        return None
+    qids = sorted(recalls[0].per_query)
+    if not qids or any(sorted(a.per_query) != qids for a in recalls):
+        return None
+    points = [Point(s.label, s.info.queries_per_s, [a.per_query[q] for q in qids]) for s, a in zip(settings, recalls)]
+    points.append(Point(EXACT_LABEL, exact.queries_per_s, [1.0] * len(qids)))
+    return frontier(points, metric=f"ANN recall@{k}", alpha=stats.alpha, test=stats.test, seed=stats.seed,
+                    n_resamples=stats.n_resamples)

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Literal
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
-from harness.reporting.data import DOWN, UP, ReportData
-from harness.reporting.figures import FigureFile
+from harness.reporting.data import DOWN, EXACT_LABEL, UP, IndexGroup, ReportData
+from harness.reporting.figures import FigureFile, index_figure_stem
 from harness.scoring.records import RunRecord
 from harness.vocabulary.tables import fmt_num, fmt_p
 from harness.vocabulary.timing import utc_now
@@ -59,6 +59,8 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
     if data.frontiers:
         blocks += [Heading("Quality × speed frontier"), *_frontier_blocks(data, figures)]
+    if data.indexes:
+        blocks += [Heading("Approximate index"), *_index_blocks(data.indexes, figures)]
     blocks += [Heading("Environment"), _environment_table(data)]
     if data.notes:
         blocks += [Heading("Notes"), *(Para(n, "note") for n in data.notes)]
@@ -152,6 +154,34 @@ def _frontier_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]
         "the noise leaves it on the frontier. Each step's Δ and p compare a frontier point with the previous, slower "
         "one. Records without speed figures (external runs) are left out; passages/s marked as cached are those of "
         "the run that encoded the corpus.", "note"))
+    return blocks
+
+
+def _index_blocks(groups: list[IndexGroup], figures: list[FigureFile]) -> list[Block]:
+    """Per dataset x embeddings with index records: the settings against exact search, the cheapest non-inferior
+    setting, the frontier plots and what is dominated."""
+    blocks: list[Block] = []
+    for group in groups:
+        blocks += [Heading(group.title, 3), Table(*group.table()), Para(group.cheapest_line())]
+        blocks += [f for f in figures if f.dataset == group.dataset and f.key in ("index-quality", "index-recall")
+                   and f.png.stem == index_figure_stem(f.key, group)]
+        blocks += [Para(line, "note") for line in group.dominated_lines()]
+        if group.frontier is not None and group.exact_run is None:
+            blocks.append(Para(f"{EXACT_LABEL.capitalize()} is drawn as the reference, not as a frontier point: its "
+                               "per-query values are not stored with the index records; a plain exact-search record "
+                               "of the same embeddings in the results adds it.", "note"))
+        blocks += [Para(n, "note") for n in group.notes]
+    first = groups[0].frontier or groups[0].recall_frontier
+    test, alpha = (first.test, first.alpha) if first else ("randomization", 0.05)
+    blocks.append(Para(
+        "Each index record's ranking came from an approximate index; the exact search row is the exact search of the "
+        "same embeddings measured in the same run. queries/s: the whole query set searched in one batch; search "
+        "p50/p99: one query per call. ANN recall@k: the share of the exact top k the index returned in its top k "
+        "(1 for exact search by definition). Each metric: the setting's mean, its paired change against exact "
+        "search (Δ, 95% bootstrap CI, p by the record's test). Non-inferiority: shown when the one-sided lower "
+        "bound of Δ (paired t) is above -margin, the suite's `baseline.noninferior` margin; — where no margin was "
+        f"set. A setting is dominated when another is faster (higher queries/s) and significantly better per query "
+        f"(paired {test} test, unadjusted, alpha {alpha}).", "note"))
     return blocks
 
 

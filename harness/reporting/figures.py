@@ -9,13 +9,15 @@ from matplotlib.figure import Figure
 
 from harness.analysis.churn import Churn
 from harness.reporting import plots
-from harness.reporting.data import ReportData
+from harness.reporting.data import EXACT_LABEL, IndexGroup, ReportData
 from harness.scoring.records import ProfilePoint, slug
 
 
 @dataclass(frozen=True)
 class FigureFile:
-    key: str  # "bars" | "deltas" | "recall" | "churn" | "frontier" | "latency" | "throughput" | "profile-latency"
+    # "bars" | "deltas" | "recall" | "churn" | "frontier" | "index-quality" | "index-recall" | "latency" |
+    # "throughput" | "profile-latency"
+    key: str
     dataset: str  # "" for profile figures
     title: str
     png: Path
@@ -45,7 +47,7 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
     out: list[ReportFigure] = []
 
     def keep(fig: Figure, key: str, dataset: str, title: str, *name: str) -> None:
-        out.append(ReportFigure(key, dataset, title, "--".join(slug(n) for n in (key, *name)), fig))
+        out.append(ReportFigure(key, dataset, title, _stem(key, *name), fig))
 
     for dataset in data.datasets:
         runs = data.runs_of(dataset)
@@ -73,6 +75,9 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
                                               title=f"{dataset}: {front.metric} vs speed"),
                  "frontier", dataset, f"{dataset}: {front.metric} (95% CI) vs passages/s (Pareto frontier dashed) "
                  "and vs query p99 latency", dataset, front.metric)
+        for group in (g for g in data.indexes if g.dataset == dataset):
+            for key, fig, title in index_figures(group):
+                keep(fig, key, dataset, title, *group.names)
         latency = {r.label: list(r.record.performance.query_latency.values_ms) for r in runs
                    if r.record.performance is not None}  # external runs timed nothing
         if latency:
@@ -90,6 +95,56 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
             keep(plots.latency_cdf(dict(list((single or latency).items())[:8]),
                                    title=f"{profile.label}: latency per call"),
                  "profile-latency", "", f"{profile.label}: latency distribution", profile.label)
+    return out
+
+
+def _stem(key: str, *name: str) -> str:
+    return "--".join(slug(n) for n in (key, *name))
+
+
+def index_figure_stem(key: str, group: IndexGroup) -> str:
+    """The file stem of an index group's figure ``key`` (the document finds a group's figures by it)."""
+    return _stem(key, *group.names)
+
+
+def index_figures(group: IndexGroup) -> list[tuple[str, Figure, str]]:
+    """An index group's figures as (key, figure, title): its metric against search speed and latency, and ANN
+    recall against search speed."""
+    out = []
+    front = group.frontier
+    if front is not None:
+        points = []
+        for s in group.settings:
+            v = s.versus(group.metric)
+            if v is None or group.metric not in s.run.per_query:
+                continue
+            low, high = v.delta_ci
+            points.append({"label": s.label, "qps": s.info.queries_per_s, "p99_ms": s.info.search_latency.p99,
+                           "mean": v.index, "ci": (v.exact + low, v.exact + high),
+                           "frontier": front.on_frontier(s.label)})
+        latency = group.exact.search_latency
+        exact = {"label": EXACT_LABEL, "qps": group.exact.queries_per_s,
+                 "mean": group.exact_value(group.metric),
+                 "p99_ms": latency.p99 if latency else None,
+                 "frontier": front.on_frontier(EXACT_LABEL) if any(p.label == EXACT_LABEL for p in front.points)
+                 else None}
+        if points and exact["mean"] is not None:
+            out.append(("index-quality", plots.index_quality_speed(points, exact, metric=group.metric,
+                                                                   title=f"{group.title}: {group.metric} vs search "
+                                                                         "speed, approximate indexes"),
+                        f"{group.title}: {group.metric} of each index setting (95% CI of exact + Δ) against search "
+                        "queries/s and search p99 latency; exact search is the star (frontier dashed)"))
+    recall = group.recall_frontier
+    if recall is not None:
+        points = [{"label": s.label, "qps": s.info.queries_per_s, "recall": a.mean,
+                   "frontier": recall.on_frontier(s.label)}
+                  for s in group.settings if (a := s.recall(group.recall_k)) is not None]
+        exact = {"label": EXACT_LABEL, "qps": group.exact.queries_per_s, "frontier": recall.on_frontier(EXACT_LABEL)}
+        out.append(("index-recall", plots.ann_recall_speed(points, exact, k=group.recall_k,
+                                                           title=f"{group.title}: ANN recall@{group.recall_k} vs "
+                                                                 "search speed"),
+                    f"{group.title}: ANN recall@{group.recall_k} against search queries/s; exact search is the star "
+                    "(frontier dashed)"))
     return out
 
 

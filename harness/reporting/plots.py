@@ -255,3 +255,96 @@ def quality_speed_frontier(points: Sequence[Mapping[str, Any]], *, metric: str, 
     fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(points) > 4 else 1, fontsize=8,
                frameon=False)
     return fig
+
+
+EXACT_COLOUR = "#000000"
+
+
+def _exact_marker(ax, x: float | None, y: float, *, label: str, on: bool | None) -> None:
+    """The exact-search reference: a black star (hollow when it is a frontier point that is dominated) and a dotted
+    line at its value."""
+    ax.axhline(y, color=EXACT_COLOUR, linewidth=0.8, linestyle=":", zorder=0)
+    if x is not None:
+        ax.plot([x], [y], marker="*", markersize=15, linestyle="none", color=EXACT_COLOUR,
+                markerfacecolor=EXACT_COLOUR if on is not False else "white",
+                label=f"{label} (reference{', dominated' if on is False else ''})")
+
+
+def _frontier_line(ax, points: Sequence[Mapping[str, Any]], y: str) -> None:
+    front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["qps"]))
+    if len(front) > 1:
+        ax.plot([p["qps"] for p in front], [p[y] for p in front], color="#333333", linewidth=1.2, linestyle="--",
+                zorder=0, label="frontier")
+
+
+def _log_if_wide(ax, values: Sequence[float], *, always: bool = False) -> None:
+    values = [v for v in values if v and v > 0]
+    if values and (always or max(values) / max(min(values), 1e-12) > 20):
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+
+
+def index_quality_speed(points: Sequence[Mapping[str, Any]], exact: Mapping[str, Any], *, metric: str,
+                        title: str) -> Figure:
+    """Approximate-index settings: a metric (with the 95% CI of the setting's value against exact search) against
+    search queries/s (log scale), and beside it against batch-1 search latency p99; exact search is the reference
+    (a black star and a dotted line at its value). The frontier is a dashed line through the points on it (filled
+    markers; dominated points hollow).
+
+    Each point needs ``label``, ``qps``, ``p99_ms``, ``mean``, ``ci`` (low, high) and ``frontier`` (bool); ``exact``
+    needs ``label``, ``qps``, ``mean``, ``p99_ms`` (None: not timed per query) and ``frontier`` (None when exact
+    search is no point of the frontier, the reference only).
+    """
+    fig = _figure(11.0, 4.4 + 0.2 * len(points))
+    axes = fig.subplots(1, 2, sharey=True)
+    for ax, x, exact_x, xlabel in (
+            (axes[0], "qps", exact["qps"], "search throughput (queries/s, whole query set, higher is faster)"),
+            (axes[1], "p99_ms", exact.get("p99_ms"), "search latency p99 (ms, one query per call, lower is faster)")):
+        for i, p in enumerate(points):
+            low, high = p["ci"]
+            colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
+            on = bool(p["frontier"])
+            ax.errorbar([p[x]], [p["mean"]], yerr=[[max(0.0, p["mean"] - low)], [max(0.0, high - p["mean"])]],
+                        fmt=marker, color=colour, markerfacecolor=colour if on else "white", markersize=8,
+                        capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
+        _exact_marker(ax, exact_x, float(exact["mean"]), label=str(exact["label"]), on=exact.get("frontier"))
+        if x == "qps":
+            _frontier_line(ax, [*points, *([{**exact, "frontier": True}] if exact.get("frontier") else [])], "mean")
+        _log_if_wide(ax, [float(p[x]) for p in points] + ([float(exact_x)] if exact_x else []), always=x == "qps")
+        ax.set_xlabel(xlabel)
+        ax.grid(which="both", alpha=0.3)
+    axes[0].set_ylabel(f"{metric} (mean; 95% CI of exact + Δ)")
+    _title(axes[0], title)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(labels) > 4 else 1, fontsize=8,
+               frameon=False)
+    return fig
+
+
+def ann_recall_speed(points: Sequence[Mapping[str, Any]], exact: Mapping[str, Any], *, k: int, title: str) -> Figure:
+    """ANN recall@k against search queries/s (log scale), one marker per index setting, exact search as the
+    reference at recall 1 (the ann-benchmarks plot); the frontier dashed through the points on it (dominated
+    points hollow).
+
+    Each point needs ``label``, ``qps``, ``recall`` and ``frontier`` (bool); ``exact`` needs ``label``, ``qps`` and
+    ``frontier`` (bool, or None when it is the reference only).
+    """
+    wide = max((len(str(p["label"])) for p in points), default=0) > 28  # two legend columns would not fit
+    fig = _figure(8.0, 4.4 + (0.25 if wide else 0.15) * len(points))
+    ax = fig.add_subplot()
+    for i, p in enumerate(points):
+        colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
+        on = bool(p["frontier"])
+        ax.plot([p["qps"]], [p["recall"]], marker=marker, markersize=8, linestyle="none", color=colour,
+                markerfacecolor=colour if on else "white", label=f"{p['label']}{'' if on else ' (dominated)'}")
+    _exact_marker(ax, float(exact["qps"]), 1.0, label=str(exact["label"]), on=exact.get("frontier"))
+    _frontier_line(ax, [*points, *([{**exact, "recall": 1.0, "frontier": True}] if exact.get("frontier") else [])],
+                   "recall")
+    _log_if_wide(ax, [float(p["qps"]) for p in points] + [float(exact["qps"])], always=True)
+    ax.set_xlabel("search throughput (queries/s, higher is faster)")
+    ax.set_ylabel(f"ANN recall@{k} (mean over queries)")
+    ax.set_ylim(0, 1.05)
+    _title(ax, title)
+    ax.grid(which="both", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=2 if len(points) > 4 and not wide else 1, fontsize=8, frameon=False)
+    return fig
