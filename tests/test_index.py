@@ -22,6 +22,7 @@ from harness.input.grid import expand_suite
 from harness.input.indexes import IndexSpec, default_nlist, default_pq_m
 from harness.input.suite import load_suite
 from harness.pipeline.indexed import ann_recall
+from harness.reporting.tracking import run_metrics, run_params
 from harness.scoring.records import load
 from harness.search.exact import TopK, exact_top_k
 from harness.search.index import open_index
@@ -299,6 +300,12 @@ def test_an_index_record_states_its_cost_ann_recall_and_the_change_against_exact
     assert versus["Recall@100"].delta < 0 and versus["Recall@100"].p < 0.05  # what the lost neighbours cost
     # the record's own search figures are the index's: its ranking came from it
     assert record.performance.search_s == pytest.approx(ix.search_s)
+    # MLflow gets the index settings as params and what it cost as metrics
+    params, metrics = run_params(record), run_metrics(record)
+    assert (params["index.backend"], params["index.kind"], params["index.M"], params["index.ef_search"]) == \
+        ("faiss", "hnsw", "4", "2")
+    assert metrics["ann_recall_100"] == pytest.approx(recall100)
+    assert metrics["delta_vs_exact_nDCG_at_10"] == pytest.approx(versus["nDCG@10"].delta)
 
 
 @pytest.mark.parametrize("index, message", [

@@ -55,6 +55,10 @@ def run_params(record: RunRecord) -> dict[str, str]:
                    "dataset.name": record.dataset.name, "dataset.fingerprint": record.dataset.fingerprint,
                    "top_k": record.top_k, "hardware_key": record.speed_hardware_key,
                    "schema_version": record.schema_version})
+    if record.index is not None:
+        params.update({"index.backend": record.index.backend, "index.backend_version": record.index.backend_version,
+                       **{f"index.{k}": v for k, v in record.index.build.items() if k != "backend"},
+                       **{f"index.{k}": v for k, v in record.index.search.items()}})
     return {k: str(v) for k, v in params.items()}
 
 
@@ -70,6 +74,14 @@ def run_metrics(record: RunRecord) -> dict[str, float]:
              "peak_rss_mb": perf.peak_rss_mb, "rss_start_mb": perf.rss_start_mb, "rss_added_mb": perf.rss_added_mb,
              "peak_gpu_mb": perf.peak_gpu_mb}
     metrics.update({k: float(v) for k, v in speed.items() if v is not None})
+    if record.index is not None:
+        index = record.index
+        metrics.update({f"ann_recall_{r.k}": r.mean for r in index.ann_recall})
+        metrics.update({f"index_{k}": float(v) for k, v in (
+            ("build_s", index.build_s), ("bytes_per_vector", index.bytes_per_vector),
+            ("queries_per_s", index.queries_per_s), ("search_latency_p50_ms", index.search_latency.p50),
+            ("search_latency_p99_ms", index.search_latency.p99)) if v is not None})
+        metrics.update({f"delta_vs_exact_{metric_name(v.metric)}": v.delta for v in index.versus_exact})
     return metrics
 
 
