@@ -135,11 +135,12 @@ def expand_suite(suite, grid: Mapping[str, Sequence[Any]]):
     """
     grid = validate_grid(grid)
     per_encoder = [(encoder, {k: v for k, v in grid.items() if _applies(encoder, k)}) for encoder in suite.encoders]
-    n_variants = sum(len(points(own)) if own else 1 for _, own in per_encoder)
-    if n_variants > MAX_VARIANTS:
-        raise HarnessError(f"the sweep would run {n_variants:,} variants ({len(suite.encoders)} encoders x their grid "
-                           f"points); at most {MAX_VARIANTS:,} run in one sweep: sweep fewer encoders or give the grid "
-                           "fewer values")
+    counts = [math.prod(len(v) for v in own.values()) if own else 1 for _, own in per_encoder]
+    if sum(counts) > MAX_VARIANTS:
+        each = f"{counts[0]} grid points" if len(set(counts)) == 1 else "their grid points"
+        raise HarnessError(f"the sweep would run {sum(counts):,} variants ({len(suite.encoders)} encoders x {each}); "
+                           f"at most {MAX_VARIANTS:,} run in one sweep: sweep fewer encoders or give the grid fewer "
+                           "values")
     variants, skipped = [], []
     for encoder, own in per_encoder:
         ignored = [k for k in grid if k not in own]
