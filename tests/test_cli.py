@@ -171,4 +171,4 @@ def test_shipped_suites_resolve_from_any_directory_and_a_local_file_wins(tmp_pat
     assert main(["run", "suites/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "suites/nope.yaml: suite file not found; shipped suites (`harness list`): " in err
-    assert "demo, msmarco-dev, quick, regression" in err
+    assert "demo, index-sweep, msmarco-dev, quick, regression" in err
