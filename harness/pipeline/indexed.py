@@ -21,7 +21,8 @@ from harness.input.indexes import IndexSpec
 from harness.scoring.metrics import PerQuery, means
 from harness.scoring.records import AnnRecall, ExactReference, IndexInfo, VersusExact
 from harness.search.exact import TopK, exact_top_k
-from harness.search.index import BuiltIndex, Store, open_index
+from harness.search.index import BuiltIndex, open_index
+from harness.search.vectors import Store
 from harness.vocabulary import timing
 from harness.vocabulary.statistics import DEFAULT_STATS
 

@@ -11,7 +11,7 @@ import faiss
 import numpy as np
 
 from harness.input.indexes import IndexSpec
-from harness.search.index import VectorSource
+from harness.search.vectors import VectorSource
 
 INDEX_FILE = "index.faiss"
 _SEARCH_PARAMETERS = {"ef_search": "efSearch", "nprobe": "nprobe"}  # our name -> FAISS ParameterSpace name

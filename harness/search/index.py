@@ -27,7 +27,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,7 @@ import numpy as np
 
 from harness.input.indexes import IndexSpec, index_problem
 from harness.search.exact import TopK
+from harness.search.vectors import Store, VectorSource
 from harness.vocabulary import timing
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.files import atomic_file, remove_dead_writers_folders, writer_folder
@@ -45,23 +46,6 @@ log = logging.getLogger(__name__)
 INDEX_VERSION = 1  # bump when this module changes what a built index holds
 META_FILE = "meta.json"
 SEARCH_BATCH = 4096  # queries per backend call
-
-
-class Store(Protocol):
-    """What an index reads of an embedding store (`EmbeddingStore`, `MemoryStore`)."""
-
-    @property
-    def key(self) -> str | None: ...
-
-    @property
-    def n_rows(self) -> int: ...
-
-    @property
-    def chunk_rows(self) -> int: ...
-
-    def chunks(self) -> Iterator[np.ndarray]: ...
-
-    def read(self, index: int) -> np.ndarray: ...
 
 
 class Searcher(Protocol):
@@ -82,41 +66,6 @@ class Backend(Protocol):
 
     def open(self, spec: IndexSpec, folder: Path, dim: int) -> Searcher:
         """The built index in `folder`, with `spec`'s search settings applied."""
-
-
-@dataclass(frozen=True)
-class VectorSource:
-    """The store's vectors as an index build reads them: float32, unit length for cosine, one chunk at a time."""
-
-    store: Store
-    dim: int
-    cosine: bool
-
-    def chunks(self) -> Iterator[np.ndarray]:
-        for chunk in self.store.chunks():
-            yield self.prepared(chunk)
-
-    def sample(self, n: int, *, seed: int = 0) -> np.ndarray:
-        """`n` distinct rows drawn uniformly (seeded), in row order."""
-        rows = np.sort(np.random.default_rng(seed).choice(self.store.n_rows, size=n, replace=False))
-        return self.rows(rows)
-
-    def rows(self, rows: np.ndarray) -> np.ndarray:
-        """The vectors of the given corpus rows, in that order."""
-        out = np.empty((len(rows), self.dim), dtype=np.float32)
-        chunk_of = rows // self.store.chunk_rows
-        for chunk in np.unique(chunk_of):
-            where = np.flatnonzero(chunk_of == chunk)
-            block = self.store.read(int(chunk))
-            out[where] = block[rows[where] - int(chunk) * self.store.chunk_rows]
-        return self.prepared(out)
-
-    def prepared(self, block: np.ndarray) -> np.ndarray:
-        block = np.ascontiguousarray(block, dtype=np.float32)
-        if self.cosine:
-            norms = np.linalg.norm(block, axis=1, keepdims=True)
-            block = block / np.where(norms == 0, 1, norms)
-        return block
 
 
 class IndexMeta:

@@ -14,7 +14,7 @@ import pyarrow as pa
 from lancedb.index import HnswSq, IvfFlat, IvfPq
 
 from harness.input.indexes import IndexSpec
-from harness.search.index import VectorSource
+from harness.search.vectors import VectorSource
 
 TABLE = "corpus"
 LANCE_SAMPLE_RATE = 256  # LanceDB's default sample_rate: IVF k-means trains on this many rows per partition
