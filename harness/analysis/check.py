@@ -358,19 +358,27 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
         message = f"{note}; {ratio.n_control} vs {ratio.n_treatment} timed pieces"
         results.append(CheckResult(**common, metric="passages/s", status=status, expected=old_pps, actual=new_pps,
                                    delta=ratio.ratio - 1, bound=ratio.upper, message=message))
-    ratio = latency_speed_ratio(old.query_latency.values_ms, new.query_latency.values_ms, alpha=gate.alpha)
+    results.append(p99_result(old.query_latency, new.query_latency, gate, common, metric="query p99 ms",
+                              calls="query", baseline="the baseline"))
+    return results + search_latency_results(base, current, gate, common)
+
+
+def p99_result(old: Latency, new: Latency, gate: SpeedGate, common: dict[str, Any], *, metric: str, calls: str,
+               baseline: str) -> CheckResult:
+    """The p99 speed gate on two sets of per-call latencies (order-statistic bounds): SKIP when ``baseline``'s calls
+    are too few to bound its p99 at the gate's alpha, else the verdict of ``speed_verdict``."""
+    ratio = latency_speed_ratio(old.values_ms, new.values_ms, alpha=gate.alpha)
     if math.isinf(ratio.upper):
         needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
-        message = (f"the baseline's {ratio.n_control} timed query calls cannot bound its p99 at alpha {gate.alpha}: "
-                   f"rerun the baseline with at least {needed} (harness run --latency-calls {needed})")
-        results.append(CheckResult(**common, metric="query p99 ms", status="SKIP", expected=old_p99, actual=new_p99,
-                                   delta=ratio.ratio - 1, message=message))
-        return results
+        message = (f"{baseline}'s {ratio.n_control} timed {calls} calls cannot bound its p99 at alpha {gate.alpha}: "
+                   f"rerun {baseline} with at least {needed} (harness run --latency-calls {needed})")
+        return CheckResult(**common, metric=metric, status="SKIP", expected=old.p99, actual=new.p99,
+                           delta=ratio.ratio - 1, message=message)
     status, note = speed_verdict(ratio, gate)
-    message = f"{note} (speed = 1 / p99 latency); {ratio.n_control} vs {ratio.n_treatment} calls"
-    results.append(CheckResult(**common, metric="query p99 ms", status=status, expected=old_p99, actual=new_p99,
-                               delta=ratio.ratio - 1, bound=ratio.upper, message=message))
-    return results + search_latency_results(base, current, gate, common)
+    against = "" if baseline == "the baseline" else f" against {baseline}"
+    message = f"{note}{against} (speed = 1 / p99 latency); {ratio.n_control} vs {ratio.n_treatment} calls"
+    return CheckResult(**common, metric=metric, status=status, expected=old.p99, actual=new.p99,
+                       delta=ratio.ratio - 1, bound=ratio.upper, message=message)
 
 
 def search_latency_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, common: dict[str, Any],
@@ -387,24 +395,14 @@ def search_latency_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate,
                             actual=None, message="the new record searched exactly: its batch-1 search was not timed")]
     old: Latency | None
     if old_index is not None:
-        old, source = old_index.search_latency, "the baseline index"
+        old, baseline = old_index.search_latency, "the baseline"
     else:
-        old, source = new_index.exact.search_latency, "exact search timed in the new record's run"
+        old, baseline = new_index.exact.search_latency, "the new record's exact search"
     if old is None:
         return [CheckResult(**common, metric=metric, status="SKIP", expected=None, actual=new_index.search_latency.p99,
                             message="no batch-1 exact search latency (the corpus is too large to time it per query)")]
-    ratio = latency_speed_ratio(old.values_ms, new_index.search_latency.values_ms, alpha=gate.alpha)
-    if math.isinf(ratio.upper):
-        needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
-        return [CheckResult(**common, metric=metric, status="SKIP", expected=old.p99,
-                            actual=new_index.search_latency.p99, delta=ratio.ratio - 1,
-                            message=f"{ratio.n_control} timed calls cannot bound p99 at alpha {gate.alpha}: rerun with "
-                                    f"at least {needed} (harness run --latency-calls {needed})")]
-    status, note = speed_verdict(ratio, gate)
-    return [CheckResult(**common, metric=metric, status=status, expected=old.p99, actual=new_index.search_latency.p99,
-                        delta=ratio.ratio - 1, bound=ratio.upper,
-                        message=f"{note} against {source} (speed = 1 / p99); {ratio.n_control} vs "
-                                f"{ratio.n_treatment} calls")]
+    return [p99_result(old, new_index.search_latency, gate, common, metric=metric, calls="search",
+                       baseline=baseline)]
 
 
 def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None) -> None:

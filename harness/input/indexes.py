@@ -31,7 +31,6 @@ KINDS: dict[str, tuple[str, ...]] = {
     "lancedb": ("flat", "ivf_flat", "ivf_pq", "ivf_hnsw_sq"),
 }
 _IVF = ("ivf_flat", "ivf_pq", "ivf_hnsw_sq")
-_HNSW = ("hnsw", "ivf_hnsw_sq")
 # setting -> (build or search, the kinds it applies to, per backend)
 SETTINGS: dict[str, tuple[Literal["build", "search"], dict[str, tuple[str, ...]]]] = {
     "factory": ("build", {"faiss": ("factory",)}),

@@ -243,10 +243,7 @@ def quality_speed_frontier(points: Sequence[Mapping[str, Any]], *, metric: str, 
             if len(front) > 1:
                 ax.plot([p["speed"] for p in front], [p["mean"] for p in front], color="#333333", linewidth=1.2,
                         linestyle="--", zorder=0, label="frontier")
-        values = [float(p[x]) for p in points]
-        if max(values) / max(min(values), 1e-9) > 20:
-            ax.set_xscale("log")
-            _plain_log_ticks(ax.xaxis)
+        _log_if_wide(ax, [float(p[x]) for p in points])
         ax.set_xlabel(xlabel)
         ax.grid(which="both", alpha=0.3)
     axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
