@@ -4,6 +4,8 @@ the frontier plots, and no section for records that searched exactly."""
 
 from __future__ import annotations
 
+import csv
+import json
 import re
 from pathlib import Path
 
@@ -215,3 +217,44 @@ def test_an_index_label_equal_to_the_exact_label_stays_apart(tmp_path):
     [group] = data.indexes
     assert [s.label for s in group.settings] == ["exact search [x]"]
     assert row_of(md, "exact search [x]")[3] == "3,000.0"
+
+
+def test_exports_hold_every_setting_and_metric_unrounded(tmp_path):
+    three_settings(tmp_path / "r")
+    out = tmp_path / "report"
+    build_report(load_report_data([tmp_path / "r"], stats=STATS), out)
+    rows = json.loads((out / "index.json").read_text())
+    with (out / "index.csv").open(newline="") as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [r["setting"] for r in rows] == [r["setting"] for r in csv_rows] == [
+        EXACT_LABEL, "hnsw-fast", "hnsw-mid", "hnsw-slow"]
+    exact, fast, mid, _ = rows
+    assert exact["value"] == exact["exact"] == sum(EXACT.values()) / len(EXACT) and exact["queries_per_s"] == 1000.0
+    assert exact["search_p99_ms"] == Latency.from_values([1.0, 2.0, 3.0]).p99 and exact["backend"] is None
+    assert mid["metric"] == "nDCG@10" and mid["value"] == sum(shifted(-0.001).values()) / len(QIDS)
+    assert mid["delta"] == mid["value"] - exact["value"]
+    assert (mid["delta_ci_low"], mid["delta_ci_high"]) == (-0.02, 0.01)
+    assert mid["margin"] == 0.01 and mid["lower_bound"] == -0.004 and mid["noninferior"] is True
+    assert fast["noninferior"] is False and fast["ann_recall_at_10"] == 0.5 and fast["ann_recall_at_100"] is None
+    assert json.loads(mid["build_settings"]) == {"M": 8} and json.loads(mid["search_settings"]) == {"ef_search": 4}
+    assert fast["queries_per_s"] == 5000.0 and fast["backend"] == "faiss" and "--b-fast--" in fast["record"]
+    assert float(csv_rows[2]["delta"]) == mid["delta"] and csv_rows[0]["backend"] == ""
+
+
+def test_no_index_records_no_index_export(tmp_path):
+    synthetic_record(tmp_path / "r", encoder="a", per_query={"nDCG@10": EXACT})
+    out = tmp_path / "report"
+    build_report(load_report_data([tmp_path / "r"], stats=STATS), out)
+    assert (out / "results.csv").is_file() and not (out / "index.csv").exists() and not (out / "index.json").exists()
+
+
+def test_the_notebook_view_shows_the_index_table_escaped(tmp_path):
+    three_settings(tmp_path / "r")
+    values = shifted(0.0)
+    index_record(tmp_path / "r", "evil", label="<b>x</b>", qps=3000.0, values=values,
+                 ni=versus(values, ci=(-0.01, 0.01), p=1.0, margin=0.01, lower=-0.002, noninferior=True))
+    data = load_report_data([tmp_path / "r"], stats=STATS)
+    md, page = data._repr_markdown_(), data._repr_html_()
+    assert "Approximate index: toy" in md and "| hnsw-mid | 1.500 | 96.0 | 2,000.0 |" in md
+    assert "Cheapest setting non-inferior to exact search on nDCG@10 at margin 0.01: &lt;b&gt;x&lt;/b&gt;" in md
+    assert "<td>hnsw-mid</td>" in page and "<b>x</b>" not in page and "&lt;b&gt;x&lt;/b&gt;" in page

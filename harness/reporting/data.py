@@ -106,12 +106,16 @@ class ReportData:
         verdict = m.verdict(self.comparison.alpha, self.comparison.test) if m and self.comparison else ""
         return {"better": f" {UP}", "worse": f" {DOWN}"}.get(verdict, "")
 
-    def _render(self, table) -> list[str]:
+    def _render(self, table, text) -> list[str]:
+        """The quality table, the comparison and, per index group, its table and the cheapest non-inferior line;
+        ``text`` turns a sentence into the format (escaped)."""
         parts = []
         if self.runs:
             parts.append(table(*self.quality_table()))
         if self.comparison and self.comparison.metrics:
             parts.append(table(self.comparison.table_headers, self.comparison.table_rows()))
+        for group in self.indexes:
+            parts += [text(f"Approximate index: {group.title}"), table(*group.table()), text(group.cheapest_line())]
         return parts
 
     def _summary(self) -> str:
@@ -119,11 +123,12 @@ class ReportData:
                 f"{len(self.profiles)} profile record(s)")
 
     def _repr_markdown_(self) -> str:
-        return "\n\n".join([f"**{self._summary()}**", *self._render(markdown_table),
+        return "\n\n".join([f"**{self._summary()}**", *self._render(markdown_table, md_escape),
                              *(f"_{md_escape(n)}_" for n in self.notes)])
 
     def _repr_html_(self) -> str:
-        return "\n".join([f"<p><strong>{html.escape(self._summary())}</strong></p>", *self._render(html_table)])
+        return "\n".join([f"<p><strong>{html.escape(self._summary())}</strong></p>",
+                          *self._render(html_table, lambda t: f"<p>{html.escape(t)}</p>")])
 
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,

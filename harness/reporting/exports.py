@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.reporting.data import ReportData
+from harness.reporting.data import EXACT_LABEL, ReportData
 from harness.scoring.metrics import parse_measure
 from harness.scoring.records import BeirSource, RunRecord, slug
 
@@ -47,6 +47,49 @@ def flat_rows(data: ReportData) -> list[dict[str, Any]]:
     return rows
 
 
+INDEX_FIELDS = ["dataset", "embeddings", "setting", "backend", "backend_version", "kind", "build_settings",
+                "search_settings", "build_s", "from_cache", "train_rows", "bytes_per_vector", "resident_mb",
+                "queries_per_s", "search_p50_ms", "search_p99_ms", "ann_recall_at_10", "ann_recall_at_100",
+                "ann_recall_at_top_k", "top_k", "metric", "exact", "value", "delta", "delta_ci_low", "delta_ci_high",
+                "p", "test", "margin", "lower_bound", "noninferior", "record"]
+
+
+def index_rows(data: ReportData) -> list[dict[str, Any]]:
+    """One row per index setting x metric (exact search's own row per metric first in each group): what the
+    report's "Approximate index" table shows, unrounded."""
+    rows: list[dict[str, Any]] = []
+    for group in data.indexes:
+        common = {"dataset": group.dataset, "embeddings": group.title}
+        for metric in group.metrics:
+            latency = group.exact.search_latency
+            rows.append({**common, "setting": EXACT_LABEL, "queries_per_s": group.exact.queries_per_s,
+                         "search_p50_ms": latency.p50 if latency else None,
+                         "search_p99_ms": latency.p99 if latency else None,
+                         "ann_recall_at_10": 1.0, "ann_recall_at_100": 1.0, "ann_recall_at_top_k": 1.0,
+                         "metric": metric, "exact": group.exact_value(metric), "value": group.exact_value(metric),
+                         "record": group.exact_run.where if group.exact_run else None})
+        for s in group.settings:
+            info, record = s.info, s.run.record
+            recall = {a.k: a.mean for a in info.ann_recall}
+            setting = {**common, "setting": s.label, "backend": info.backend, "backend_version": info.backend_version,
+                       "kind": info.kind, "build_settings": json.dumps(info.build, sort_keys=True),
+                       "search_settings": json.dumps(info.search, sort_keys=True), "build_s": info.build_s,
+                       "from_cache": info.from_cache, "train_rows": info.train_rows,
+                       "bytes_per_vector": info.bytes_per_vector, "resident_mb": info.resident_mb,
+                       "queries_per_s": info.queries_per_s, "search_p50_ms": info.search_latency.p50,
+                       "search_p99_ms": info.search_latency.p99, "ann_recall_at_10": recall.get(10),
+                       "ann_recall_at_100": recall.get(100), "ann_recall_at_top_k": recall.get(record.top_k),
+                       "top_k": record.top_k, "record": s.run.where}
+            for metric in group.metrics:
+                v = s.versus(metric)
+                rows.append({**setting, "metric": metric, "value": record.metrics.get(metric),
+                             **({} if v is None else {
+                                 "exact": v.exact, "delta": v.delta, "delta_ci_low": v.delta_ci[0],
+                                 "delta_ci_high": v.delta_ci[1], "p": v.p, "test": v.test, "margin": v.margin,
+                                 "lower_bound": v.lower, "noninferior": v.noninferior})})
+    return [{f: row.get(f) for f in INDEX_FIELDS} for row in rows]
+
+
 def _model(record: RunRecord) -> str:
     """The model behind a record, or for an external run its run file."""
     if record.encoder is not None:
@@ -54,9 +97,9 @@ def _model(record: RunRecord) -> str:
     return f"run file {Path(record.source.path).name}" if record.source else ""
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: list[dict[str, Any]], fields: list[str] = FLAT_FIELDS) -> str:
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=FLAT_FIELDS, lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
     return buffer.getvalue()
@@ -138,6 +181,9 @@ def write_exports(data: ReportData, folder: Path) -> list[Path]:
     rows = flat_rows(data)
     files = {"results.csv": to_csv(rows), "results.json": json.dumps(rows, indent=1) + "\n",
              "results.tex": to_latex(data)}
+    if data.indexes:
+        indexed = index_rows(data)
+        files.update({"index.csv": to_csv(indexed, INDEX_FIELDS), "index.json": json.dumps(indexed, indent=1) + "\n"})
     if data.comparison:
         files["comparison.json"] = json.dumps(data.comparison.to_dict(), indent=1) + "\n"
     files.update({f"mteb/{name}": json.dumps(result, indent=2) + "\n" for name, result in mteb_results(data).items()})
