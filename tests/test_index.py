@@ -21,9 +21,10 @@ from harness.encode.store import EmbeddingStore, MemoryStore
 from harness.input.grid import expand_suite
 from harness.input.indexes import IndexSpec, default_nlist, default_pq_m
 from harness.input.suite import load_suite
+from harness.pipeline import indexed, runner
 from harness.pipeline.indexed import ann_recall
 from harness.reporting.tracking import run_metrics, run_params
-from harness.scoring.records import load
+from harness.scoring.records import load, score
 from harness.search.exact import TopK, exact_top_k
 from harness.search.index import open_index
 from harness.vocabulary.errors import HarnessError
@@ -325,9 +326,13 @@ def test_an_index_faiss_would_refuse_exits_2_before_anything_is_encoded(tmp_path
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
 
 
-def test_the_gate_holds_an_index_to_exact_search_by_noninferiority(tmp_path, tiny_model):
+def test_the_gate_holds_an_index_to_exact_search_by_noninferiority(tmp_path, tiny_model, monkeypatch):
     """Exact and two index settings of the same embeddings: the flat index is shown non-inferior to exact at the
-    margin (identical rankings), an ef_search=1 HNSW over M=2 is not and fails the gate (exit 1)."""
+    margin (identical rankings), an ef_search=1 HNSW over M=2 is not and fails the gate (exit 1). The exact
+    reference of the two index records is searched and scored once."""
+    monkeypatch.setattr(indexed, "_EXACT_RUNS", {})  # nothing from earlier tests of the same embeddings
+    scored = []
+    monkeypatch.setattr(runner, "score", lambda *a, **kw: scored.append(1) or score(*a, **kw))
     records = tmp_path / "records"
     suite = write_suite(tmp_path / "suite.yaml", f"""
 name: gate
@@ -350,6 +355,9 @@ top_k: 100
     cache = str(tmp_path / "cache")
     assert main(["run", str(suite), "-o", str(records), "--no-progress", "--latency-calls", "20",
                  "--cache", cache]) == 0
+    assert len(scored) == 4  # exact encoder, flat, aggressive, and the exact reference once for both indexes
+    flat, aggressive = (load(f).index for f in sorted(records.iterdir()) if "--exact--" not in f.name)
+    assert flat.exact == aggressive.exact
     summary = tmp_path / "check.json"
     assert main(["check", str(suite), "--results", str(records), "--json", str(summary)]) == 1
     results = json.loads(summary.read_text())["results"]

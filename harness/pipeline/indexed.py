@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +37,17 @@ class ExactRun:
     top: TopK
     seconds: float
     latency: timing.Latency | None
+    scored: dict[tuple[object, ...], PerQuery] = field(default_factory=dict)  # see values()
+
+    def values(self, key: tuple[object, ...] | None, score: Callable[[], PerQuery]) -> PerQuery:
+        """The exact ranking's per-query metric values, scored once per `key` (the dataset's fingerprint and what
+        scoring depends on: qrels, metrics, relevance level, top_k) rather than once per index setting; no key
+        (a dataset without a fingerprint): scored every time."""
+        if key is None:
+            return score()
+        if key not in self.scored:
+            self.scored[key] = score()
+        return self.scored[key]
 
 
 _EXACT_RUNS: dict[tuple[object, ...], ExactRun] = {}  # per store x query set x k x similarity, oldest first

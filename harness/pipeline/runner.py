@@ -285,9 +285,12 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     values, curve = scored(run)
     if spec.index is not None:
         margins = {m: v.margin for m, v in ((spec.baseline.noninferior or {}) if spec.baseline else {}).items()}
+        scoring = (dataset.fingerprint, tuple(suite.metrics), dataset.relevance_level, suite.top_k,
+                   dataset.drop_self_hits)
+        exact_values = exact.values(scoring if dataset.fingerprint else None, lambda: scored(ranking_of(exact.top))[0])
         index = index_info(searched, exact, query_ids=dataset.query_ids, queries=query_result.embeddings,
-                           top_k=suite.top_k, values=values, exact_values=scored(ranking_of(exact.top))[0],
-                           metrics=suite.metrics, margins=margins)
+                           top_k=suite.top_k, values=values, exact_values=exact_values, metrics=suite.metrics,
+                           margins=margins)
     record = build_run_record(suite, dataset, encoder, metrics=means(values), store=store, ranking=ranked, index=index,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
