@@ -291,6 +291,7 @@ def run_suite(
     ray_address: str | None = None,
     reuse_embeddings: ReuseEmbeddings | None = None,
     latency_calls: int = LATENCY_CALLS,
+    label: str | None = None,
     mlflow: str | None = None,
     mlflow_experiment: str | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
@@ -304,11 +305,14 @@ def run_suite(
     passages) and reused when their key (weights, data, settings, engine versions and library versions) matches;
     ``reuse_embeddings="never"`` encodes every corpus again (default: the suite's ``reuse_embeddings``).
     ``executor="ray"`` encodes on Ray Data workers (``ray_address``: a cluster; default a local one).
-    ``latency_calls``: single-query calls timed. ``mlflow``: also log each written record to this tracking URI.
+    ``latency_calls``: single-query calls timed. ``label``: the version label of every encoder's records (replaces
+    the suite's ``version:``). ``mlflow``: also log each written record to this tracking URI.
     ``on_outcome`` is called as each dataset x encoder finishes."""
     from harness.pipeline.runner import run_suite as run
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    if label is not None:
+        loaded = loaded.labelled(label)
     options = run_options(output=output, cache=cache, store_dtype=store_dtype, chunk_rows=chunk_rows,
                           progress=progress, fail_fast=fail_fast, executor=executor, ray_address=ray_address,
                           reuse_embeddings=reuse_embeddings, latency_calls=latency_calls)
@@ -348,6 +352,7 @@ def sweep(
     fail_fast: bool = False,
     reuse_embeddings: ReuseEmbeddings | None = None,
     latency_calls: int = LATENCY_CALLS,
+    label: str | None = None,
     mlflow: str | None = None,
     mlflow_experiment: str | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
@@ -364,7 +369,7 @@ def sweep(
                            "in the suite")
     swept, _ = expand_suite(loaded, points)
     return run_suite(swept, output=output, cache=cache, progress=progress, fail_fast=fail_fast,
-                     reuse_embeddings=reuse_embeddings, latency_calls=latency_calls, mlflow=mlflow,
+                     reuse_embeddings=reuse_embeddings, latency_calls=latency_calls, label=label, mlflow=mlflow,
                      mlflow_experiment=mlflow_experiment, on_outcome=on_outcome)
 
 

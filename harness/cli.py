@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where corpus chunks are encoded: this process, or Ray Data workers (pip install .[ray])")
     run.add_argument("--address", default=None, help="Ray cluster address (default: start a local cluster)")
     _encoding_options(run)
+    _label_option(run)
     _mlflow_option(run)
     run.set_defaults(func=cmd_run)
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--no-progress", action="store_true")
     sweep.add_argument("--fail-fast", action="store_true", help="stop at the first point that fails")
     _encoding_options(sweep)
+    _label_option(sweep)
     _mlflow_option(sweep)
     sweep.set_defaults(func=cmd_sweep)
 
@@ -216,6 +218,12 @@ def _encoding_options(parser: argparse.ArgumentParser) -> None:
                              "to bound its p99 at alpha 0.05)")
 
 
+def _label_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--label", default=None, metavar="VERSION",
+                        help="the version label of every encoder's records (a git tag, a date, a training step); it "
+                             "replaces the suite's version: and orders `harness history`")
+
+
 def _stats_options(parser: argparse.ArgumentParser) -> None:
     from harness.vocabulary.statistics import TESTS
 
@@ -232,8 +240,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     result = run_suite(args.suite, output=args.output, cache=args.cache, store_dtype=args.store_dtype,
                        chunk_rows=args.chunk_rows, progress=not args.no_progress, fail_fast=args.fail_fast,
                        executor=args.executor, ray_address=args.address, reuse_embeddings=args.reuse_embeddings,
-                       latency_calls=args.latency_calls, mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment,
-                       on_outcome=_print_outcome)
+                       latency_calls=args.latency_calls, label=args.label, mlflow=args.mlflow,
+                       mlflow_experiment=args.mlflow_experiment, on_outcome=_print_outcome)
     return _finish_runs(args, result)
 
 
@@ -242,7 +250,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
     result = sweep(args.suite, grid=args.grid, output=args.output, cache=args.cache, progress=not args.no_progress,
                    fail_fast=args.fail_fast, reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls,
-                   mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment, on_outcome=_print_outcome)
+                   label=args.label, mlflow=args.mlflow, mlflow_experiment=args.mlflow_experiment,
+                   on_outcome=_print_outcome)
     print(f"sweep: {len(result.suite.encoders)} variant(s) x {len(result.suite.datasets)} dataset(s) "
           "(grid points that cannot run were skipped with a warning)", file=sys.stderr)
     code = _finish_runs(args, result)

@@ -19,11 +19,10 @@ from harness.encode.store import cache_root
 from harness.encode.versions import ENGINE_VERSIONS, engine_code_version
 from harness.input.suite import EncoderSpec
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.models import BUNDLED_PREFIX, RANDOM_PREFIX, is_hub_id
 from harness.vocabulary.precision import RUNTIME_ENGINES
 from harness.vocabulary.timing import library_version
 
-BUNDLED_PREFIX = "bundled:"
-RANDOM_PREFIX = "random:"
 # Architectures for weight-free profiling: same shapes (hence same cost) as the named models.
 RANDOM_ARCHITECTURES: dict[str, dict[str, object]] = {
     "distilbert-base": {"model_type": "distilbert"},
@@ -117,21 +116,61 @@ def random_model_dir(architecture: str) -> Path:
     return folder
 
 
-def load_sentence_transformer(model: str, *, device: str):
+def load_sentence_transformer(model: str, *, device: str, revision: str | None = None):
+    """The model a suite names (`model_path`); a Hub id is loaded from the snapshot `hub_snapshot` resolves."""
+    return load_model(model, device=device, revision=revision)[0]
+
+
+def load_model(model: str, *, device: str, revision: str | None = None):
+    """(SentenceTransformer, commit): a Hub id's commit is the snapshot it was loaded from (None for bundled,
+    random and local models)."""
     from sentence_transformers import SentenceTransformer
 
-    path = model_path(model)
+    path, commit = model_path(model), None
+    if is_hub_id(model):
+        snapshot = hub_snapshot(model, revision)
+        if snapshot is not None:
+            path, commit = str(snapshot), snapshot.name
     local = Path(path).exists()
     try:
-        return SentenceTransformer(path, device=device, local_files_only=local)
+        loaded = SentenceTransformer(path, device=device, local_files_only=local, revision=None if local else revision)
     except Exception as exc:  # HF raises OSError/ValueError/HTTP errors with long messages
         if local:
             problem = f"{path} exists but is not a sentence-transformers or transformers model folder ({exc})"
         else:
-            problem = (f"{path!r} is not a local folder and downloading it from the Hugging Face Hub failed "
+            at = f" at revision {revision!r}" if revision else ""
+            problem = (f"{path!r}{at} is not a local folder and downloading it from the Hugging Face Hub failed "
                        f"({type(exc).__name__}); with no network, download it elsewhere "
-                       f"(`hf download {path} --local-dir DIR`), copy DIR here and set `model: DIR` in the suite")
+                       f"(`hf download {path}{f' --revision {revision}' if revision else ''} --local-dir DIR`), copy "
+                       "DIR here and set `model: DIR` in the suite")
         raise HarnessError(f"cannot load model: {problem}") from None
+    if commit is None and not local:  # downloaded just now: the cache holds its snapshot
+        snapshot = hub_snapshot(model, revision)
+        commit = snapshot.name if snapshot is not None else None
+    return loaded, commit
+
+
+def hub_snapshot(model: str, revision: str | None) -> Path | None:
+    """The local Hugging Face cache's snapshot folder of `model` at `revision` (a branch or tag via
+    refs/<revision>, or a commit), as the Hub client lays it out; None when the cache lacks it and the Hub may be
+    asked. Offline (HF_HUB_OFFLINE) a pinned revision that is not cached is an error naming where it looked."""
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(model, revision=revision, local_files_only=True))
+    except HFValidationError:
+        raise HarnessError(f"cannot load model: {model!r} is neither a local folder nor a valid Hugging Face Hub id "
+                           "(org/name); point model at a folder holding a saved model") from None
+    except LocalEntryNotFoundError:
+        if revision is not None and constants.HF_HUB_OFFLINE:
+            raise HarnessError(
+                f"cannot load model {model!r} at revision {revision!r}: the Hugging Face cache "
+                f"({constants.HF_HUB_CACHE}) has no snapshot of it (looked for refs/{revision} and "
+                f"snapshots/{revision} under models--{model.replace('/', '--')}) and HF_HUB_OFFLINE is set; "
+                "download it where there is network (`hf download "
+                f"{model} --revision {revision}`) and copy the cache here, or set HF_HUB_CACHE to it") from None
+        return None
 
 
 # The libraries whose upgrade can change embeddings (tokenisation, kernels, pooling).
@@ -178,12 +217,13 @@ class Encoder:
             # the runtime engines run on CPU: `auto` means the CPU for them even where a GPU is visible
             runtime_auto = spec.engine in RUNTIME_ENGINES and spec.device == "auto"
             self.device = "cpu" if runtime_auto else resolve_device(spec.device)
-            self.model = load_sentence_transformer(spec.model, device=self.device)
+            self.model, self.commit = load_model(spec.model, device=self.device, revision=spec.revision)
             if spec.max_seq_length is not None:
                 _check_max_seq_length(self.model, spec)
                 self.model.max_seq_length = spec.max_seq_length
         else:
             self.device, self.model = _borrowed_device(model, spec), model
+            self.commit = None
         self.max_seq_length = int(self.model.max_seq_length)
         self.fingerprint = weights_fingerprint(self.model)
         self.engine = make_engine(self.model, spec, self.device)
@@ -218,8 +258,10 @@ class Encoder:
 
     def store_parts(self, dataset_fingerprint: str) -> dict[str, object]:
         """The embedding cache key parts of this encoder's embeddings of a dataset."""
-        return embedding_key_parts(model=self.fingerprint, dataset=dataset_fingerprint,
-                                   settings=self.embedding_settings.model_dump())
+        parts = embedding_key_parts(model=self.fingerprint, dataset=dataset_fingerprint,
+                                    settings=self.embedding_settings.model_dump())
+        # a Hub revision can change the tokenizer or pooling with the same weights (keys without one stay as they were)
+        return {**parts, "commit": self.commit} if self.commit else parts
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
         return self._checked(self.engine.encode(_prefixed(self.spec.document_prefix, texts), progress=progress))

@@ -21,12 +21,15 @@ from pydantic import (
 
 from harness.input.grid import validate_grid
 from harness.input.indexes import IndexSpec
+from harness.input.versions import checkpoints, series_names
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.measures import parse_measure
+from harness.vocabulary.models import is_hub_id, is_series
 from harness.vocabulary.precision import EngineName, Precision, precision_problem
 from harness.vocabulary.statistics import Test
 from harness.vocabulary.validation import StrictModel, clip, explain_errors
 
+SERIES_MODEL = "<versions>"  # the model of a `versions:` series until it is expanded into checkpoints
 DEFAULT_METRICS = ["MRR@10", "nDCG@10", "Recall@100", "Recall@1000", "MAP"]
 # Cached corpus embeddings: "auto" reuses a store whose key (weights, data, settings, versions) matches;
 # "never" re-encodes every corpus (and refreshes the store).
@@ -211,6 +214,32 @@ class EncoderSpec(StrictModel):
     baseline: Baseline | None = None
     document_model: DocumentModel | None = None  # None: the corpus is encoded by this encoder
     index: IndexSpec | None = None  # None: exact search (harness.input.indexes)
+    revision: str | None = Field(default=None, min_length=1)  # a Hub model's branch, tag or commit
+    version: str | None = Field(default=None, min_length=1)  # a free label (git tag, date, step), kept in records
+    versions: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)  # checkpoints
+
+    @model_validator(mode="before")
+    @classmethod
+    def _series_model(cls, raw: Any) -> Any:
+        """A `versions:` series needs no `model:`: each checkpoint is one (harness.input.versions)."""
+        if isinstance(raw, dict) and raw.get("versions") and "model" not in raw:
+            return {**raw, "model": SERIES_MODEL}
+        return raw
+
+    @model_validator(mode="after")
+    def _versions(self) -> EncoderSpec:
+        if self.revision is not None:
+            if self.versions is not None or is_series(self.model):
+                raise ValueError("revision pins one Hub model; a checkpoint series has none: remove revision")
+            if not is_hub_id(self.model):
+                raise ValueError(f"revision applies to a Hugging Face Hub id; {self.model!r} is bundled, random or "
+                                 "a local folder, which has no revisions: remove revision (a local folder is the "
+                                 "version it holds)")
+        if self.versions is not None and self.model != SERIES_MODEL:
+            raise ValueError("give the checkpoints once: a versions list (without model) or a glob in model")
+        if self.version is not None and (self.versions is not None or is_series(self.model)):
+            raise ValueError("each checkpoint of a series is labelled by its folder name: remove version")
+        return self
 
     @model_validator(mode="after")
     def _precision_runs(self) -> EncoderSpec:
@@ -240,6 +269,12 @@ class Suite(StrictModel):
     # `harness sweep`: engine/precision/max_seq_length values (harness.input.grid)
     grid: dict[str, list[Any]] | None = None
     source: Path | None = None
+
+    def labelled(self, label: str) -> Suite:
+        """The suite with every encoder's version label set to `label` (`harness run --label`)."""
+        if not label.strip():
+            raise HarnessError(f"label {label!r} is blank: give the version a visible name")
+        return self.model_copy(update={"encoders": [e.model_copy(update={"version": label}) for e in self.encoders]})
 
     @field_validator("grid")
     @classmethod
@@ -442,7 +477,27 @@ def _resolve_paths(suite: Suite, source: Path) -> Suite:
         if e.document_model and e.document_model.record else e
         for i, e in enumerate(encoders)
     ]
-    return suite.model_copy(update={"datasets": datasets, "encoders": encoders})
+    return suite.model_copy(update={"datasets": datasets, "encoders": _expand_series(encoders, source)})
+
+
+def _expand_series(encoders: list[EncoderSpec], source: Path) -> list[EncoderSpec]:
+    """Each checkpoint series (harness.input.versions) replaced by one encoder per checkpoint, `version:` its
+    folder's name."""
+    out: list[EncoderSpec] = []
+    for i, spec in enumerate(encoders):
+        where = f"{source}: encoders.{i}"
+        folders = checkpoints(spec.model, spec.versions, source.parent, where)
+        if folders is None:
+            out.append(spec)
+            continue
+        out += [spec.model_copy(update={"name": name, "model": str(folder), "version": folder.name, "versions": None})
+                for name, folder in zip(series_names(spec.name, folders, where), folders)]
+    names = [e.name for e in out]
+    clash = sorted({n for n in names if names.count(n) > 1})
+    if clash:
+        raise HarnessError(f"{source}: encoder names repeat once the checkpoint series are expanded: "
+                           f"{', '.join(clash)}; rename the series or the encoder")
+    return out
 
 
 _MODELS: dict[str, type[BaseModel]] = {

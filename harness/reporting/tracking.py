@@ -55,6 +55,8 @@ def run_params(record: RunRecord) -> dict[str, str]:
                    "dataset.name": record.dataset.name, "dataset.fingerprint": record.dataset.fingerprint,
                    "top_k": record.top_k, "hardware_key": record.speed_hardware_key,
                    "schema_version": record.schema_version})
+    params.update({f"encoder.{k}": v for k, v in (("revision", encoder.revision), ("commit", encoder.commit),
+                                                   ("version", encoder.version)) if v is not None})
     if record.index is not None:
         params.update({"index.backend": record.index.backend, "index.backend_version": record.index.backend_version,
                        **{f"index.{k}": v for k, v in record.index.build.items() if k != "backend"},

@@ -140,6 +140,9 @@ class EncoderInfo(StrictModel):
     dimension: int
     settings: EncoderSettings
     documents: DocumentEncoderInfo | None = None  # None: this encoder also encoded the corpus
+    revision: str | None = None  # the Hub revision the suite asked for (a branch, tag or commit)
+    commit: str | None = None  # the Hub commit the model was loaded from (None: bundled, random or a local folder)
+    version: str | None = None  # the version label: the suite's `version:`, a checkpoint's folder, `--label`
 
 
 class EmbeddingStoreInfo(StrictModel):
