@@ -6,6 +6,7 @@
     cmp = harness.compare("results/baselines", "results/new")                    # renders itself in Jupyter
     harness.churn("results/old/RECORD", "results/new/RECORD", k=10)              # overlap@k, RBO per query
     harness.report(["results/baselines", "results/new"], output="out/report")
+    harness.history("results/nightly", margins={"nDCG@10": 0.005})             # versions in order, trends, gates
     harness.evaluate(harness.load_qrels("qrels.txt"), harness.load_run("run.trec"), ["nDCG@10"])
     harness.evaluate_run("bm25.trec", qrels="qrels.txt", output="results")      # a run made elsewhere -> a record
     harness.rescore("results/baselines", metrics=["P@5"], qrels="new.qrels")     # no encoding
@@ -32,7 +33,7 @@ _EXPORTS = {
     "Churn": "harness.analysis.churn",
     "HarnessError": "harness.vocabulary.errors",
     "sweep": "harness.api", "profile": "harness.api", "power": "harness.api", "cache_stores": "harness.api",
-    "clear_cache": "harness.api",
+    "clear_cache": "harness.api", "history": "harness.api", "History": "harness.reporting.history",
     "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external",
     "rescore": "harness.scoring.external",
     "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
@@ -56,6 +57,7 @@ if TYPE_CHECKING:
         evaluate,
         evaluate_model,
         evaluate_per_query,
+        history,
         load_dataset,
         load_qrels,
         load_run,
@@ -68,6 +70,7 @@ if TYPE_CHECKING:
     )
     from harness.input.datasets import Dataset
     from harness.input.suite import Suite, load_suite
+    from harness.reporting.history import History
     from harness.scoring.external import evaluate_run, evaluate_runs, rescore
     from harness.scoring.scored import RunOutcome, ScoredRun
     from harness.vocabulary.errors import HarnessError

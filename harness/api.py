@@ -13,7 +13,7 @@ Options are keyword-only; bad input raises `HarnessError` naming the field and t
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from harness.encode.store import StoreEntry
     from harness.pipeline.runner import RunOptions
     from harness.reporting import ReportData
+    from harness.reporting.history import History
     from harness.scoring.records import ProfileRecord, RunRecord
 
 __all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "evaluate_per_query",
@@ -537,6 +538,37 @@ def report(
     data = load_report_data([Path(p) for p in records], control=control, metric=metric, churn=churn,
                             stats=StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples))
     return Report(data, build_report(data, Path(output), formats=formats))
+
+
+def history(
+    records: Sequence[PathLike] | PathLike,
+    *,
+    output: PathLike | None = None,
+    formats: Sequence[Literal["html", "md"]] = ("html", "md"),
+    metrics: Sequence[str] | None = None,
+    baseline: str | None = None,
+    margins: Mapping[str, float] | None = None,
+    alpha: float = 0.05,
+    test: Test = "randomization",
+    seed: int = 0,
+    n_resamples: int = 10_000,
+) -> History:
+    """Every record of each dataset x encoder lineage in version order (`harness history`): a ledger (each metric
+    with its CI and its change from the previous version, passages/s, query p99, the gate against the ``baseline``
+    version, default the first) and where each metric's gate first failed; ``margins`` (metric -> margin) gate by
+    non-inferiority, else by a significant loss. With ``output``, written there as history.md/.html/.csv/.json
+    and trend plots; the result renders itself in Jupyter."""
+    from harness.reporting.history import build_history, load_history
+
+    if isinstance(records, (str, os.PathLike)):
+        records = [records]
+    stats = StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples)
+    for metric, margin in (margins or {}).items():
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < float("inf"):
+            raise HarnessError(f"margin for {metric}: {margin!r}; give a positive number in metric units, e.g. 0.005")
+    data = load_history([Path(p) for p in records], metrics=metrics, baseline=baseline, margins=margins,
+                        stats=stats)
+    return build_history(data, Path(output), formats=formats) if output is not None else data
 
 
 # ---------------------------------------------------------------- profiling, power, the embedding cache

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.files import write_file
 from harness.vocabulary.precision import ENGINES, PRECISIONS
+from harness.vocabulary.tables import text_table
 
 if TYPE_CHECKING:
     from harness.api import SuiteResult
@@ -201,7 +202,37 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add ranking churn (overlap@10, RBO) of each record against its dataset's control")
     _stats_options(report)
     report.set_defaults(func=cmd_report)
+
+    history = sub.add_parser("history", help="every record of each dataset x encoder lineage in version order: "
+                                             "ledger, trend plots, where a gate first failed")
+    history.add_argument("records", type=Path, nargs="+", help="record directories or results folders")
+    history.add_argument("--output", "-o", type=Path, default=None,
+                         help="folder for history.md/.html/.csv/.json and the plots (default: print the ledgers)")
+    history.add_argument("--format", action="append", choices=("html", "md"), dest="formats",
+                         help="html and/or md (repeatable; default both)")
+    history.add_argument("--metric", action="append", dest="metrics", metavar="METRIC",
+                         help="metrics to follow (repeatable; default every metric all versions have)")
+    history.add_argument("--baseline", metavar="VERSION", help="the pinned version gates compare with (default: "
+                                                              "each lineage's first)")
+    history.add_argument("--margin", action="append", dest="margins", metavar="METRIC=MARGIN", type=_margin,
+                         help="gate METRIC by non-inferiority to the baseline at this margin, e.g. nDCG@10=0.005 "
+                              "(repeatable; without: a version fails when significantly worse)")
+    history.add_argument("--fail-on-gate", action="store_true",
+                         help="exit 1 when the newest version of a lineage fails its gate (for nightly CI)")
+    _stats_options(history)
+    history.set_defaults(func=cmd_history)
     return parser
+
+
+def _margin(text: str) -> tuple[str, float]:
+    metric, _, value = text.rpartition("=")
+    try:
+        margin = float(value)
+    except ValueError:
+        margin = float("nan")
+    if not metric or not 0 < margin < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: give METRIC=MARGIN with a positive margin, e.g. nDCG@10=0.005")
+    return metric, margin
 
 
 def _encoding_options(parser: argparse.ArgumentParser) -> None:
@@ -510,6 +541,29 @@ def cmd_pool(args: argparse.Namespace) -> int:
     if pooled.missing_texts:
         print(f"warning: {pooled.missing_texts} pooled documents are not in the corpus (written with no text)",
               file=sys.stderr)
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    from harness.api import history
+
+    found = history(args.records, output=args.output, formats=args.formats or ("html", "md"), metrics=args.metrics,
+                    baseline=args.baseline, margins=dict(args.margins or []), alpha=args.alpha, test=args.test,
+                    seed=args.seed, n_resamples=args.resamples)
+    failing = found.failing()
+    for lineage in found.lineages:
+        print(f"{lineage.title} (ordered by {lineage.order}; baseline {lineage.baseline})")
+        if args.output is None:
+            print(text_table(*lineage.ledger()))
+        for metric in lineage.metrics:
+            print(f"  {lineage.gate_line(metric)}")
+        for note in lineage.notes:
+            print(f"note: {note}", file=sys.stderr)
+    if args.output is not None:
+        print(f"{len(found.files)} files under {args.output}", file=sys.stderr)
+    if args.fail_on_gate and failing:
+        print("newest version fails its gate: " + "; ".join(failing), file=sys.stderr)
+        return 1
     return 0
 
 

@@ -14,7 +14,8 @@ from harness.cli import build_parser
 FUNCTIONS = {
     "run": ["run_suite"], "sweep": ["sweep"], "check": ["check"], "profile": ["profile"], "compare": ["compare"],
     "churn": ["churn"], "power": ["power"], "evaluate": ["evaluate_runs", "rescore"], "pool": ["pool"],
-    "report": ["report"], "cache ls": ["cache_stores"], "cache clear": ["clear_cache"], "list": [],
+    "report": ["report"], "history": ["history"], "cache ls": ["cache_stores"], "cache clear": ["clear_cache"],
+    "list": [],
 }
 # CLI spelling -> API keyword, where they differ
 RENAMES = {"resamples": "n_resamples", "address": "ray_address", "no_progress": "progress", "models": "models",
@@ -24,6 +25,7 @@ RESULT_OPTIONS = {
     "compare": {"json": "to_dict", "fail_on_regression": "regressions"},
     "power": {"json": "to_dict"},
     "pool": {"output": "write"},
+    "history": {"fail_on_gate": "failing"},
 }
 # API keywords that only Python can pass (callbacks, objects held in memory)
 API_ONLY = {"on_outcome", "on_point", "on_skip"}
@@ -86,7 +88,7 @@ def test_every_api_keyword_is_a_cli_option():
 
 def test_result_options_name_real_methods():
     results = {"compare": harness.Comparison, "power": __import__("harness.analysis.power", fromlist=["x"]).PowerReport,
-               "pool": harness.Pool}
+               "pool": harness.Pool, "history": harness.History}
     for command, methods in RESULT_OPTIONS.items():
         for method in methods.values():
             assert callable(getattr(results[command], method)), f"{results[command].__name__}.{method}"

@@ -345,3 +345,51 @@ def ann_recall_speed(points: Sequence[Mapping[str, Any]], exact: Mapping[str, An
     ax.grid(which="both", alpha=0.3)
     fig.legend(loc="outside lower center", ncols=2 if len(points) > 4 and not wide else 1, fontsize=8, frameon=False)
     return fig
+
+
+def version_trend(versions: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
+                  speed: Mapping[str, Sequence[float | None]], *, title: str) -> Figure:
+    """A metric per panel across versions in order (x: the versions, evenly spaced), its 95% CI as a band; the
+    baseline's value dotted and, with a margin, its non-inferiority bound dashed; a ▲/▼ where the change from the
+    previous version is significant; the first version whose gate fails marked by a red vertical line. Below,
+    speed on its own panel: corpus passages/s (left axis) and query p99 ms (right axis).
+
+    ``metrics[name]`` needs ``means``, ``lows``, ``highs`` (one per version), ``changes`` (one per version: +1, -1
+    or 0 for a significant rise, fall, or neither), ``baseline`` (value), ``bound`` (None without a margin) and
+    ``first_failure`` (a version index or None); ``speed`` holds ``passages_per_s`` and ``query_p99_ms`` (None where
+    a version has none).
+    """
+    x = np.arange(len(versions))
+    fig = _figure(max(7.0, 2.5 + 0.5 * len(versions)), 2.6 * (len(metrics) + 1) + 0.8)
+    axes = fig.subplots(len(metrics) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    for ax, (name, m) in zip(axes, metrics.items()):
+        means = np.asarray(m["means"], dtype=float)
+        ax.fill_between(x, m["lows"], m["highs"], color=PALETTE[0], alpha=0.18, linewidth=0, label="95% CI")
+        ax.plot(x, means, marker="o", color=PALETTE[0], label=name)
+        ax.axhline(m["baseline"], color="#555555", linestyle=":", linewidth=1, label="baseline")
+        if m["bound"] is not None:
+            ax.axhline(m["bound"], color=LOSS, linestyle="--", linewidth=1, label="non-inferiority bound")
+        for i, change in enumerate(m["changes"]):
+            if change:
+                ax.plot([x[i]], [means[i]], marker="^" if change > 0 else "v", markersize=11, linestyle="none",
+                        color=WIN if change > 0 else LOSS)
+        if m["first_failure"] is not None:
+            ax.axvline(m["first_failure"], color=LOSS, linewidth=1.5)
+            ax.annotate("gate fails", (m["first_failure"], 1.0), xycoords=("data", "axes fraction"),
+                        xytext=(3, -12), textcoords="offset points", color=LOSS, fontsize=8)
+        ax.set_ylabel(name)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="best", frameon=False)
+    _title(axes[0], title)
+    ax = axes[-1]
+    pps = [np.nan if v is None else v for v in speed["passages_per_s"]]
+    p99 = [np.nan if v is None else v for v in speed["query_p99_ms"]]
+    ax.plot(x, pps, marker="s", color=PALETTE[2], label="corpus passages/s")
+    ax.set_ylabel("passages/s", color=PALETTE[2])
+    ax.grid(alpha=0.3)
+    twin = ax.twinx()
+    twin.plot(x, p99, marker="D", color=PALETTE[5], label="query p99 ms")
+    twin.set_ylabel("query p99 ms", color=PALETTE[5])
+    ax.set_xticks(x, [textwrap.shorten(v, 24, placeholder="…") for v in versions], rotation=30, ha="right")
+    ax.set_xlabel("version")
+    return fig
