@@ -388,13 +388,15 @@ def compare(
     test: Test = "randomization",
     seed: int = 0,
     n_resamples: int = 10_000,
+    queries: int = 0,
 ) -> Comparison:
     """Paired significance tests between records of the same dataset (the first, or the encoder named
     ``control``, is the control): record directories, results folders, or scored runs in memory. Renders
-    itself as a table in Jupyter."""
+    itself as a table in Jupyter. ``queries``: also list the that many queries each treatment lost and gained
+    most on (the first of ``metrics``, else nDCG@10), with texts, relevant documents' ranks and the new top 3."""
     from harness.analysis.compare import compare_runs
 
-    return compare_runs(scored_runs(records), control=control, metrics=metrics,
+    return compare_runs(scored_runs(records), control=control, metrics=metrics, queries=queries,
                         stats=StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples))
 
 
@@ -527,15 +529,17 @@ def report(
     seed: int = 0,
     n_resamples: int = 10_000,
     churn: bool = False,
+    queries: int = 0,
 ) -> Report:
     """An HTML/Markdown report with plots and exports (`harness report`) from record directories or results
     folders, written under ``output``. ``churn``: add a ranking-churn section (overlap@10 and RBO of each record
-    against its dataset's control, `harness churn`)."""
+    against its dataset's control, `harness churn`). ``queries``: add the that many queries each treatment lost and
+    gained most on the primary metric (texts, relevant documents' ranks, new top 3)."""
     from harness.reporting import build_report, load_report_data
 
     if isinstance(records, (str, os.PathLike)):
         records = [records]
-    data = load_report_data([Path(p) for p in records], control=control, metric=metric, churn=churn,
+    data = load_report_data([Path(p) for p in records], control=control, metric=metric, churn=churn, queries=queries,
                             stats=StatsOptions(alpha=alpha, test=test, seed=seed, n_resamples=n_resamples))
     return Report(data, build_report(data, Path(output), formats=formats))
 

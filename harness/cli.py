@@ -115,6 +115,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--json", type=Path, help="also write the comparison as JSON here")
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit 1 when a treatment is significantly worse on any metric")
+    compare.add_argument("--queries", type=_positive_int("--queries"), default=0, metavar="N",
+                         help="also list the N queries each treatment lost and gained most on (the first --metric, "
+                              "else nDCG@10): text, relevant documents' ranks before -> after, the new top 3")
     compare.set_defaults(func=cmd_compare)
 
     churn = sub.add_parser("churn", help="how much the ranking changes between two records: overlap@k and "
@@ -200,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--metric", help="metric of the per-query delta plots (default nDCG@10 or the first)")
     report.add_argument("--churn", action="store_true",
                         help="add ranking churn (overlap@10, RBO) of each record against its dataset's control")
+    report.add_argument("--queries", type=_positive_int("--queries"), default=0, metavar="N",
+                        help="add the N queries each record lost and gained most on against its control")
     _stats_options(report)
     report.set_defaults(func=cmd_report)
 
@@ -449,7 +454,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from harness.api import compare
 
     comparison = compare(*args.records, control=args.control, metrics=args.metrics, alpha=args.alpha,
-                         test=args.test, seed=args.seed, n_resamples=args.resamples)
+                         test=args.test, seed=args.seed, n_resamples=args.resamples, queries=args.queries)
     print(comparison.to_table())
     if args.json:
         write_file(args.json, json.dumps(comparison.to_dict(), indent=1) + "\n", what="the comparison")
@@ -572,7 +577,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     written = report(args.records, output=args.output, formats=args.formats or ("html", "md"), control=args.control,
                      metric=args.metric, alpha=args.alpha, test=args.test, seed=args.seed, n_resamples=args.resamples,
-                     churn=args.churn)
+                     churn=args.churn, queries=args.queries)
     for note in written.data.notes:
         print(f"note: {note}", file=sys.stderr)
     for path in written.files:

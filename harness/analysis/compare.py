@@ -14,12 +14,13 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from harness.analysis.query_changes import QueryChanges, default_metric, query_changes
 from harness.analysis.stats import PairedComparison, compare_paired, holm
 from harness.scoring.records import Performance
 from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.statistics import DEFAULT_STATS, TESTS, StatsOptions, Test
-from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
+from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, md_escape, text_table
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,7 @@ class Comparison:
     speed: list[SpeedComparison]
     stats: StatsOptions
     warnings: list[str] = field(default_factory=list)
+    changes: list[QueryChanges] = field(default_factory=list)  # the queries that moved most (compare --queries)
 
     @property
     def alpha(self) -> float:
@@ -184,13 +186,23 @@ class Comparison:
         return parts
 
     def to_table(self) -> str:
-        return "\n\n".join([*self._render(text_table), self.footnote()])
+        return "\n\n".join([*self._render(text_table), self.footnote(), *(c.to_text() for c in self.changes)])
 
     def _repr_markdown_(self) -> str:
-        return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_"])
+        changes = [f"**{md_escape(c.title)}**\n\n" + "\n".join(
+            f"- {heading}: " + ("none" if not items else "".join(
+                f"\n  - {md_escape(q.title(c.metric))}" + "".join(f"\n    - {md_escape(line)}" for line in q.lines())
+                for q in items))
+            for heading, items in c.sections()) for c in self.changes]
+        return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_", *changes])
 
     def _repr_html_(self) -> str:
-        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>"])
+        changes = [f"<h4>{html.escape(c.title)}</h4>" + "".join(
+            f"<p>{heading}{': none' if not items else ''}</p>" + "".join(
+                f"<details><summary>{html.escape(q.title(c.metric))}</summary><ul>"
+                + "".join(f"<li>{html.escape(line)}</li>" for line in q.lines()) + "</ul></details>" for q in items)
+            for heading, items in c.sections()) for c in self.changes]
+        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>", *changes])
 
 
 def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,
@@ -217,8 +229,10 @@ def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,
 
 
 def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, metrics: Sequence[str] | None = None,
-                 stats: StatsOptions = DEFAULT_STATS) -> Comparison:
-    """Label, pair by dataset (the first record, or the encoder named ``control``, is the control), compare."""
+                 stats: StatsOptions = DEFAULT_STATS, queries: int = 0) -> Comparison:
+    """Label, pair by dataset (the first record, or the encoder named ``control``, is the control), compare;
+    ``queries``: also the that many queries each treatment lost and gained most on (the first of ``metrics``, else
+    nDCG@10 or the first metric)."""
     runs = label_runs(list(runs))
     if len(runs) < 2:
         raise HarnessError(f"need at least two run records to compare, found {len(runs)}")
@@ -226,7 +240,9 @@ def compare_runs(runs: Sequence[ScoredRun], *, control: str | None = None, metri
     if not pairs:
         raise HarnessError("no two records share a dataset name, so nothing can be compared: " + "; ".join(warnings))
     comparison = compare_pairs(pairs, metrics=metrics, stats=stats)
-    return replace(comparison, warnings=warnings + comparison.warnings)
+    changes = [query_changes(c, t, metric=default_metric(c, list(metrics or [])), n=queries) for c, t in pairs
+               ] if queries else []
+    return replace(comparison, warnings=warnings + comparison.warnings, changes=changes)
 
 
 def compare_pairs(

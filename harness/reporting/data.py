@@ -17,6 +17,7 @@ from harness.analysis.churn import Churn
 from harness.analysis.churn import churn as ranking_churn
 from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by_dataset
 from harness.analysis.frontier import Frontier, Point, frontier
+from harness.analysis.query_changes import QueryChanges, query_changes
 from harness.analysis.stats import bootstrap_ci
 from harness.scoring.records import (
     AnnRecall,
@@ -58,6 +59,7 @@ class ReportData:
     churn: list[Churn] = field(default_factory=list)  # each treatment's ranking against its control (--churn)
     frontiers: dict[str, Frontier] = field(default_factory=dict)  # dataset -> quality x speed frontier
     indexes: list[IndexGroup] = field(default_factory=list)  # index records by dataset x embeddings (index_groups)
+    changes: list[QueryChanges] = field(default_factory=list)  # the queries each treatment moved most (--queries)
 
     @property
     def datasets(self) -> list[str]:
@@ -132,7 +134,7 @@ class ReportData:
 
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,
-                     stats: StatsOptions = DEFAULT_STATS, churn: bool = False) -> ReportData:
+                     stats: StatsOptions = DEFAULT_STATS, churn: bool = False, queries: int = 0) -> ReportData:
     runs, profiles = [], []
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)
@@ -158,7 +160,9 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
                             stats=stats) for c, t in pairs] if churn else []
     frontiers, frontier_notes = quality_speed_frontiers(runs, primary, stats)
     return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
-                      churn=churns, frontiers=frontiers, indexes=index_groups(runs, primary, stats))
+                      churn=churns, frontiers=frontiers, indexes=index_groups(runs, primary, stats),
+                      changes=[query_changes(c, t, metric=primary, n=queries) for c, t in pairs
+                               if primary in c.per_query and primary in t.per_query] if queries else [])
 
 
 def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, stats: StatsOptions,

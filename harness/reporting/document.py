@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
+from harness.analysis.query_changes import QueryChanges
 from harness.reporting.data import DOWN, EXACT_LABEL, UP, IndexGroup, ReportData
 from harness.reporting.figures import FigureFile, index_figure_stem
 from harness.scoring.records import RunRecord
@@ -32,7 +33,24 @@ class Table:
     rows: list[list[str]]
 
 
-Block = Heading | Para | Table | FigureFile
+@dataclass(frozen=True)
+class Details:
+    """A collapsible block (HTML <details>; in Markdown a bold line and a list)."""
+
+    summary: str
+    lines: list[str]
+
+
+Block = Heading | Para | Table | FigureFile | Details
+
+
+def query_change_blocks(changes: QueryChanges) -> list[Block]:
+    """A title line, then per query that lost or gained most one collapsible block: what moved and the new top."""
+    blocks: list[Block] = [Heading(changes.title, 3)]
+    for heading, items in changes.sections():
+        blocks.append(Para(f"{heading}: none" if not items else f"{heading}:"))
+        blocks += [Details(q.title(changes.metric), q.lines()) for q in items]
+    return blocks
 
 
 def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
@@ -61,11 +79,18 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
         blocks += [Heading("Quality × speed frontier"), *_frontier_blocks(data, figures)]
     if data.indexes:
         blocks += [Heading("Approximate index"), *_index_blocks(data.indexes, figures)]
+    if data.changes:
+        blocks += [Heading("Queries that changed most"), Para(QUERIES_NOTE, "note"),
+                   *(b for c in data.changes for b in query_change_blocks(c))]
     blocks += [Heading("Environment"), _environment_table(data)]
     if data.notes:
         blocks += [Heading("Notes"), *(Para(n, "note") for n in data.notes)]
     return blocks
 
+
+QUERIES_NOTE = ("Per treatment against its dataset's control, on the report's primary metric: the queries that "
+                "lost and gained most, each with every judged-relevant document's rank before → after (not in the "
+                "top k: beyond the record's top_k) and the treatment's new top documents with their judgment.")
 
 HOLES_NOTE = (
     "Pooled qrels judge only some documents; a retrieved document without a judgment counts as not relevant in "

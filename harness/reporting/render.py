@@ -6,7 +6,7 @@ import base64
 import html
 from pathlib import Path
 
-from harness.reporting.document import Block, Heading, Para, Table
+from harness.reporting.document import Block, Details, Heading, Para, Table
 from harness.reporting.figures import FigureFile
 from harness.vocabulary.tables import html_table, markdown_table, md_escape
 
@@ -40,6 +40,9 @@ def to_markdown(blocks: list[Block], *, relative_to: Path) -> str:
             out.append(f"_{text}_" if block.style == "note" else text)
         elif isinstance(block, Table):
             out.append(markdown_table(block.headers, block.rows))
+        elif isinstance(block, Details):
+            out.append("\n".join([f"**{md_escape(block.summary)}**", "", *(f"- {md_escape(line)}"
+                                                                          for line in block.lines)]))
         elif isinstance(block, FigureFile):
             png = block.png.relative_to(relative_to).as_posix()
             svg = block.svg.relative_to(relative_to).as_posix()
@@ -60,6 +63,9 @@ def to_html(blocks: list[Block], *, title: str = "Retrieval evaluation report") 
             body.append(f"<p{css}>{_inline(block.text)}</p>")
         elif isinstance(block, Table):
             body.append(html_table(block.headers, block.rows, cell=_cell))
+        elif isinstance(block, Details):
+            items = "".join(f"<li>{html.escape(line)}</li>" for line in block.lines)
+            body.append(f"<details><summary>{html.escape(block.summary)}</summary><ul>{items}</ul></details>")
         elif isinstance(block, FigureFile):
             png = block.png.read_bytes()
             data = base64.b64encode(png).decode("ascii")
