@@ -556,12 +556,14 @@ def history(
     test: Test = "randomization",
     seed: int = 0,
     n_resamples: int = 10_000,
+    queries: int = 0,
 ) -> History:
     """Every record of each dataset x encoder lineage in version order (`harness history`): a ledger (each metric
     with its CI and its change from the previous version, passages/s, query p99, the gate against the ``baseline``
     version, default the first) and where each metric's gate first failed; ``margins`` (metric -> margin) gate by
     non-inferiority, else by a significant loss. With ``output``, written there as history.md/.html/.csv/.json
-    and trend plots; the result renders itself in Jupyter."""
+    and trend plots; the result renders itself in Jupyter. ``queries``: at each significant step, the that many
+    queries that lost and gained most on the first metric."""
     from harness.reporting.history import build_history, load_history
 
     if isinstance(records, (str, os.PathLike)):
@@ -571,7 +573,7 @@ def history(
         if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 < margin < float("inf"):
             raise HarnessError(f"margin for {metric}: {margin!r}; give a positive number in metric units, e.g. 0.005")
     data = load_history([Path(p) for p in records], metrics=metrics, baseline=baseline, margins=margins,
-                        stats=stats)
+                        stats=stats, queries=queries)
     return build_history(data, Path(output), formats=formats) if output is not None else data
 
 

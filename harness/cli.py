@@ -222,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--margin", action="append", dest="margins", metavar="METRIC=MARGIN", type=_margin,
                          help="gate METRIC by non-inferiority to the baseline at this margin, e.g. nDCG@10=0.005 "
                               "(repeatable; without: a version fails when significantly worse)")
+    history.add_argument("--queries", type=_positive_int("--queries"), default=0, metavar="N",
+                         help="at each significant step, the N queries that lost and gained most on the first metric")
     history.add_argument("--fail-on-gate", action="store_true",
                          help="exit 1 when the newest version of a lineage fails its gate (for nightly CI)")
     _stats_options(history)
@@ -554,7 +556,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     found = history(args.records, output=args.output, formats=args.formats or ("html", "md"), metrics=args.metrics,
                     baseline=args.baseline, margins=dict(args.margins or []), alpha=args.alpha, test=args.test,
-                    seed=args.seed, n_resamples=args.resamples)
+                    seed=args.seed, n_resamples=args.resamples, queries=args.queries)
     failing = found.failing()
     for lineage in found.lineages:
         print(f"{lineage.title} (ordered by {lineage.order}; baseline {lineage.baseline})")
@@ -562,6 +564,9 @@ def cmd_history(args: argparse.Namespace) -> int:
             print(text_table(*lineage.ledger()))
         for metric in lineage.metrics:
             print(f"  {lineage.gate_line(metric)}")
+        if args.output is None:
+            for version, changes in lineage.changes.items():
+                print(f"at {version}: {changes.to_text()}")
         for note in lineage.notes:
             print(f"note: {note}", file=sys.stderr)
     if args.output is not None:

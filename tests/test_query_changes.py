@@ -83,3 +83,23 @@ def test_a_bad_query_count_or_metric_is_refused(pair):
     with pytest.raises(HarnessError, match="no per-query values of P@5"):
         query_changes(control, degraded, metric="P@5")
     assert main(["compare", str(pair.control), str(pair.degraded), "--queries", "0"]) == 2
+
+
+def test_history_lists_what_moved_at_a_significant_step(pair, tmp_path, capsys):
+    """The shipped pair as two versions of one encoder: v2 (the truncation) is significantly worse, so its step
+    lists the queries that moved."""
+    from harness.scoring.records import load, write_run_record
+
+    for folder, version in ((pair.control, "v1"), (pair.degraded, "v2")):
+        run = ScoredRun.load(folder)
+        record = run.record.model_copy(update={"encoder": run.record.encoder.model_copy(
+            update={"name": "minilm", "version": version})})
+        write_run_record(tmp_path / "versions", record, run=folder / "run.trec", per_query=run.per_query,
+                         recall_curve=run.curve(), tag="minilm")
+    assert {load(f).encoder.version for f in (tmp_path / "versions").iterdir()} == {"v1", "v2"}
+    assert main(["history", str(tmp_path / "versions"), "--queries", "2", "--resamples", "300",
+                 "-o", str(tmp_path / "h")]) == 0
+    md = (tmp_path / "h" / "history.md").read_text()
+    assert "At v2, significantly changed from the version before:" in md
+    worst = min(independent_deltas(pair, "nDCG@10").items(), key=lambda qd: (qd[1], qd[0]))[0]
+    assert f"**{worst}: nDCG@10 " in md

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from harness.analysis.compare import aligned
+from harness.analysis.query_changes import QueryChanges, query_changes
 from harness.analysis.stats import NonInferiority, PairedComparison, bootstrap_ci, compare_paired, noninferiority
 from harness.input.versions import SERIES_SEPARATOR, natural_key
 from harness.scoring.scored import ScoredRun
@@ -99,6 +100,7 @@ class Lineage:
     test: Test
     points: list[VersionPoint]
     notes: list[str] = field(default_factory=list)
+    changes: dict[str, QueryChanges] = field(default_factory=dict)  # version -> what moved since the previous one
 
     @property
     def title(self) -> str:
@@ -150,8 +152,11 @@ class Lineage:
 
 
 def history(runs: Sequence[ScoredRun], *, metrics: Sequence[str] | None = None, baseline: str | None = None,
-            margins: Mapping[str, float] | None = None, stats: StatsOptions = DEFAULT_STATS) -> list[Lineage]:
-    """The lineages of `runs` (record folders read as ScoredRuns) with at least one record each."""
+            margins: Mapping[str, float] | None = None, stats: StatsOptions = DEFAULT_STATS,
+            queries: int = 0) -> list[Lineage]:
+    """The lineages of `runs` (record folders read as ScoredRuns) with at least one record each. ``queries``: at
+    each version whose change from the previous one is significant on the lineage's first metric, the that many
+    queries that lost and gained most (`harness.analysis.query_changes`)."""
     margins = dict(margins or {})
     groups: dict[tuple[str, str, str], list[ScoredRun]] = {}
     for run in runs:
@@ -163,6 +168,11 @@ def history(runs: Sequence[ScoredRun], *, metrics: Sequence[str] | None = None, 
         if names.count((dataset, name)) > 1:
             lineage.notes.append(f"{dataset} × {name} was run on more than one version of the data; this lineage "
                                  f"holds the records of dataset fingerprint {fingerprint} only")
+        if queries:
+            first = lineage.metrics[0]
+            for before, point in zip(lineage.points, lineage.points[1:]):
+                if lineage.mark(point, first):
+                    lineage.changes[point.version] = query_changes(before.run, point.run, metric=first, n=queries)
         lineages.append(lineage)
     if baseline is not None and not any(lin.baseline == baseline for lin in lineages):
         versions = sorted({p.version for lin in lineages for p in lin.points}, key=natural_key)

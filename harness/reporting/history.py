@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.analysis.history import BASELINE, FAIL, Lineage, history
 from harness.reporting import plots
-from harness.reporting.document import Block, Heading, Para, Table
+from harness.reporting.document import Block, Heading, Para, Table, query_change_blocks
 from harness.reporting.figures import FigureFile
 from harness.reporting.folder import write_report_folder
 from harness.reporting.render import to_html, to_markdown
@@ -66,11 +66,12 @@ class History:
 
 
 def load_history(paths: Sequence[Path], *, metrics: Sequence[str] | None = None, baseline: str | None = None,
-                 margins: Mapping[str, float] | None = None, stats: StatsOptions = DEFAULT_STATS) -> History:
+                 margins: Mapping[str, float] | None = None, stats: StatsOptions = DEFAULT_STATS,
+                 queries: int = 0) -> History:
     runs = load_scored_runs(paths)
     if not runs:
         raise HarnessError("no run records found in: " + ", ".join(str(p) for p in paths))
-    return History(history(runs, metrics=metrics, baseline=baseline, margins=margins, stats=stats))
+    return History(history(runs, metrics=metrics, baseline=baseline, margins=margins, stats=stats, queries=queries))
 
 
 def build_history(data: History, output: Path, *, formats: Sequence[str] = FORMATS) -> History:
@@ -113,6 +114,9 @@ def history_blocks(lineages: Sequence[Lineage], figures: Sequence[FigureFile]) -
         blocks += [Heading(lineage.title), Para(f"Versions ordered by {lineage.order}; baseline {lineage.baseline}."),
                    Table(*lineage.ledger()), *(Para(lineage.gate_line(m)) for m in lineage.metrics)]
         blocks += [f for f in figures if f.key == f"trend-{i}"]
+        for version, changes in lineage.changes.items():
+            blocks += [Para(f"At {version}, significantly changed from the version before:"),
+                       *query_change_blocks(changes)]
         blocks += [Para(n, "note") for n in lineage.notes]
     return blocks
 
