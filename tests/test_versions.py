@@ -6,6 +6,7 @@ weights, tag `v2` the same model with perturbed weights."""
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 from pathlib import Path
@@ -18,7 +19,7 @@ from harness.input.suite import load_suite
 from harness.input.versions import natural_key
 from harness.scoring.records import load
 from harness.vocabulary.errors import HarnessError
-from tests.conftest import DATA, write_suite
+from tests.conftest import DATA, write_beir, write_suite
 
 MAIN = "1" * 40
 V2 = "2" * 40
@@ -65,6 +66,20 @@ def hub_cache(tmp_path_factory) -> Path:
     return cache
 
 
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory) -> Path:
+    """The first 6 NovelEval queries and their 120 passages (a corpus MiniLM encodes in seconds)."""
+    keep = {str(i) for i in range(6)}
+    source = DATA / "noveleval"
+    docs = [json.loads(line) for line in (source / "corpus.jsonl").read_text().splitlines()]
+    queries = [json.loads(line) for line in (source / "queries.jsonl").read_text().splitlines()]
+    qrels = [line.split("\t") for line in (source / "qrels" / "test.tsv").read_text().splitlines()[1:]]
+    return write_beir(tmp_path_factory.mktemp("data") / "novel6",
+                      docs=[(d["_id"], d["text"]) for d in docs if d["_id"].split("-")[0] in keep],
+                      queries=[(q["_id"], q["text"]) for q in queries if q["_id"] in keep],
+                      qrels=[(q, d, int(g)) for q, d, g in qrels if q in keep])
+
+
 @pytest.fixture()
 def offline_hub(hub_cache, monkeypatch):
     from huggingface_hub import constants
@@ -74,16 +89,16 @@ def offline_hub(hub_cache, monkeypatch):
     return hub_cache
 
 
-def test_two_revisions_give_two_records_with_their_commits_and_different_metrics(offline_hub, tmp_path):
+def test_two_revisions_give_two_records_with_their_commits_and_different_metrics(offline_hub, small_set, tmp_path):
     suite = write_suite(tmp_path / "suite.yaml", f"""
 name: revisions
-datasets: [{{name: novel, path: {DATA / "noveleval"}}}]
+datasets: [{{name: novel, path: {small_set}}}]
 encoders:
   - {{name: main, model: {REPO_ID}, device: cpu}}
   - {{name: tagged, model: {REPO_ID}, revision: v2, device: cpu, version: "2.0"}}
   - {{name: pinned, model: {REPO_ID}, revision: "{V2}", device: cpu}}
 metrics: [nDCG@10, MRR@10]
-top_k: 100
+top_k: 20
 """)
     out, cache = tmp_path / "out", tmp_path / "cache"
     assert main(["run", str(suite), "-o", str(out), "--no-progress", "--latency-calls", "5",
@@ -101,10 +116,11 @@ top_k: 100
         == pinned.performance.embedding_store.key
 
 
-def test_a_revision_not_in_the_offline_cache_exits_2_naming_it_and_where_it_looked(offline_hub, tmp_path, capsys):
+def test_a_revision_not_in_the_offline_cache_exits_2_naming_it_and_where_it_looked(offline_hub, small_set, tmp_path,
+                                                                                    capsys):
     suite = write_suite(tmp_path / "suite.yaml", f"""
 name: missing
-datasets: [{{name: novel, path: {DATA / "noveleval"}}}]
+datasets: [{{name: novel, path: {small_set}}}]
 encoders: [{{name: v3, model: {REPO_ID}, revision: v3, device: cpu}}]
 """)
     assert main(["run", str(suite), "-o", str(tmp_path / "out"), "--no-progress", "--fail-fast",
