@@ -434,12 +434,15 @@ def check(
     progress: bool = True,
     json: PathLike | None = None,
     junit: PathLike | None = None,
+    summary: PathLike | None = None,
+    report_link: str | None = None,
     on_outcome: Callable[[RunOutcome], None] | None = None,
 ) -> CheckReport:
     """A suite's expected scores and baselines (`harness check`), on the records under ``results``, or on a
     fresh run of the suite (records written under ``output`` if given; a dataset x encoder that fails raises
     HarnessError naming each). ``report.failed`` lists what FAILed. ``json`` / ``junit``: also write the summary
-    as JSON / JUnit XML there."""
+    as JSON / JUnit XML there; ``summary``: as GitHub-flavoured Markdown for a pull request (appended when it is
+    $GITHUB_STEP_SUMMARY), naming ``report_link`` as the full report."""
     from harness.analysis.check import check_suite, select_records, write_outputs
 
     loaded = suite if isinstance(suite, Suite) else load_suite(suite)
@@ -457,7 +460,8 @@ def check(
         where = str(output) if output is not None else "the fresh run"
     report = check_suite(loaded, select_records(loaded, runs, where),
                          stats=StatsOptions(seed=seed, n_resamples=n_resamples))
-    write_outputs(report, json_path=_path(json), junit_path=_path(junit))
+    write_outputs(report, json_path=_path(json), junit_path=_path(junit), summary_path=_path(summary),
+                  report_link=report_link)
     return report
 
 

@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--resamples", type=int, default=10_000)
     check.add_argument("--json", type=Path, help="write the summary as JSON here")
     check.add_argument("--junit", type=Path, help="write JUnit XML here (CI systems show it natively)")
+    check.add_argument("--summary", type=Path, help="write GitHub-flavoured Markdown here for a pull-request comment "
+                                                    "(appended when it is $GITHUB_STEP_SUMMARY)")
+    check.add_argument("--report-link", metavar="URL_OR_PATH", help="where the full report is, for the summary")
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=cmd_check)
 
@@ -484,7 +487,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     report = check(args.suite, results=args.results, output=None if args.results else args.output, cache=args.cache,
                    reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls, seed=args.seed,
                    n_resamples=args.resamples, progress=not args.no_progress, json=args.json, junit=args.junit,
-                   on_outcome=_print_outcome)
+                   summary=args.summary, report_link=args.report_link, on_outcome=_print_outcome)
     print(report.to_table())
     return 1 if report.failed else 0
 

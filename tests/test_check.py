@@ -276,7 +276,7 @@ def renamed_copy(record_dir: Path, folder: Path, encoder: str) -> Path:
     return copy
 
 
-def test_real_degraded_model_fails_against_the_real_baseline(tmp_path):
+def test_real_degraded_model_fails_against_the_real_baseline(tmp_path, monkeypatch):
     real = shipped_records(tmp_path / "shipped")
     control = json.loads((real.control / "record.json").read_text())
     suite = write_suite(tmp_path / "gate.yaml", f"""
@@ -299,15 +299,37 @@ top_k: 1000
     # The candidate is the truncated model: its record under the candidate's name.
     candidate = renamed_copy(real.degraded, tmp_path / "candidate", "candidate")
     summary = tmp_path / "check.json"
-    assert main(["check", str(suite), "--results", str(candidate.parent), "--json", str(summary)]) == 1
+    markdown = tmp_path / "summary.md"
+    assert main(["check", str(suite), "--results", str(candidate.parent), "--json", str(summary),
+                 "--summary", str(markdown), "--report-link", "https://ci.example/report.html"]) == 1
     results = {(r["kind"], r["metric"]): r for r in json.loads(summary.read_text())["results"]}
     assert results[("expect", "nDCG@10")]["status"] == "FAIL"
     assert results[("baseline", "nDCG@10")]["status"] == "FAIL" and results[("baseline", "nDCG@10")]["p_value"] < 0.05
+    # The pull-request summary says what the gates decided, with their numbers and the queries lost most
+    text = markdown.read_text()
+    assert text.startswith("### :x: gate: FAILED")
+    failing = [r for r in json.loads(summary.read_text())["results"] if r["status"] == "FAIL"]
+    table = [line for line in text.splitlines() if line.startswith("| FAIL |")]
+    assert len(table) == len(failing)
+    gate = results[("baseline", "nDCG@10")]
+    assert (f"| FAIL | noveleval | candidate | baseline nDCG@10 | {gate['expected']:.4f} | {gate['actual']:.4f} | "
+            f"{gate['delta']:+.4f} | 0.0100 | - | {gate['p_value']:.2e} |") in table
+    assert "**Failing gates**" in text and "- noveleval / candidate / baseline nDCG@10: expected " in text
+    lost = json.loads((candidate / "per_query.json").read_text())["nDCG@10"]
+    base = json.loads((real.control / "per_query.json").read_text())["nDCG@10"]
+    worst = min(lost, key=lambda q: (lost[q] - base[q], q))
+    assert "<details><summary>noveleval: candidate vs " in text and f"- {worst}: nDCG@10 " in text
+    assert "Full report: [https://ci.example/report.html](https://ci.example/report.html)" in text
+    assert str(candidate.parent) in text.replace("\\", "")
 
     # The control itself, under the candidate's name, passes every check.
     same = renamed_copy(real.control, tmp_path / "same", "candidate")
-    assert main(["check", str(suite), "--results", str(same.parent), "--json", str(summary)]) == 0
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(markdown))  # GitHub's step summary: appended to, not replaced
+    assert main(["check", str(suite), "--results", str(same.parent), "--json", str(summary),
+                 "--summary", str(markdown)]) == 0
     assert {r["status"] for r in json.loads(summary.read_text())["results"]} == {"OK"}
+    appended = markdown.read_text()
+    assert appended.startswith(text) and "### :white_check_mark: gate: passed (6 OK" in appended[len(text):]
 
 
 BASELINES = REPO / "results" / "baselines"

@@ -22,14 +22,16 @@ from __future__ import annotations
 import html
 import json
 import math
+import os
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from xml.etree import ElementTree as ET
 
 from harness.analysis.compare import MetricComparison, aligned, compare_pairs, compare_speed
+from harness.analysis.query_changes import QueryChanges, query_changes
 from harness.analysis.stats import (
     LATENCY_QUANTILE,
     SpeedRatio,
@@ -50,6 +52,8 @@ from harness.vocabulary.tables import fmt_p, html_table, markdown_table, md_esca
 from harness.vocabulary.timing import Latency
 
 Status = Literal["OK", "OK-within-tolerance", "FAIL", "SKIP"]
+SUMMARY_QUERIES = 3  # queries listed per failed quality gate in the pull-request summary
+SUMMARY_HEADERS = ("status", "dataset", "encoder", "check", "expected", "actual", "delta", "tolerance", "bound", "p")
 EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table we print
 
 
@@ -80,6 +84,8 @@ class CheckReport:
     suite: str
     results: list[CheckResult]
     records: dict[str, str]  # "dataset / encoder" -> record directory
+    regressed: list[QueryChanges] = field(default_factory=list)  # per failed quality gate: the queries lost most
+    notes: list[str] = field(default_factory=list)
 
     @property
     def failed(self) -> list[CheckResult]:
@@ -117,6 +123,31 @@ class CheckReport:
     def _repr_html_(self) -> str:
         return (f"<p><strong>{html.escape(self.verdict())}</strong></p>"
                 f"{html_table(self.TABLE_HEADERS, self.table_rows())}")
+
+    def to_summary(self, *, report: str | None = None) -> str:
+        """GitHub-flavoured Markdown for a pull-request comment or $GITHUB_STEP_SUMMARY: the verdict, a table of
+        every check, the failing gates with their numbers, the queries each failed quality gate lost most, and where
+        the full report is (``report``: a link or path) and which records were checked."""
+        mark = ":x:" if self.failed else ":white_check_mark:"
+        lines = [f"### {mark} {md_escape(self.verdict())}", "",
+                 markdown_table(SUMMARY_HEADERS, [[r.status, r.dataset, r.encoder, f"{r.kind} {r.metric}",
+                                                   *row[5:11]] for r, row in zip(self.results, self.table_rows())])]
+        if self.failed:
+            lines += ["", "**Failing gates**", ""]
+            lines += [f"- {md_escape(r.name)}: {md_escape(describe(r))}" for r in self.failed]
+        for changes in self.regressed:
+            lines += ["", f"<details><summary>{md_escape(changes.title)}: the {len(changes.losses)} queries lost "
+                          "most</summary>", ""]
+            for q in changes.losses:
+                lines.append(f"- {md_escape(q.title(changes.metric))}")
+                lines += [f"  - {md_escape(line)}" for line in q.lines()]
+            lines += ["", "</details>"]
+        lines += [""] + [f"_{md_escape(n)}_" for n in self.notes]
+        if report:
+            link = report.startswith(("http://", "https://")) and not any(c in report for c in " <>()[]")
+            lines.append(f"Full report: {f'[{md_escape(report)}]({report})' if link else md_escape(report)}")
+        lines.append("Records: " + ", ".join(md_escape(where) for where in dict.fromkeys(self.records.values())))
+        return "\n".join(lines).strip() + "\n"
 
     def to_junit(self) -> str:
         """JUnit XML: one testcase per check, FAIL as <failure>, SKIP as <skipped>."""
@@ -214,13 +245,39 @@ def check_suite(suite: Suite, records: dict[tuple[str, str], ScoredRun], *,
                 status, delta = check_expectation(expected, actual)
                 results.append(CheckResult(dataset, encoder.name, "expect", metric, status, expected.value, actual,
                                            delta, expected.tolerance))
-    results += check_baselines(suite, records, stats=stats)
-    return CheckReport(suite.name, results, {f"{d} / {e}": r.where for (d, e), r in records.items()})
+    pairs = baseline_pairs(suite, records)
+    results += check_baselines(pairs, suite_metrics=suite.metrics, stats=stats)
+    regressed, notes = regressed_queries(results, pairs)
+    return CheckReport(suite.name, results, {f"{d} / {e}": r.where for (d, e), r in records.items()}, regressed,
+                       notes)
 
 
-def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *,
-                    stats: StatsOptions) -> list[CheckResult]:
-    pairs: list[tuple[ScoredRun, ScoredRun, EncoderSpec]] = []
+def regressed_queries(results: Sequence[CheckResult], pairs: Sequence[BaselinePair], n: int = SUMMARY_QUERIES,
+                      ) -> tuple[list[QueryChanges], list[str]]:
+    """For each failed quality gate (baseline, noninferior), the queries that lost most against the baseline; a
+    note instead where their texts cannot be read (the data set moved)."""
+    found: list[QueryChanges] = []
+    notes: list[str] = []
+    for r in results:
+        if r.status != "FAIL" or r.kind not in ("baseline", "noninferior"):
+            continue
+        pair = next(((b, c) for b, c, e in pairs if b.dataset == r.dataset and e.name == r.encoder), None)
+        if pair is None or any(q.dataset == r.dataset and q.treatment == pair[1].label and q.metric == r.metric
+                               for q in found):
+            continue
+        try:
+            found.append(query_changes(*pair, metric=r.metric, n=n))
+        except HarnessError as exc:
+            notes.append(f"{r.dataset} / {r.encoder}: the regressed queries cannot be listed: {exc}")
+    return found, notes
+
+
+BaselinePair = tuple[ScoredRun, ScoredRun, EncoderSpec]  # (baseline record, new record, the encoder)
+
+
+def baseline_pairs(suite: Suite, records: dict[tuple[str, str], ScoredRun]) -> list[BaselinePair]:
+    """Each encoder with a baseline, per dataset: its baseline record and the record checked against it."""
+    pairs: list[BaselinePair] = []
     for encoder in suite.encoders:
         if encoder.baseline is None:
             continue
@@ -234,12 +291,17 @@ def check_baselines(suite: Suite, records: dict[tuple[str, str], ScoredRun], *,
             current = records[(dataset.name, encoder.name)]
             base, current = label_runs([base, current])  # the same encoder name twice: labels must differ
             pairs.append((base, current, encoder))
+    return pairs
+
+
+def check_baselines(pairs: Sequence[BaselinePair], *, suite_metrics: Sequence[str],
+                    stats: StatsOptions) -> list[CheckResult]:
     # Paired statistics per pair and metric; Holm then adjusts across every baseline comparison of the check.
     compared: list[tuple[ScoredRun, ScoredRun, EncoderSpec, MetricComparison]] = []
     for base, current, encoder in pairs:
         spec = encoder.baseline
         assert spec is not None
-        metrics = spec.metrics or [m for m in suite.metrics if m in base.per_query]
+        metrics = spec.metrics or [m for m in suite_metrics if m in base.per_query]
         comparison = compare_pairs([(base, current)], metrics=metrics,
                                    stats=replace(stats, alpha=spec.alpha, test=spec.test))
         compared += [(base, current, encoder, m) for m in comparison.metrics]
@@ -405,7 +467,18 @@ def search_latency_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate,
                        baseline=baseline)]
 
 
-def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None) -> None:
+def write_outputs(report: CheckReport, *, json_path: Path | None, junit_path: Path | None,
+                  summary_path: Path | None = None, report_link: str | None = None) -> None:
+    if summary_path is not None:
+        text = report.to_summary(report=report_link)
+        if os.environ.get("GITHUB_STEP_SUMMARY") and Path(os.environ["GITHUB_STEP_SUMMARY"]) == summary_path:
+            try:  # GitHub's step summary collects what every step appends
+                with summary_path.open("a", encoding="utf-8") as f:
+                    f.write(text)
+            except OSError as exc:
+                raise HarnessError(f"{summary_path}: cannot append the check summary ({exc.strerror})") from None
+        else:
+            write_file(summary_path, text, what="the check summary")
     if json_path is not None:
         write_file(json_path, json.dumps(report.to_dict(), indent=1) + "\n", what="the check summary")
     if junit_path is not None:
