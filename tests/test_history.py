@@ -159,8 +159,30 @@ def test_the_trend_plot_has_a_panel_per_metric_and_one_for_speed():
                               {"passages_per_s": [100.0, None, 90.0], "query_p99_ms": [5.0, 6.0, 7.0]}, title="t")
     axes = [ax for ax in fig.axes if ax.get_ylabel()]
     assert [ax.get_ylabel() for ax in axes] == ["nDCG@10", "MRR@10", "passages/s", "query p99 ms"]
+    stepped = plots.version_trend(["a", "b", "c"], {"nDCG@10": metric}, {"passages_per_s": [1.0] * 3,
+                                                                        "query_p99_ms": [1.0] * 3}, title="t",
+                                  steps={"metric": "nDCG@10", "deltas": [None, 0.02, -0.07],
+                                         "lows": [None, -0.01, -0.1], "highs": [None, 0.05, -0.04],
+                                         "significant": [False, False, True]})
+    panel = next(ax for ax in stepped.axes if ax.get_ylabel() == "Δ nDCG@10 vs previous")
+    points = [(list(line.get_xdata()), list(line.get_ydata()), line.get_color()) for line in panel.get_lines()
+              if line.get_marker() == "o"]
+    assert points == [([1], [0.02], plots.TIE), ([2], [-0.07], plots.LOSS)]  # n.s. grey, significant loss red
     falls = [line for line in axes[0].get_lines() if line.get_marker() == "v"]
     assert len(falls) == 1 and list(falls[0].get_xdata()) == [2]
     vertical = [line for line in axes[0].get_lines() if list(line.get_xdata()) == [2, 2]]
     assert len(vertical) == 1  # the first failure
     assert not [line for line in axes[1].get_lines() if list(line.get_xdata()) == [2, 2]]
+
+
+def test_the_bar_legend_fits_its_figure_with_long_names():
+    """Seven systems, one of 31 characters: the legend takes as many columns as fit, and none is cut."""
+    names = ["all-MiniLM-L6-v2", "all-MiniLM-L6-v2-trunc16", "BM25.dl19", "BM25_RM3.dl19", "D_BERT_KD_TASB.dl19",
+             "OPEN_AI_ADA2.dl19", "SPLADE_P_P_ENSEMBLE_DISTIL.dl19"]
+    fig = plots.metric_bars({n: {m: (0.5, 0.4, 0.6) for m in ("nDCG@10", "MRR@10", "MAP")} for n in names},
+                            title="t")
+    fig.canvas.draw()
+    [legend] = fig.legends
+    box = legend.get_window_extent()
+    assert box.x0 >= 0 and box.x1 <= fig.bbox.width
+    assert plots.legend_columns(names, 9.0, most=4) == 2 and plots.legend_columns(["a", "b"], 9.0, most=4) == 2

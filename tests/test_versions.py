@@ -45,24 +45,28 @@ def lay_out_snapshot(cache: Path, repo_id: str, commit: str, source: Path, refs:
     return snapshot
 
 
-@pytest.fixture(scope="module")
-def hub_cache(tmp_path_factory) -> Path:
-    """Two revisions of acme/minilm: main (the bundled weights) and tag v2 (every weight matrix perturbed)."""
+def perturbed_minilm(folder: Path, scale: float) -> Path:
+    """A copy of the bundled all-MiniLM-L6-v2 with Gaussian noise of `scale` x each weight matrix's sd added."""
     import torch
     from safetensors.torch import load_file, save_file
 
-    root = tmp_path_factory.mktemp("hub")
-    cache = root / "hub"
-    lay_out_snapshot(cache, REPO_ID, MAIN, bundled_minilm_path(), ["main"])
-    perturbed = root / "v2"
-    shutil.copytree(bundled_minilm_path(), perturbed)
-    weights = load_file(perturbed / "model.safetensors")
+    shutil.copytree(bundled_minilm_path(), folder)
+    weights = load_file(folder / "model.safetensors")
     generator = torch.Generator().manual_seed(0)
     for name, w in weights.items():
         if w.ndim == 2 and w.is_floating_point():
-            weights[name] = w + 0.5 * w.std() * torch.randn(w.shape, generator=generator, dtype=w.dtype)
-    save_file(weights, perturbed / "model.safetensors", metadata={"format": "pt"})
-    lay_out_snapshot(cache, REPO_ID, V2, perturbed, ["v2"])
+            weights[name] = w + scale * w.std() * torch.randn(w.shape, generator=generator, dtype=w.dtype)
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def hub_cache(tmp_path_factory) -> Path:
+    """Two revisions of acme/minilm: main (the bundled weights) and tag v2 (every weight matrix perturbed)."""
+    root = tmp_path_factory.mktemp("hub")
+    cache = root / "hub"
+    lay_out_snapshot(cache, REPO_ID, MAIN, bundled_minilm_path(), ["main"])
+    lay_out_snapshot(cache, REPO_ID, V2, perturbed_minilm(root / "v2", 0.5), ["v2"])
     return cache
 
 
@@ -200,3 +204,32 @@ top_k: 10
                  "--cache", str(tmp_path / "cache")]) == 0
     assert sorted(load(f).encoder.version for f in out.iterdir()) == ["nightly-7", "nightly-7"]
     assert main(["run", str(suite), "-o", str(tmp_path / "blank"), "--label", " "]) == 2
+
+
+def test_a_checkpoint_series_runs_and_its_history_names_the_first_regressing_step(small_set, tmp_path, capsys):
+    """step-500: the bundled weights; step-2000: the same weights again (said so); step-10000: weights drowned in
+    noise. The history orders them, passes step-2000 and names step-10000 as the first failure."""
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(bundled_minilm_path(), ckpt / "step-500")
+    shutil.copytree(bundled_minilm_path(), ckpt / "step-2000")
+    perturbed_minilm(ckpt / "step-10000", 3.0)
+    suite = write_suite(tmp_path / "suite.yaml", f"""
+name: training
+datasets: [{{name: novel6, path: {small_set}}}]
+encoders: [{{name: run, model: 'ckpt/step-*', device: cpu}}]
+metrics: [nDCG@10, MRR@10]
+top_k: 20
+""")
+    out = tmp_path / "out"
+    assert main(["run", str(suite), "-o", str(out), "--no-progress", "--latency-calls", "5",
+                 "--cache", str(tmp_path / "cache")]) == 0
+    records = {r.encoder.name: r for r in map(load, out.iterdir())}
+    assert set(records) == {"run@step-500", "run@step-2000", "run@step-10000"}
+    assert records["run@step-500"].metrics == records["run@step-2000"].metrics
+    assert records["run@step-10000"].metrics["nDCG@10"] < records["run@step-500"].metrics["nDCG@10"] - 0.2
+    capsys.readouterr()
+    assert main(["history", str(out), "--margin", "nDCG@10=0.005", "--resamples", "300", "--fail-on-gate"]) == 1
+    printed = capsys.readouterr()
+    assert ("nDCG@10 first fell below the baseline's non-inferiority bound (margin 0.005) at step-10000"
+            in printed.out)
+    assert "step-2000 has the same weights and settings as step-500" in printed.err

@@ -215,6 +215,11 @@ def _lineage(dataset: str, name: str, members: list[ScoredRun], metrics: Sequenc
         gates = {m: _gate(base_run, run, m, margins.get(m), stats) if run is not base_run
                  else Gate(BASELINE, None, None) for m in shared}
         points.append(VersionPoint(run, version, means, cis, previous, gates))
+    for before, point in zip(points, points[1:]):
+        a, b = before.run.record.encoder, point.run.record.encoder
+        if a is not None and b is not None and a.fingerprint == b.fingerprint and a.settings == b.settings:
+            notes.append(f"{point.version} has the same weights and settings as {before.version} (fingerprint "
+                         f"{b.fingerprint}): the same model twice")
     return Lineage(dataset, name, ORDER_BY_LABEL if labelled else ORDER_BY_TIME, shared, base,
                    {m: v for m, v in margins.items() if m in shared}, stats.alpha, stats.test, points, notes)
 

@@ -69,8 +69,16 @@ def metric_bars(values: Mapping[str, Mapping[str, tuple[float, float, float]]], 
     _title(ax, title)
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
-    fig.legend(loc="outside lower center", ncols=min(4, len(systems)), frameon=False)
+    fig.legend(loc="outside lower center", ncols=legend_columns(systems, fig.get_figwidth(), most=4), frameon=False)
     return fig
+
+
+def legend_columns(labels: Sequence[str], width_in: float, *, most: int, fontsize: float = 10.0) -> int:
+    """As many legend columns as fit the figure's width for the longest label (a legend wider than its figure is
+    cut at both edges): about 0.55 x fontsize points per character, plus the marker and the gaps."""
+    longest = max((len(str(label)) for label in labels), default=1)
+    column_in = longest * 0.55 * fontsize / 72 + 0.7
+    return max(1, min(most, len(labels), int(width_in // column_in)))
 
 
 def per_query_deltas(deltas: Mapping[str, float], *, metric: str, control: str, treatment: str,
@@ -348,7 +356,8 @@ def ann_recall_speed(points: Sequence[Mapping[str, Any]], exact: Mapping[str, An
 
 
 def version_trend(versions: Sequence[str], metrics: Mapping[str, Mapping[str, Any]],
-                  speed: Mapping[str, Sequence[float | None]], *, title: str) -> Figure:
+                  speed: Mapping[str, Sequence[float | None]], *, title: str,
+                  steps: Mapping[str, Any] | None = None) -> Figure:
     """A metric per panel across versions in order (x: the versions, evenly spaced), its 95% CI as a band; the
     baseline's value dotted and, with a margin, its non-inferiority bound dashed; a ▲/▼ where the change from the
     previous version is significant; the first version whose gate fails marked by a red vertical line. Below,
@@ -357,11 +366,14 @@ def version_trend(versions: Sequence[str], metrics: Mapping[str, Mapping[str, An
     ``metrics[name]`` needs ``means``, ``lows``, ``highs`` (one per version), ``changes`` (one per version: +1, -1
     or 0 for a significant rise, fall, or neither), ``baseline`` (value), ``bound`` (None without a margin) and
     ``first_failure`` (a version index or None); ``speed`` holds ``passages_per_s`` and ``query_p99_ms`` (None where
-    a version has none).
+    a version has none). ``steps`` (optional) adds a panel of one metric's paired change from the previous version
+    with its 95% paired CI (overlapping absolute CIs hide what the paired test sees): ``metric``, ``deltas``,
+    ``lows``, ``highs`` (None for the first version) and ``significant`` (bools).
     """
     x = np.arange(len(versions))
-    fig = _figure(max(7.0, 2.5 + 0.5 * len(versions)), 2.6 * (len(metrics) + 1) + 0.8)
-    axes = fig.subplots(len(metrics) + 1, 1, sharex=True, squeeze=False)[:, 0]
+    panels = len(metrics) + 1 + (steps is not None)
+    fig = _figure(max(7.0, 2.5 + 0.5 * len(versions)), 2.6 * panels + 0.8)
+    axes = fig.subplots(panels, 1, sharex=True, squeeze=False)[:, 0]
     for ax, (name, m) in zip(axes, metrics.items()):
         means = np.asarray(m["means"], dtype=float)
         ax.fill_between(x, m["lows"], m["highs"], color=PALETTE[0], alpha=0.18, linewidth=0, label="95% CI")
@@ -381,6 +393,18 @@ def version_trend(versions: Sequence[str], metrics: Mapping[str, Mapping[str, An
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="best", frameon=False)
     _title(axes[0], title)
+    if steps is not None:
+        ax = axes[len(metrics)]
+        for i, (d, low, high, significant) in enumerate(zip(steps["deltas"], steps["lows"], steps["highs"],
+                                                            steps["significant"])):
+            if d is None:
+                continue
+            colour = (WIN if d > 0 else LOSS) if significant else TIE
+            ax.errorbar([x[i]], [d], yerr=[[max(0.0, d - low)], [max(0.0, high - d)]], fmt="o", color=colour,
+                        capsize=4, markersize=7)
+        ax.axhline(0.0, color="#555555", linewidth=1)
+        ax.set_ylabel(f"Δ {steps['metric']} vs previous")
+        ax.grid(alpha=0.3)
     ax = axes[-1]
     pps = [np.nan if v is None else v for v in speed["passages_per_s"]]
     p99 = [np.nan if v is None else v for v in speed["query_p99_ms"]]
