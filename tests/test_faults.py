@@ -78,7 +78,8 @@ def reference(tmp_path_factory):
     """An uninterrupted run of the bundled MiniLM on NovelEval, 50-row chunks."""
     tmp = tmp_path_factory.mktemp("reference")
     code, out, err = finish(harness("run", suite_for(tmp, "bundled:all-MiniLM-L6-v2"), "-o", tmp / "out",
-                                    "--cache", tmp / "cache", "--chunk-rows", 50, "--no-progress"))
+                                    "--cache", tmp / "cache", "--chunk-rows", 50, "--no-progress",
+                                    "--latency-calls", 20))
     assert code == 0, err
     [record] = only_complete_records(tmp / "out")
     return record
@@ -91,8 +92,8 @@ def chunks_done(cache: Path) -> int:
 @pytest.mark.parametrize("when", ["encoding", "after-encoding"])
 def test_kill_9_then_resume_gives_identical_results(tmp_path, reference, when):
     suite, out, cache = suite_for(tmp_path, "bundled:all-MiniLM-L6-v2"), tmp_path / "out", tmp_path / "cache"
-    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress")
-    proc = harness(*args)
+    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress")  # 1,000 timed calls: the
+    proc = harness(*args)                                       # after-encoding kill lands while they run
     if when == "encoding":
         wait_for(lambda: chunks_done(cache) >= 2, proc=proc)
     else:  # all 9 chunks written: the process is measuring latency, searching or writing the record
@@ -113,7 +114,7 @@ def test_kill_9_then_resume_gives_identical_results(tmp_path, reference, when):
 
 def test_corrupt_chunk_is_detected_and_re_encoded(tmp_path, reference):
     suite, out, cache = suite_for(tmp_path, "bundled:all-MiniLM-L6-v2"), tmp_path / "out", tmp_path / "cache"
-    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress")
+    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress", "--latency-calls", 20)
     assert finish(harness(*args))[0] == 0
     [chunk] = cache.glob("embeddings/*/chunk-000003.npy")
     data = chunk.read_bytes()
@@ -135,7 +136,7 @@ def _interruptible():
 
 def test_ctrl_c_exits_cleanly_and_the_rerun_resumes(tmp_path, reference):
     suite, out, cache = suite_for(tmp_path, "bundled:all-MiniLM-L6-v2"), tmp_path / "out", tmp_path / "cache"
-    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress")
+    args = ("run", suite, "-o", out, "--cache", cache, "--chunk-rows", 50, "--no-progress", "--latency-calls", 20)
     proc = harness(*args, preexec_fn=_interruptible)
     wait_for(lambda: chunks_done(cache) >= 1, proc=proc)
     proc.send_signal(signal.SIGINT)

@@ -159,12 +159,12 @@ def trend_figure(lineage: Lineage):
             "first_failure": None if first is None else lineage.points.index(first)}
     speed = {"passages_per_s": [p.passages_per_s for p in lineage.points],
              "query_p99_ms": [p.query_p99_ms for p in lineage.points]}
-    first = lineage.metrics[0]
-    changes = [p.from_previous.get(first) for p in lineage.points]
-    steps = {"metric": first, "deltas": [c.delta if c else None for c in changes],
+    primary = lineage.metrics[0]
+    changes = [p.from_previous.get(primary) for p in lineage.points]
+    steps = {"metric": primary, "deltas": [c.delta if c else None for c in changes],
              "lows": [c.delta_ci[0] if c else None for c in changes],
              "highs": [c.delta_ci[1] if c else None for c in changes],
-             "significant": [bool(lineage.mark(p, first)) for p in lineage.points]}
+             "significant": [bool(lineage.mark(p, primary)) for p in lineage.points]}
     return plots.version_trend([p.version for p in lineage.points], metrics, speed, steps=steps,
                                title=f"{lineage.title}: versions in order")
 
