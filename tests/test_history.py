@@ -186,3 +186,19 @@ def test_the_bar_legend_fits_its_figure_with_long_names():
     box = legend.get_window_extent()
     assert box.x0 >= 0 and box.x1 <= fig.bbox.width
     assert plots.legend_columns(names, 9.0, most=4) == 2 and plots.legend_columns(["a", "b"], 9.0, most=4) == 2
+
+
+def test_the_frontier_plot_adds_the_paired_change_from_the_control():
+    points = [{"label": "control", "speed": 100.0, "mean": 0.60, "ci": (0.50, 0.70), "frontier": True,
+               "p99_ms": 5.0, "delta": 0.0, "delta_ci": (0.0, 0.0)},
+              {"label": "fast", "speed": 400.0, "mean": 0.57, "ci": (0.47, 0.67), "frontier": True,
+               "p99_ms": 2.0, "delta": -0.03, "delta_ci": (-0.05, -0.01)}]
+    fig = plots.quality_speed_frontier(points, metric="nDCG@10", title="t", control="control")
+    labels = [ax.get_ylabel() for ax in fig.axes if ax.get_ylabel()]
+    assert labels == ["nDCG@10 (mean, 95% CI)", "Δ nDCG@10 vs control (paired 95% CI)"]
+    paired = next(ax for ax in fig.axes if ax.get_ylabel().startswith("Δ"))
+    bars = [c for c in paired.collections if len(c.get_segments()) == 1]  # the error bars, one segment each
+    assert sorted(tuple(np.round(seg[:, 1], 3)) for c in bars for seg in c.get_segments()) == [(-0.05, -0.01),
+                                                                                               (0.0, 0.0)]
+    alone = plots.quality_speed_frontier(points, metric="nDCG@10", title="t")
+    assert [ax.get_ylabel() for ax in alone.axes if ax.get_ylabel()] == ["nDCG@10 (mean, 95% CI)"]

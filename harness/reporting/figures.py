@@ -72,7 +72,8 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         front = data.frontiers.get(dataset)
         if front:
             keep(plots.quality_speed_frontier(_frontier_points(data, dataset), metric=front.metric,
-                                              title=f"{dataset}: {front.metric} vs speed"),
+                                              title=f"{dataset}: {front.metric} vs speed",
+                                              control=_control(data, dataset)),
                  "frontier", dataset, f"{dataset}: {front.metric} (95% CI) vs passages/s (Pareto frontier dashed) "
                  "and vs query p99 latency", dataset, front.metric)
         for group in (g for g in data.indexes if g.dataset == dataset):
@@ -148,12 +149,27 @@ def index_figures(group: IndexGroup) -> list[tuple[str, Figure, str]]:
     return out
 
 
+def _control(data: ReportData, dataset: str) -> str | None:
+    """The dataset's control in the report's comparison (None without one)."""
+    c = data.comparison
+    return next((m.control for m in c.metrics if m.dataset == dataset), None) if c else None
+
+
 def _frontier_points(data: ReportData, dataset: str) -> list[dict[str, object]]:
-    """The plain data ``plots.quality_speed_frontier`` draws."""
+    """The plain data ``plots.quality_speed_frontier`` draws; ``delta``/``delta_ci``: the paired change from the
+    dataset's control (0 for the control itself; None where the comparison has no such entry)."""
     front = data.frontiers[dataset]
     p99 = {r.label: r.record.performance.query_latency.p99 for r in data.runs_of(dataset) if r.record.performance}
-    return [{"label": p.label, "speed": p.speed, "mean": p.mean, "ci": data.cis[(dataset, p.label, front.metric)],
-             "frontier": front.on_frontier(p.label), "p99_ms": p99.get(p.label)} for p in front.points]
+    control = _control(data, dataset)
+    out: list[dict[str, object]] = []
+    for p in front.points:
+        m = data.comparison.find(dataset, front.metric, p.label) if data.comparison else None
+        delta, delta_ci = ((0.0, (0.0, 0.0)) if p.label == control else
+                           (m.stats.delta, m.stats.delta_ci) if m is not None else (None, None))
+        out.append({"label": p.label, "speed": p.speed, "mean": p.mean,
+                    "ci": data.cis[(dataset, p.label, front.metric)], "frontier": front.on_frontier(p.label),
+                    "p99_ms": p99.get(p.label), "delta": delta, "delta_ci": delta_ci})
+    return out
 
 
 def _plot_point(point: ProfilePoint) -> dict[str, object]:

@@ -225,38 +225,52 @@ def churn_distribution(overlaps: Sequence[float], rbos: Sequence[float], *, k: i
     return fig
 
 
-def quality_speed_frontier(points: Sequence[Mapping[str, Any]], *, metric: str, title: str) -> Figure:
+def quality_speed_frontier(points: Sequence[Mapping[str, Any]], *, metric: str, title: str,
+                           control: str | None = None) -> Figure:
     """A metric (with its 95% CI) against passages/s, one marker per point, the frontier drawn as a line through
     the points on it (filled markers; dominated points hollow); beside it the same markers against query p99
-    latency where points have one.
+    latency where points have one. With ``control`` (and each point's ``delta`` / ``delta_ci``), a second row
+    shows each point's paired change from the control with its paired 95% CI: on few queries the absolute CIs
+    of every point overlap while the paired ones need not.
 
     Each point needs ``label``, ``speed`` (passages/s), ``mean``, ``ci`` (low, high) and ``frontier`` (bool);
-    ``p99_ms`` is optional.
+    ``p99_ms``, ``delta`` and ``delta_ci`` are optional.
     """
     with_p99 = all(p.get("p99_ms") for p in points)
-    fig = _figure(11.0 if with_p99 else 6.5, 4.2 + 0.2 * len(points))
-    axes = fig.subplots(1, 2, sharey=True) if with_p99 else [fig.add_subplot()]
-    for ax, x, xlabel in zip(axes, ("speed", "p99_ms"), ("corpus encoding throughput (passages/s, higher is faster)",
-                                                        "query encoding latency p99 (ms, lower is faster)")):
-        for i, p in enumerate(points):
-            low, high = p["ci"]
-            # colour varies fastest, the marker once per round of colours: distinct for 64 points (a grid sweep)
-            colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
-            on = bool(p["frontier"])
-            ax.errorbar([p[x]], [p["mean"]], yerr=[[p["mean"] - low], [high - p["mean"]]],
-                        fmt=marker, color=colour, markerfacecolor=colour if on else "white",
-                        markersize=8, capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
-        if x == "speed":
-            front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))
-            if len(front) > 1:
-                ax.plot([p["speed"] for p in front], [p["mean"] for p in front], color="#333333", linewidth=1.2,
-                        linestyle="--", zorder=0, label="frontier")
-        _log_if_wide(ax, [float(p[x]) for p in points])
-        ax.set_xlabel(xlabel)
-        ax.grid(which="both", alpha=0.3)
-    axes[0].set_ylabel(f"{metric} (mean, 95% CI)")
-    _title(axes[0], title)
-    handles, labels = axes[0].get_legend_handles_labels()
+    paired = control is not None and all(p.get("delta") is not None for p in points)
+    columns = [("speed", "corpus encoding throughput (passages/s, higher is faster)")]
+    if with_p99:
+        columns.append(("p99_ms", "query encoding latency p99 (ms, lower is faster)"))
+    rows = [("mean", "ci", f"{metric} (mean, 95% CI)")]
+    if paired:
+        rows.append(("delta", "delta_ci", f"Δ {metric} vs {textwrap.shorten(str(control), 24)} (paired 95% CI)"))
+    fig = _figure(11.0 if with_p99 else 6.5, (3.4 if paired else 4.2) * len(rows) + 0.2 * len(points))
+    axes = fig.subplots(len(rows), len(columns), sharex="col", sharey="row", squeeze=False)
+    for r, (y, band, ylabel) in enumerate(rows):
+        for c, (x, xlabel) in enumerate(columns):
+            ax = axes[r][c]
+            for i, p in enumerate(points):
+                low, high = p[band]
+                # colour varies fastest, the marker once per round of colours: distinct for 64 points (a grid sweep)
+                colour, marker = PALETTE[i % len(PALETTE)], MARKERS[(i // len(PALETTE)) % len(MARKERS)]
+                on = bool(p["frontier"])
+                ax.errorbar([p[x]], [p[y]], yerr=[[max(0.0, p[y] - low)], [max(0.0, high - p[y])]],
+                            fmt=marker, color=colour, markerfacecolor=colour if on else "white",
+                            markersize=8, capsize=3, label=f"{p['label']}{'' if on else ' (dominated)'}")
+            if x == "speed":
+                front = sorted((p for p in points if p["frontier"]), key=lambda p: float(p["speed"]))
+                if len(front) > 1:
+                    ax.plot([p["speed"] for p in front], [p[y] for p in front], color="#333333", linewidth=1.2,
+                            linestyle="--", zorder=0, label="frontier")
+            if y == "delta":
+                ax.axhline(0.0, color="#555555", linewidth=1)
+            _log_if_wide(ax, [float(p[x]) for p in points])
+            if r == len(rows) - 1:
+                ax.set_xlabel(xlabel)
+            ax.grid(which="both", alpha=0.3)
+        axes[r][0].set_ylabel(ylabel)
+    _title(axes[0][0], title)
+    handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=2 if len(points) > 4 else 1, fontsize=8,
                frameon=False)
     return fig
