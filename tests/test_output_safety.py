@@ -317,13 +317,13 @@ def test_an_empty_or_unwritable_place_for_the_report(tmp_path, second, capsys):
 
 KILLED = """
 import os, signal, sys
-import harness.reporting
+import harness.reporting.render
 from harness.cli import main
 {patch}
 main(sys.argv[1:])
 """
 KILL_AT = {  # the child kills itself (SIGKILL) while building the report, or between the two renames
-    "building": "harness.reporting.to_html = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
+    "building": "harness.reporting.render.to_html = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)",
     "swapping": ("rename = os.rename\n"
                  "def kill_after_first(*args):\n"
                  "    rename(*args)\n"

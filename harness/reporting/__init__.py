@@ -16,7 +16,7 @@ from harness.reporting.exports import write_exports
 from harness.reporting.figures import churn_figure, draw_all, make_figures
 from harness.reporting.folder import write_report_folder
 from harness.reporting.plots import save as save_figure
-from harness.reporting.render import to_html, to_markdown
+from harness.reporting.render import write_documents
 from harness.vocabulary.errors import HarnessError
 
 __all__ = ["ReportData", "build_report", "load_report_data", "make_figures", "save_churn"]
@@ -35,12 +35,7 @@ def build_report(data: ReportData, output: Path, *, formats: Sequence[str] = FOR
         figures = draw_all(data, folder / "plots")
         blocks = build_document(data, figures)
         written = [p for f in figures for p in (f.png, f.svg)]
-        if "md" in formats:
-            written.append(folder / "report.md")
-            written[-1].write_text(to_markdown(blocks, relative_to=folder), encoding="utf-8")
-        if "html" in formats:
-            written.append(folder / "report.html")
-            written[-1].write_text(to_html(blocks), encoding="utf-8")
+        written += write_documents(blocks, folder, "report", formats, title="Retrieval evaluation report")
         return written + write_exports(data, folder)
 
     return write_report_folder(output, fill)

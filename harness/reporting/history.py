@@ -19,7 +19,7 @@ from harness.reporting import plots
 from harness.reporting.document import Block, Heading, Para, Table, query_change_blocks
 from harness.reporting.figures import FigureFile
 from harness.reporting.folder import write_report_folder
-from harness.reporting.render import to_html, to_markdown
+from harness.reporting.render import write_documents
 from harness.scoring.records import slug
 from harness.scoring.scored import load_scored_runs
 from harness.vocabulary.errors import HarnessError
@@ -84,12 +84,7 @@ def build_history(data: History, output: Path, *, formats: Sequence[str] = FORMA
         figures = _draw(data.lineages, folder / "plots")
         blocks = history_blocks(data.lineages, figures)
         written = [p for f in figures for p in (f.png, f.svg)]
-        if "md" in formats:
-            written.append(folder / "history.md")
-            written[-1].write_text(to_markdown(blocks, relative_to=folder), encoding="utf-8")
-        if "html" in formats:
-            written.append(folder / "history.html")
-            written[-1].write_text(to_html(blocks, title="Model version history"), encoding="utf-8")
+        written += write_documents(blocks, folder, "history", formats, title="Model version history")
         rows = history_rows(data.lineages)
         written += [folder / "history.csv", folder / "history.json"]
         written[-2].write_text(_csv(rows), encoding="utf-8")

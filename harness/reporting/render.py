@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.reporting.document import Block, Details, Heading, Para, Table
@@ -92,3 +93,16 @@ def _cell(text: str) -> str:
     if "▼" in text or text == "worse":
         return f'<span class="worse">{escaped}</span>'
     return escaped
+
+
+def write_documents(blocks: list[Block], folder: Path, stem: str, formats: Sequence[str], *, title: str,
+                    ) -> list[Path]:
+    """``stem``.md and/or ``stem``.html of ``blocks`` in ``folder`` (Markdown links figures relative to it)."""
+    written = []
+    if "md" in formats:
+        written.append(folder / f"{stem}.md")
+        written[-1].write_text(to_markdown(blocks, relative_to=folder), encoding="utf-8")
+    if "html" in formats:
+        written.append(folder / f"{stem}.html")
+        written[-1].write_text(to_html(blocks, title=title), encoding="utf-8")
+    return written
