@@ -137,11 +137,7 @@ class CheckReport:
             lines += [f"- {md_escape(r.name)}: {md_escape(describe(r))}" for r in self.failed]
         for changes in self.regressed:
             lines += ["", f"<details><summary>{md_escape(changes.title)}: the {len(changes.losses)} queries lost "
-                          "most</summary>", ""]
-            for q in changes.losses:
-                lines.append(f"- {md_escape(q.title(changes.metric))}")
-                lines += [f"  - {md_escape(line)}" for line in q.lines()]
-            lines += ["", "</details>"]
+                          "most</summary>", "", *changes.markdown_list(changes.losses), "", "</details>"]
         lines += [""] + [f"_{md_escape(n)}_" for n in self.notes]
         if report:
             link = report.startswith(("http://", "https://")) and not any(c in report for c in " <>()[]")

@@ -20,7 +20,7 @@ from harness.scoring.records import Performance
 from harness.scoring.scored import ScoredRun, label_runs
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.statistics import DEFAULT_STATS, TESTS, StatsOptions, Test
-from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, md_escape, text_table
+from harness.vocabulary.tables import fmt_num, fmt_p, fmt_ratio, html_table, markdown_table, text_table
 
 log = logging.getLogger(__name__)
 
@@ -189,20 +189,12 @@ class Comparison:
         return "\n\n".join([*self._render(text_table), self.footnote(), *(c.to_text() for c in self.changes)])
 
     def _repr_markdown_(self) -> str:
-        changes = [f"**{md_escape(c.title)}**\n\n" + "\n".join(
-            f"- {heading}: " + ("none" if not items else "".join(
-                f"\n  - {md_escape(q.title(c.metric))}" + "".join(f"\n    - {md_escape(line)}" for line in q.lines())
-                for q in items))
-            for heading, items in c.sections()) for c in self.changes]
-        return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_", *changes])
+        return "\n\n".join([*self._render(markdown_table), f"_{self.footnote()}_",
+                             *(c.to_markdown() for c in self.changes)])
 
     def _repr_html_(self) -> str:
-        changes = [f"<h4>{html.escape(c.title)}</h4>" + "".join(
-            f"<p>{heading}{': none' if not items else ''}</p>" + "".join(
-                f"<details><summary>{html.escape(q.title(c.metric))}</summary><ul>"
-                + "".join(f"<li>{html.escape(line)}</li>" for line in q.lines()) + "</ul></details>" for q in items)
-            for heading, items in c.sections()) for c in self.changes]
-        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>", *changes])
+        return "\n".join([*self._render(html_table), f"<p><em>{html.escape(self.footnote())}</em></p>",
+                          *(c.to_html() for c in self.changes)])
 
 
 def pair_by_dataset(runs: Sequence[ScoredRun], *, control: str | None = None,

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from harness.analysis.compare import aligned
 from harness.analysis.query_changes import QueryChanges, query_changes
-from harness.analysis.stats import NonInferiority, PairedComparison, bootstrap_ci, compare_paired, noninferiority
+from harness.analysis.stats import NonInferiority, PairedComparison, compare_paired, mean_ci, noninferiority
 from harness.input.versions import SERIES_SEPARATOR, natural_key
 from harness.scoring.scored import ScoredRun
 from harness.vocabulary.errors import HarnessError
@@ -32,7 +32,7 @@ PASS, FAIL, BASELINE = "PASS", "FAIL", "baseline"
 
 def lineage_name(run: ScoredRun) -> str:
     """The encoder a record is a version of: a checkpoint series' name, else the encoder's (or external run's)."""
-    return run.encoder.split(SERIES_SEPARATOR)[0] if SERIES_SEPARATOR in run.encoder else run.encoder
+    return run.encoder.split(SERIES_SEPARATOR)[0]
 
 
 def version_label(run: ScoredRun) -> str | None:
@@ -210,7 +210,8 @@ def _lineage(dataset: str, name: str, members: list[ScoredRun], metrics: Sequenc
     points = []
     for i, (version, run) in enumerate(zip(order, chosen)):
         means = {m: run.record.metrics[m] for m in shared}
-        cis = {m: _mean_ci(list(run.per_query[m].values()), stats) for m in shared}
+        cis = {m: mean_ci(list(run.per_query[m].values()), seed=stats.seed, n_resamples=stats.n_resamples)
+               for m in shared}
         previous = {m: _paired(chosen[i - 1], run, m, stats) for m in shared} if i else {}
         gates = {m: _gate(base_run, run, m, margins.get(m), stats) if run is not base_run
                  else Gate(BASELINE, None, None) for m in shared}
@@ -224,19 +225,15 @@ def _lineage(dataset: str, name: str, members: list[ScoredRun], metrics: Sequenc
                    {m: v for m, v in margins.items() if m in shared}, stats.alpha, stats.test, points, notes)
 
 
-def _mean_ci(values: list[float], stats: StatsOptions) -> tuple[float, float]:
-    return bootstrap_ci([0.0] * len(values), values, seed=stats.seed, n_resamples=stats.n_resamples)
-
-
 def _paired(control: ScoredRun, treatment: ScoredRun, metric: str, stats: StatsOptions) -> PairedComparison:
     c, t = aligned(control, treatment, metric)
     return compare_paired(c, t, seed=stats.seed, n_resamples=stats.n_resamples)
 
 
 def _gate(base: ScoredRun, run: ScoredRun, metric: str, margin: float | None, stats: StatsOptions) -> Gate:
-    versus = _paired(base, run, metric, stats)
+    c, t = aligned(base, run, metric)
+    versus = compare_paired(c, t, seed=stats.seed, n_resamples=stats.n_resamples)
     if margin is not None:
-        c, t = aligned(base, run, metric)
         ni = noninferiority(c, t, margin=margin, alpha=stats.alpha)
         return Gate(PASS if ni.noninferior else FAIL, versus, ni, versus.p(stats.test))
     worse = versus.delta < 0 and versus.p(stats.test) < stats.alpha

@@ -7,11 +7,13 @@ the records' data set, looked up through the streamed corpus as `harness pool` d
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 from harness.scoring.external import judgments_of_record
 from harness.scoring.scored import ScoredRun
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.tables import md_escape
 
 SNIPPET_CHARS = 160
 TOP_DOCUMENTS = 3
@@ -78,16 +80,40 @@ class QueryChanges:
         return (f"{self.dataset}: {self.treatment} vs {self.control} on {self.metric} — {self.changed} of "
                 f"{self.queries} queries changed")
 
+    def sections(self) -> list[tuple[str, list[QueryChange]]]:
+        return [("lost most", self.losses), ("gained most", self.gains)]
+
     def to_text(self) -> str:
         lines = [self.title]
-        for heading, items in (("lost most", self.losses), ("gained most", self.gains)):
+        for heading, items in self.sections():
             lines.append(f"  {heading}:" if items else f"  {heading}: none")
             for q in items:
                 lines += [f"    {q.title(self.metric)}", *(f"      {line}" for line in q.lines())]
         return "\n".join(lines)
 
-    def sections(self) -> list[tuple[str, list[QueryChange]]]:
-        return [("lost most", self.losses), ("gained most", self.gains)]
+    def markdown_list(self, items: list[QueryChange], indent: str = "") -> list[str]:
+        """Each query of `items` as a Markdown list item with what moved nested under it (escaped)."""
+        lines = []
+        for q in items:
+            lines.append(f"{indent}- {md_escape(q.title(self.metric))}")
+            lines += [f"{indent}  - {md_escape(line)}" for line in q.lines()]
+        return lines
+
+    def to_markdown(self) -> str:
+        lines = [f"**{md_escape(self.title)}**", ""]
+        for heading, items in self.sections():
+            lines += [f"- {heading}: none"] if not items else [f"- {heading}:", *self.markdown_list(items, "  ")]
+        return "\n".join(lines)
+
+    def to_html(self) -> str:
+        """A heading, then per section one collapsible <details> block per query (escaped)."""
+        parts = [f"<h4>{html.escape(self.title)}</h4>"]
+        for heading, items in self.sections():
+            parts.append(f"<p>{heading}{': none' if not items else ''}</p>")
+            parts += [f"<details><summary>{html.escape(q.title(self.metric))}</summary><ul>"
+                      + "".join(f"<li>{html.escape(line)}</li>" for line in q.lines()) + "</ul></details>"
+                      for q in items]
+        return "".join(parts)
 
 
 def query_changes(control: ScoredRun, treatment: ScoredRun, *, metric: str, n: int = 10,

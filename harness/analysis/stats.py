@@ -183,6 +183,11 @@ def bootstrap_ci(
     return (float(ci.low), float(ci.high))
 
 
+def mean_ci(values: Values, *, seed: int = 0, n_resamples: int = 10_000) -> tuple[float, float]:
+    """95% bootstrap CI of a mean: the paired CI of (values - 0)."""
+    return bootstrap_ci([0.0] * len(values), values, seed=seed, n_resamples=n_resamples)
+
+
 def win_tie_loss(
     control: Values, treatment: Values, *, eps: float = 1e-9
 ) -> tuple[int, int, int]:

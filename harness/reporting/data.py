@@ -18,7 +18,7 @@ from harness.analysis.churn import churn as ranking_churn
 from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by_dataset
 from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.query_changes import QueryChanges, query_changes
-from harness.analysis.stats import bootstrap_ci
+from harness.analysis.stats import mean_ci
 from harness.scoring.records import (
     AnnRecall,
     ExactReference,
@@ -149,7 +149,7 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     comparison = compare_pairs(pairs, stats=stats) if pairs else None
     if comparison:
         notes += comparison.warnings
-    cis = {(r.dataset, r.label, m): mean_ci(list(v.values()), stats)
+    cis = {(r.dataset, r.label, m): mean_ci(list(v.values()), seed=stats.seed, n_resamples=stats.n_resamples)
            for r in runs for m, v in r.per_query.items()}
     recall, recall_notes = recall_curves(runs)
     all_metrics = list(dict.fromkeys(m for r in runs for m in r.record.metrics))
@@ -193,11 +193,6 @@ def _passages_per_s(run: ScoredRun) -> float:
     performance = run.record.performance
     assert performance is not None and performance.throughput.passages_per_s  # timed runs only
     return performance.throughput.passages_per_s
-
-
-def mean_ci(values: Sequence[float], stats: StatsOptions) -> tuple[float, float]:
-    """95% bootstrap CI of a mean: the paired CI of (values - 0), reusing harness.stats."""
-    return bootstrap_ci([0.0] * len(values), values, seed=stats.seed, n_resamples=stats.n_resamples)
 
 
 def recall_curves(runs: Sequence[ScoredRun]) -> tuple[dict[str, dict[str, tuple[list[int], list[float]]]], list[str]]:

@@ -5,9 +5,7 @@ version × metric) and the plots as PNG and SVG."""
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,6 +15,7 @@ from typing import Any
 from harness.analysis.history import BASELINE, FAIL, Lineage, history
 from harness.reporting import plots
 from harness.reporting.document import Block, Heading, Para, Table, query_change_blocks
+from harness.reporting.exports import to_csv
 from harness.reporting.figures import FigureFile
 from harness.reporting.folder import write_report_folder
 from harness.reporting.render import write_documents
@@ -87,7 +86,7 @@ def build_history(data: History, output: Path, *, formats: Sequence[str] = FORMA
         written += write_documents(blocks, folder, "history", formats, title="Model version history")
         rows = history_rows(data.lineages)
         written += [folder / "history.csv", folder / "history.json"]
-        written[-2].write_text(_csv(rows), encoding="utf-8")
+        written[-2].write_text(to_csv(rows, ROW_FIELDS), encoding="utf-8")
         written[-1].write_text(json.dumps(rows, indent=1) + "\n", encoding="utf-8")
         return written
 
@@ -175,11 +174,3 @@ def _draw(lineages: Sequence[Lineage], folder: Path) -> list[FigureFile]:
         files.append(FigureFile(f"trend-{i}", lineage.dataset, f"{lineage.title}: metrics and speed by version",
                                 png, svg))
     return files
-
-
-def _csv(rows: list[dict[str, Any]]) -> str:
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=ROW_FIELDS, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows({k: ("" if v is None else v) for k, v in row.items()} for row in rows)
-    return buffer.getvalue()
