@@ -37,6 +37,7 @@ _EXPORTS = {
     "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external",
     "rescore": "harness.scoring.external",
     "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
+    "served_check": "harness.api", "ServedCheck": "harness.analysis.served",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -46,6 +47,7 @@ if TYPE_CHECKING:
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
     from harness.analysis.pooling import Pool, pool
+    from harness.analysis.served import ServedCheck
     from harness.api import (
         Report,
         SuiteResult,
@@ -66,6 +68,7 @@ if TYPE_CHECKING:
         report,
         run_suite,
         scored_runs,
+        served_check,
         sweep,
     )
     from harness.input.datasets import Dataset

@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from harness.analysis.churn import Churn
     from harness.analysis.compare import Comparison
     from harness.analysis.power import PowerReport
+    from harness.analysis.served import ServedCheck
     from harness.encode.store import StoreEntry
     from harness.pipeline.runner import RunOptions
     from harness.reporting import ReportData
@@ -463,6 +464,52 @@ def check(
     write_outputs(report, json_path=_path(json), junit_path=_path(junit), summary_path=_path(summary),
                   report_link=report_link)
     return report
+
+
+def served_check(
+    suite: PathLike | Suite,
+    *,
+    output: PathLike | None = None,
+    cache: PathLike | None = None,
+    tolerance: float = 1e-4,
+    alpha: float = 0.05,
+    seed: int = 0,
+    n_resamples: int = 10_000,
+    reuse_embeddings: ReuseEmbeddings | None = None,
+    latency_calls: int = LATENCY_CALLS,
+    progress: bool = True,
+    json: PathLike | None = None,
+    on_outcome: Callable[[RunOutcome], None] | None = None,
+) -> ServedCheck:
+    """Is each served model the offline model it should be (`harness served-check`)? Every encoder with engine
+    http and ``endpoint.reference_model`` runs through its server and, as its offline twin, in this process; the
+    result pairs them per dataset: the vectors' agreement on a sample and every metric's paired change. ``ok`` is
+    False when a pair differs (vectors, or a metric moved by more than ``tolerance`` significantly at ``alpha``).
+    ``json``: also write the result there."""
+    from harness.analysis.served import served_check as check_served
+    from harness.pipeline.served import with_offline_twins
+
+    if not 0 <= tolerance < 1:
+        raise HarnessError(f"tolerance {tolerance} is a metric difference: give a number in [0, 1), e.g. 1e-4")
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    twinned, names = with_offline_twins(loaded)
+    ran = run_suite(twinned, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings,
+                    latency_calls=latency_calls, on_outcome=on_outcome)
+    if not ran.ok:
+        raise HarnessError(f"{len(ran.failures)} of {len(ran.outcomes)} dataset x encoder run(s) failed, so "
+                           "nothing was checked:\n" + "\n".join(
+                               f"  {o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
+    runs = {(r.dataset, r.record.encoder.name): r for r in scored_runs([ran]) if r.record.encoder}
+    pairs = [(runs[d.name, offline], runs[d.name, served]) for d in loaded.datasets for offline, served in names]
+    result = check_served(pairs, tolerance=tolerance,
+                          stats=StatsOptions(alpha=alpha, seed=seed, n_resamples=n_resamples))
+    if json is not None:
+        import json as json_module
+
+        from harness.vocabulary.files import write_file
+
+        write_file(json, json_module.dumps(result.to_dict(), indent=2) + "\n", what="the served-check result")
+    return result
 
 
 def churn(

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.files import write_file
-from harness.vocabulary.precision import ENGINES, PRECISIONS
+from harness.vocabulary.precision import LOCAL_ENGINES, PRECISIONS
 from harness.vocabulary.tables import text_table
 
 if TYPE_CHECKING:
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--model", "-m", action="append", dest="models", required=True,
                          help="HF id, local path, bundled:all-MiniLM-L6-v2 or random:distilbert-base (repeatable)")
     profile.add_argument("--engine", type=_encoder_choices("engine"), default="fast,sentence-transformers",
-                         help=f"comma list of {', '.join(ENGINES)} (default: both)")
+                         help=f"comma list of {', '.join(LOCAL_ENGINES)} (default: both)")
     profile.add_argument("--precision", type=_encoder_choices("precision"), default="fp32",
                          help=f"comma list of {', '.join(PRECISIONS)} "
                               "(int8: fast, onnxruntime or openvino on CPU; default fp32)")
@@ -150,6 +150,22 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--report-link", metavar="URL_OR_PATH", help="where the full report is, for the summary")
     check.add_argument("--no-progress", action="store_true")
     check.set_defaults(func=cmd_check)
+
+    served = sub.add_parser("served-check", help="is each served model (engine http) the offline model it should be? "
+                                                 "vectors and metrics both ways (exit 1 when one differs)")
+    served.add_argument("suite", type=Path)
+    served.add_argument("--output", "-o", type=Path, default=Path("out/served-check"),
+                        help="where the runs write their records (default: out/served-check)")
+    served.add_argument("--cache", type=Path, default=None, help="embedding cache (as for `run`)")
+    served.add_argument("--tolerance", type=float, default=1e-4,
+                        help="a metric may move by this much (or insignificantly) and still be equal (default 1e-4)")
+    served.add_argument("--alpha", type=float, default=0.05)
+    served.add_argument("--seed", type=int, default=0)
+    served.add_argument("--resamples", type=int, default=10_000)
+    _encoding_options(served)
+    served.add_argument("--json", type=Path, help="also write the result as JSON here")
+    served.add_argument("--no-progress", action="store_true")
+    served.set_defaults(func=cmd_served_check)
 
     power = sub.add_parser("power", help="minimum detectable paired effect per dataset and metric (and queries "
                                          "needed for an effect)")
@@ -346,6 +362,8 @@ def _encoder_choices(field: str):
         from harness.input.suite import EncoderSpec
 
         allowed = get_args(EncoderSpec.model_fields[field].annotation)
+        if field == "engine":  # a served model is profiled by `harness load`
+            allowed = LOCAL_ENGINES
         values = [v.strip() for v in text.split(",") if v.strip()]
         for value in values:
             if value not in allowed:
@@ -490,6 +508,18 @@ def cmd_check(args: argparse.Namespace) -> int:
                    summary=args.summary, report_link=args.report_link, on_outcome=_print_outcome)
     print(report.to_table())
     return 1 if report.failed else 0
+
+
+def cmd_served_check(args: argparse.Namespace) -> int:
+    from harness.api import served_check
+
+    result = served_check(args.suite, output=args.output, cache=args.cache, tolerance=args.tolerance,
+                          alpha=args.alpha, seed=args.seed, n_resamples=args.resamples,
+                          reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls,
+                          progress=not args.no_progress, json=args.json,
+                          on_outcome=_print_outcome)
+    print(result.to_text())
+    return 0 if result.ok else 1
 
 
 def cmd_power(args: argparse.Namespace) -> int:

@@ -15,7 +15,7 @@ FUNCTIONS = {
     "run": ["run_suite"], "sweep": ["sweep"], "check": ["check"], "profile": ["profile"], "compare": ["compare"],
     "churn": ["churn"], "power": ["power"], "evaluate": ["evaluate_runs", "rescore"], "pool": ["pool"],
     "report": ["report"], "history": ["history"], "cache ls": ["cache_stores"], "cache clear": ["clear_cache"],
-    "list": [],
+    "served-check": ["served_check"], "list": [],
 }
 # CLI spelling -> API keyword, where they differ
 RENAMES = {"resamples": "n_resamples", "address": "ray_address", "no_progress": "progress", "models": "models",

@@ -20,7 +20,7 @@ from harness.encode.versions import ENGINE_VERSIONS, engine_code_version
 from harness.input.suite import EncoderSpec
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.models import BUNDLED_PREFIX, RANDOM_PREFIX, is_hub_id
-from harness.vocabulary.precision import RUNTIME_ENGINES
+from harness.vocabulary.precision import ENDPOINT_ENGINE, RUNTIME_ENGINES
 from harness.vocabulary.timing import library_version
 
 # Architectures for weight-free profiling: same shapes (hence same cost) as the named models.
@@ -182,6 +182,8 @@ def embedding_versions(engine: str) -> dict[str, str | None]:
     code version of that engine (`harness.encode.versions`) and the installed libraries. Part of the embedding cache
     key and of every record's embedding provenance. A name that is not one of the harness's engines (the golden
     tests' plain `SentenceTransformer.encode` reference) runs no harness code: the libraries only."""
+    if engine == ENDPOINT_ENGINE:  # the server's libraries are its own; its version is in the endpoint's key
+        return {"harness-encode": engine_code_version(engine)}
     libraries = {name: library_version(name) for name in EMBEDDING_LIBRARIES}
     if engine not in ENGINE_VERSIONS:
         return libraries
@@ -213,6 +215,9 @@ class Encoder:
 
     def __init__(self, spec: EncoderSpec, *, model=None):
         self.spec = spec
+        if spec.endpoint is not None:
+            self._served(spec)
+            return
         if model is None:
             # the runtime engines run on CPU: `auto` means the CPU for them even where a GPU is visible
             runtime_auto = spec.engine in RUNTIME_ENGINES and spec.device == "auto"
@@ -224,9 +229,20 @@ class Encoder:
         else:
             self.device, self.model = _borrowed_device(model, spec), model
             self.commit = None
-        self.max_seq_length = int(self.model.max_seq_length)
+        self.max_seq_length: int | None = int(self.model.max_seq_length)
         self.fingerprint = weights_fingerprint(self.model)
         self.engine = make_engine(self.model, spec, self.device)
+
+    def _served(self, spec: EncoderSpec) -> None:
+        """engine http: no model here; the server encodes, and this process searches on `spec.device`."""
+        from harness.encode.endpoint import EndpointEngine
+
+        assert spec.endpoint is not None
+        self.device = resolve_device(spec.device)
+        self.model, self.commit = None, None
+        self.engine = EndpointEngine(spec.endpoint, batch_size=spec.batch_size, where=f"encoder {spec.name!r}")
+        self.max_seq_length = self.engine.server.max_input_length
+        self.fingerprint = self.engine.server.fingerprint
 
     @classmethod
     def from_model(cls, model, spec: EncoderSpec) -> Encoder:
@@ -262,6 +278,12 @@ class Encoder:
                                     settings=self.embedding_settings.model_dump())
         # a Hub revision can change the tokenizer or pooling with the same weights (keys without one stay as they were)
         return {**parts, "commit": self.commit} if self.commit else parts
+
+    def close(self) -> None:
+        """Let go of what the engine holds open (an endpoint's connections and its thread)."""
+        close = getattr(self.engine, "close", None)
+        if close is not None:
+            close()
 
     def encode_documents(self, texts: Sequence[str], progress: Progress | None = None) -> EncodeResult:
         return self._checked(self.engine.encode(_prefixed(self.spec.document_prefix, texts), progress=progress))

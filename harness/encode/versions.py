@@ -26,7 +26,8 @@ from __future__ import annotations
 from harness.vocabulary.errors import HarnessError
 
 SHARED_VERSION = 1
-ENGINE_VERSIONS: dict[str, int] = {"fast": 1, "sentence-transformers": 1, "onnxruntime": 1, "openvino": 1}
+# "http": the request and response handling of `harness.encode.endpoint` (prefixes, batching, reading vectors)
+ENGINE_VERSIONS: dict[str, int] = {"fast": 1, "sentence-transformers": 1, "onnxruntime": 1, "openvino": 1, "http": 1}
 # Engines that run another engine's code (the runtime engines subclass FastEngine): that engine's version is in
 # their key too.
 ENGINE_BASES: dict[str, tuple[str, ...]] = {"onnxruntime": ("fast",), "openvino": ("fast",)}

@@ -21,7 +21,7 @@ from typing import Any
 
 from harness.input.indexes import GRID_SETTINGS, SETTINGS
 from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.precision import ENGINES, PRECISIONS, precision_problem
+from harness.vocabulary.precision import LOCAL_ENGINES, PRECISIONS, precision_problem
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def _value(key: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
             raise ValueError(f"grid {key}: {reprlib.repr(value)} is not a positive integer")
         return value
-    allowed = ENGINES if key == "engine" else PRECISIONS
+    allowed = LOCAL_ENGINES if key == "engine" else PRECISIONS
     if value not in allowed:
         raise ValueError(f"grid {key}: unknown value {reprlib.repr(value)}; allowed: {', '.join(allowed)}")
     return value

@@ -19,13 +19,14 @@ from pydantic import (
     model_validator,
 )
 
+from harness.input.endpoint import EndpointSpec
 from harness.input.grid import validate_grid
 from harness.input.indexes import IndexSpec
 from harness.input.versions import checkpoints, series_names
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.measures import parse_measure
 from harness.vocabulary.models import is_hub_id, is_series
-from harness.vocabulary.precision import EngineName, Precision, precision_problem
+from harness.vocabulary.precision import ENDPOINT_ENGINE, EngineName, Precision, precision_problem
 from harness.vocabulary.statistics import Test
 from harness.vocabulary.validation import StrictModel, clip, explain_errors
 
@@ -217,14 +218,37 @@ class EncoderSpec(StrictModel):
     revision: str | None = Field(default=None, min_length=1)  # a Hub model's branch, tag or commit
     version: str | None = Field(default=None, min_length=1)  # a free label (git tag, date, step), kept in records
     versions: list[Annotated[str, Field(min_length=1)]] | None = Field(default=None, min_length=1)  # checkpoints
+    endpoint: EndpointSpec | None = None  # engine http: the server that encodes (harness.input.endpoint)
 
     @model_validator(mode="before")
     @classmethod
     def _series_model(cls, raw: Any) -> Any:
-        """A `versions:` series needs no `model:`: each checkpoint is one (harness.input.versions)."""
+        """A `versions:` series needs no `model:`: each checkpoint is one (harness.input.versions). Nor does an
+        endpoint: its model is the served one (named by served_model, else by the URL until the server says)."""
         if isinstance(raw, dict) and raw.get("versions") and "model" not in raw:
             return {**raw, "model": SERIES_MODEL}
+        endpoint = raw.get("endpoint") if isinstance(raw, dict) else None
+        if isinstance(endpoint, dict) and "model" not in raw:
+            named = endpoint.get("served_model") or endpoint.get("url")
+            if isinstance(named, str) and named:
+                return {**raw, "model": named}
         return raw
+
+    @model_validator(mode="after")
+    def _endpoint(self) -> EncoderSpec:
+        served = self.engine == ENDPOINT_ENGINE
+        if served != (self.endpoint is not None):
+            raise ValueError("engine http and an endpoint section go together: give both (endpoint: {url: ...}) or "
+                             "neither" if served else
+                             f"an endpoint section needs engine: http (engine {self.engine!r} runs the model here)")
+        if served:
+            if self.revision is not None or self.versions is not None or is_series(self.model):
+                raise ValueError("a served model is the one the server loaded: revision and checkpoint series do not "
+                                 "apply to engine http (start one server per version and name each by `version:`)")
+            if self.max_seq_length is not None:
+                raise ValueError("the server truncates at the length it was started with; max_seq_length cannot be "
+                                 "asked of it: remove it (and set it on the server)")
+        return self
 
     @model_validator(mode="after")
     def _versions(self) -> EncoderSpec:
@@ -510,6 +534,7 @@ _MODELS: dict[str, type[BaseModel]] = {
     "speed": SpeedGate,
     "document_model": DocumentModel,
     "index": IndexSpec,
+    "endpoint": EndpointSpec,
 }
 
 
@@ -519,7 +544,7 @@ def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
     if parents and parents[0] in ("datasets", "encoders"):
         model = _MODELS[parents[0]]
     # noninferior and speed lie in baseline
-    for key in ("expect", "baseline", "noninferior", "speed", "document_model", "index"):
+    for key in ("expect", "baseline", "noninferior", "speed", "document_model", "index", "endpoint"):
         if key in parents:
             model = _MODELS[key]
     return [name for name in model.model_fields if name != "source"]

@@ -26,6 +26,7 @@ from harness.input.datasets import Dataset, load_dataset
 from harness.input.suite import DatasetSpec, EncoderSpec, ReuseEmbeddings, Suite
 from harness.pipeline.compat import CorpusSource, check_dimensions, load_encoders
 from harness.pipeline.indexed import exact_reference, index_info, search_index
+from harness.pipeline.served import endpoint_info, served_equality
 from harness.scoring.metrics import PerQuery, holes, means, parse_measure
 from harness.scoring.records import (
     ChunkTiming,
@@ -34,6 +35,7 @@ from harness.scoring.records import (
     EmbeddingProvenance,
     EmbeddingStoreInfo,
     EncoderInfo,
+    EndpointInfo,
     IndexInfo,
     Performance,
     RecallCurve,
@@ -180,6 +182,8 @@ def run_suite(suite: Suite, options: RunOptions, *, on_outcome: Callable[[RunOut
                 done = _attempt(partial(_run_and_write, suite, dataset, *encoder, options), fail_fast=options.fail_fast)
                 add(RunOutcome(name, encoder_spec.name, error=done.reason) if isinstance(done, _Failed)
                     else RunOutcome(name, encoder_spec.name, result=done))
+        if isinstance(encoder, tuple):
+            encoder[0].close()
     return outcomes
 
 
@@ -215,6 +219,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     timing.reset_gpu_peak(encoder.device)
     label = f"{dataset.name} × {spec.name}"
     reuse = options.reuse_embeddings or suite.reuse_embeddings
+    served_before = encoder.engine.endpoint.usage() if spec.endpoint else None
 
     if spec.index is not None:  # before anything is encoded: a setting the index cannot take is named now
         check_index(spec.index, n_rows=len(dataset.corpus), where=f"{label}: index",
@@ -248,6 +253,10 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
         lambda i: encoder.encode_queries([dataset.query_texts[i % len(dataset.query_texts)]]),
         device=encoder.device, min_calls=options.latency_calls,
     )
+    endpoint = None
+    if spec.endpoint is not None:
+        equality = served_equality(encoder, dataset) if spec.endpoint.reference_model else None
+        endpoint = endpoint_info(encoder, served_before, equality)
 
     dimension = int(query_result.embeddings.shape[1])
     first_chunk = next(iter(store.chunks()), None) if documents else None
@@ -294,7 +303,7 @@ def run_one(suite: Suite, dataset: Dataset, encoder: Encoder, options: RunOption
     record = build_run_record(suite, dataset, encoder, metrics=means(values), store=store, ranking=ranked, index=index,
                               dimension=dimension, latency=latency,
                               documents=documents.info(dimension) if documents else None,
-                              search_seconds=search_seconds, encoding_hosts=hosts, rss=rss,
+                              search_seconds=search_seconds, encoding_hosts=hosts, rss=rss, endpoint=endpoint,
                               embeddings=EmbeddingProvenance.of_chunks(
                                   chunks=store.n_chunks, chunks_encoded=chunks_encoded, reuse=reuse,
                                   versions=getattr(store, "parts", {}).get("versions")
@@ -308,7 +317,8 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, metric
                      search_seconds: float, rss: timing.RssSpan,
                      embeddings: EmbeddingProvenance, encoding_hosts: Sequence[EncodingHost] = (),
                      ranking: Mapping[str, Mapping[str, float]] | None = None,
-                     documents: DocumentEncoderInfo | None = None, index: IndexInfo | None = None) -> RunRecord:
+                     documents: DocumentEncoderInfo | None = None, index: IndexInfo | None = None,
+                     endpoint: EndpointInfo | None = None) -> RunRecord:
     """The record of one dataset x encoder run, from what the stages measured; with the ranking (qid -> docid ->
     score), it also states the judgment holes of the top 10 (`harness.scoring.metrics.holes`)."""
     spec = encoder.spec
@@ -341,7 +351,7 @@ def build_run_record(suite: Suite, dataset: Dataset, encoder: Encoder, *, metric
         dataset=DatasetInfo.of(dataset),
         encoder=EncoderInfo(name=spec.name, model=spec.model, fingerprint=encoder.fingerprint, dimension=dimension,
                             settings=encoder.settings, documents=documents, revision=spec.revision,
-                            commit=encoder.commit, version=spec.version),
+                            commit=encoder.commit, version=spec.version, endpoint=endpoint),
         metrics=metrics,
         metric_definitions={m: parse_measure(m).definition(dataset.relevance_level) for m in suite.metrics},
         top_k=suite.top_k,

@@ -28,7 +28,7 @@ import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from harness.encode.chunks import EncodingHost
-from harness.encode.settings import DocumentSettings, EncoderSettings
+from harness.encode.settings import DocumentSettings, EncoderSettings, EndpointUsage, ServerInfo
 from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
 from harness.input.indexes import IndexBackend, IndexKind
@@ -133,6 +133,42 @@ class DocumentEncoderInfo(StrictModel):
     record: str | None = None  # the record whose stored corpus embeddings were searched (document_model.record)
 
 
+class VectorAgreement(StrictModel):
+    """A sample of texts encoded by the server and by the offline model: how alike the two vectors of each are."""
+
+    texts: int
+    cosine_min: float
+    cosine_mean: float
+    norm_ratio_min: float  # |served| / |offline|
+    norm_ratio_max: float
+    worst: str  # the id of the text whose vectors agree least
+
+
+class ServedEquality(StrictModel):
+    """The endpoint against the offline model it should serve (`endpoint.reference_model`)."""
+
+    reference_model: str
+    reference_fingerprint: str
+    min_cosine: float  # the bound each vector's cosine must reach
+    passages: VectorAgreement
+    queries: VectorAgreement
+    verdict: Literal["equal", "differs"]
+    reasons: list[str]  # why it differs, in words (empty when equal)
+
+
+class EndpointInfo(StrictModel):
+    """How a served encoder's texts were encoded (`engine: http`): the server as it described itself, the
+    client's settings, the requests this record took (retries by kind) and, with a reference model, equality."""
+
+    server: ServerInfo
+    concurrency: int
+    timeout_s: float
+    retries_allowed: int
+    usage: EndpointUsage
+    tokens_counted_by_server: bool
+    equality: ServedEquality | None = None
+
+
 class EncoderInfo(StrictModel):
     name: str
     model: str  # the model that encoded the queries (and the corpus, unless `documents` says otherwise)
@@ -143,6 +179,7 @@ class EncoderInfo(StrictModel):
     revision: str | None = None  # the Hub revision the suite asked for (a branch, tag or commit)
     commit: str | None = None  # the Hub commit the model was loaded from (None: bundled, random or a local folder)
     version: str | None = None  # the version label: the suite's `version:`, a checkpoint's folder, `--label`
+    endpoint: EndpointInfo | None = None  # engine http: the server that encoded
 
 
 class EmbeddingStoreInfo(StrictModel):

@@ -8,13 +8,16 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 Precision = Literal["fp32", "fp16", "bf16", "int8"]
-EngineName = Literal["fast", "sentence-transformers", "onnxruntime", "openvino"]
+EngineName = Literal["fast", "sentence-transformers", "onnxruntime", "openvino", "http"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
 ENGINES: tuple[str, ...] = get_args(EngineName)
 # Engines that run an ONNX export of the transformer in another runtime (harness.encode.runtimes), CPU only,
 # each behind an optional extra; and the precisions each runs.
 RUNTIME_ENGINES: dict[str, tuple[str, ...]] = {"onnxruntime": ("fp32", "int8"), "openvino": ("fp32", "bf16", "int8")}
 RUNTIME_EXTRAS = {"onnxruntime": "onnx", "openvino": "openvino"}
+# An embedding server behind an HTTP API (harness.encode.endpoint): it runs the model at its own precision.
+ENDPOINT_ENGINE = "http"
+LOCAL_ENGINES: tuple[str, ...] = tuple(e for e in ENGINES if e != ENDPOINT_ENGINE)  # engines that load the model here
 
 
 def precision_problem(precision: str, *, engine: str, device: str) -> str | None:
@@ -22,6 +25,12 @@ def precision_problem(precision: str, *, engine: str, device: str) -> str | None
     the engine is checked); None when it can."""
     if precision not in PRECISIONS:
         return f"unknown precision {precision!r}; allowed: {', '.join(PRECISIONS)}"
+    if engine == ENDPOINT_ENGINE:
+        if precision != "fp32":
+            return (f"engine 'http' sends texts to a server, which runs the model at the precision it was started "
+                    f"with; precision {precision!r} cannot be asked of it: leave precision out and set it on the "
+                    "server")
+        return None
     if engine in RUNTIME_ENGINES:
         if precision not in RUNTIME_ENGINES[engine]:
             return (f"engine {engine!r} runs precision {', '.join(RUNTIME_ENGINES[engine])}, not {precision!r}; "

@@ -71,7 +71,8 @@ class Throughput(BaseModel):
     def from_seconds(cls, seconds: float, *, passages: int, tokens: int) -> Throughput:
         if seconds <= 0:
             return cls(passages_per_s=None, tokens_per_s=None)
-        return cls(passages_per_s=passages / seconds, tokens_per_s=tokens / seconds)
+        # no tokens: not counted (a server that does not report them), never a real corpus
+        return cls(passages_per_s=passages / seconds, tokens_per_s=tokens / seconds if tokens > 0 else None)
 
 
 def synchronize(device: str) -> None:
