@@ -37,7 +37,8 @@ _EXPORTS = {
     "evaluate_run": "harness.scoring.external", "evaluate_runs": "harness.scoring.external",
     "rescore": "harness.scoring.external",
     "pool": "harness.analysis.pooling", "Pool": "harness.analysis.pooling",
-    "served_check": "harness.api", "ServedCheck": "harness.analysis.served",
+    "served_check": "harness.api", "ServedCheck": "harness.analysis.served", "load_profile": "harness.api",
+    "check_serving": "harness.api",
 }
 
 __all__ = ["__version__", *_EXPORTS]
@@ -53,6 +54,7 @@ if TYPE_CHECKING:
         SuiteResult,
         cache_stores,
         check,
+        check_serving,
         churn,
         clear_cache,
         compare,
@@ -61,6 +63,7 @@ if TYPE_CHECKING:
         evaluate_per_query,
         history,
         load_dataset,
+        load_profile,
         load_qrels,
         load_run,
         power,

@@ -49,11 +49,12 @@ if TYPE_CHECKING:
     from harness.analysis.compare import Comparison
     from harness.analysis.power import PowerReport
     from harness.analysis.served import ServedCheck
+    from harness.encode.load import LoadPoint
     from harness.encode.store import StoreEntry
     from harness.pipeline.runner import RunOptions
     from harness.reporting import ReportData
     from harness.reporting.history import History
-    from harness.scoring.records import ProfileRecord, RunRecord
+    from harness.scoring.records import ProfileRecord, RunRecord, ServingRecord
 
 __all__ = ["Report", "SuiteResult", "check", "churn", "compare", "evaluate", "evaluate_model", "evaluate_per_query",
            "load_dataset", "load_qrels", "load_run", "report", "results_table", "run_suite", "scored_runs"]
@@ -510,6 +511,76 @@ def served_check(
 
         write_file(json, json_module.dumps(result.to_dict(), indent=2) + "\n", what="the served-check result")
     return result
+
+
+def load_profile(
+    suite: PathLike | Suite,
+    *,
+    rates: Sequence[float] = (),
+    concurrency: Sequence[int] = (),
+    duration: float = 30.0,
+    warmup: float = 5.0,
+    workload: Literal["query", "ingest"] = "query",
+    batch_size: int | None = None,
+    slo_p99_ms: float = 100.0,
+    seed: int = 0,
+    max_in_flight: int = 1024,
+    output: PathLike = "results/serving",
+    cache: PathLike | None = None,
+    label: str | None = None,
+    on_point: Callable[[LoadPoint], None] | None = None,
+) -> list[tuple[ServingRecord, Path]]:
+    """Each served encoder of a suite (engine http) under load (`harness load`), with each dataset's real texts:
+    open loop at each offered rate in ``rates`` (requests/s on a Poisson schedule, latency from the intended send
+    time) and closed loop at each ``concurrency``, each point ``warmup`` then ``duration`` seconds. ``workload``:
+    one query per request, or ``ingest``: ``batch_size`` passages per request (default the encoder's). The
+    saturation rate is the highest offered rate with p99 within ``slo_p99_ms`` and no errors. One serving record
+    per encoder x dataset under ``output``; returns (record, folder) for each."""
+    from harness.pipeline.serving import LoadOptions
+    from harness.pipeline.serving import load_profile as profile_load
+
+    loaded = suite if isinstance(suite, Suite) else load_suite(suite)
+    if label is not None:
+        loaded = loaded.labelled(label)
+    options = validated(LoadOptions, dict(rates=list(rates), concurrency=list(concurrency), duration_s=duration,
+                                          warmup_s=warmup, workload=workload, batch_size=batch_size,
+                                          slo_p99_ms=slo_p99_ms, seed=seed, max_in_flight=max_in_flight,
+                                          cache=_path(cache)), "load options")
+    return profile_load(loaded, options, output=Path(output), on_point=on_point)
+
+
+def check_serving(
+    serving: Sequence[PathLike],
+    *,
+    rate: float | None = None,
+    max_slowdown: float = 0.10,
+    alpha: float = 0.05,
+    json: PathLike | None = None,
+    junit: PathLike | None = None,
+    summary: PathLike | None = None,
+    report_link: str | None = None,
+) -> CheckReport:
+    """The serving gate (`harness check --serving BASELINE NEW`): two `harness load` records of the same workload
+    (two server versions, two hardware targets). p99 at ``rate`` (default: the baseline's saturation rate) by the
+    speed gate, and the saturation rate; FAIL on a significant slowdown beyond ``max_slowdown``."""
+    from harness.analysis.check import CheckReport as Report
+    from harness.analysis.check import write_outputs
+    from harness.analysis.serving import serving_results
+    from harness.input.suite import SpeedGate
+    from harness.scoring.records import load_serving_record
+
+    if len(serving) != 2:
+        raise HarnessError(f"the serving gate compares two serving records (BASELINE NEW); got {len(serving)}")
+    base, new = (load_serving_record(Path(p)) for p in serving)
+    gate = validated(SpeedGate, {"max_slowdown": max_slowdown, "alpha": alpha}, "serving gate")
+    report = Report(suite=f"serving {base.name} → {new.name}",
+                    results=serving_results(base, new, gate=gate, rate=rate),
+                    records={"baseline": str(serving[0]), "new": str(serving[1])},
+                    notes=[f"baseline: {base.label} on {base.environment.cpu_model}; new: {new.label} on "
+                           f"{new.environment.cpu_model}; SLO p99 {base.slo_p99_ms:g} ms"])
+    write_outputs(report, json_path=_path(json), junit_path=_path(junit), summary_path=_path(summary),
+                  report_link=report_link)
+    return report
 
 
 def churn(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 from collections.abc import Sequence
@@ -134,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     churn.set_defaults(func=cmd_churn)
 
     check = sub.add_parser("check", help="check a suite's expected scores and baselines (exit 1 on FAIL)")
-    check.add_argument("suite", type=Path)
+    check.add_argument("suite", type=Path, nargs="?", help="the suite (not with --serving)")
     check.add_argument("--results", type=Path, action="append",
                        help="use existing records from this folder instead of running the suite (repeatable)")
     check.add_argument("--output", "-o", type=Path, default=Path("out/check"),
@@ -149,7 +150,40 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "(appended when it is $GITHUB_STEP_SUMMARY)")
     check.add_argument("--report-link", metavar="URL_OR_PATH", help="where the full report is, for the summary")
     check.add_argument("--no-progress", action="store_true")
+    check.add_argument("--serving", type=Path, nargs=2, metavar=("BASELINE", "NEW"),
+                       help="instead of a suite: gate two `harness load` records (p99 at a rate, saturation rate)")
+    check.add_argument("--rate", type=float, default=None,
+                       help="--serving: the offered rate (req/s) to compare p99 at (default: the baseline's "
+                            "saturation rate)")
+    check.add_argument("--max-slowdown", type=float, default=0.10,
+                       help="--serving: the slowdown a significant change must exceed to FAIL (default 0.10)")
+    check.add_argument("--alpha", type=float, default=0.05, help="--serving: significance level (default 0.05)")
     check.set_defaults(func=cmd_check)
+
+    load = sub.add_parser("load", help="a suite's served encoders (engine http) under load: latency against offered "
+                                       "rate (open loop), throughput against concurrency (closed loop)")
+    load.add_argument("suite", type=Path)
+    load.add_argument("--rates", type=_positive_floats("rates"), default=[],
+                      help="offered requests/s, comma list, open loop (Poisson arrivals; latency from the intended "
+                           "send time), e.g. 5,10,20,40")
+    load.add_argument("--concurrency", type=_positive_ints("concurrency levels"), default=[],
+                      help="closed-loop workers, comma list, e.g. 1,2,4,8")
+    load.add_argument("--duration", type=_duration, default=30.0, help="measured seconds per point (default 30s)")
+    load.add_argument("--warmup", type=_duration, default=5.0, help="seconds sent before each point is measured "
+                                                                   "(default 5s)")
+    load.add_argument("--workload", choices=("query", "ingest"), default="query",
+                      help="query: one query per request (default); ingest: batches of passages")
+    load.add_argument("--batch", dest="batch_size", type=_positive_int("--batch"), default=None,
+                      help="ingest: passages per request (default: the encoder's batch_size)")
+    load.add_argument("--slo-p99-ms", type=float, default=100.0,
+                      help="the p99 latency a sustained rate must keep (default 100 ms): sets the saturation rate")
+    load.add_argument("--seed", type=int, default=0, help="seed of the Poisson schedule")
+    load.add_argument("--max-in-flight", type=_positive_int("--max-in-flight"), default=1024,
+                      help="requests outstanding at most; beyond, a request is not sent and counted (client-cap)")
+    load.add_argument("--output", "-o", type=Path, default=Path("results/serving"))
+    load.add_argument("--cache", type=Path, default=None, help="where corpus indexes are kept (as for `run`)")
+    _label_option(load)
+    load.set_defaults(func=cmd_load)
 
     served = sub.add_parser("served-check", help="is each served model (engine http) the offline model it should be? "
                                                  "vectors and metrics both ways (exit 1 when one differs)")
@@ -398,6 +432,18 @@ def _positive_ints(what: str):
     return parse
 
 
+def _positive_floats(what: str):
+    def parse(text: str) -> list[float]:
+        try:
+            values = [float(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            values = []
+        if not values or min(values) <= 0 or not all(math.isfinite(v) for v in values):
+            raise argparse.ArgumentTypeError(f"{what} must be positive numbers, comma-separated (got {text!r})")
+        return list(dict.fromkeys(values))
+    return parse
+
+
 def _duration(text: str) -> float:
     units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
     try:
@@ -500,7 +546,17 @@ def cmd_churn(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from harness.api import check
+    from harness.api import check, check_serving
+
+    if args.serving:
+        if args.suite is not None or args.results:
+            raise HarnessError("check --serving gates two serving records by themselves: drop the suite and --results")
+        report = check_serving(args.serving, rate=args.rate, max_slowdown=args.max_slowdown, alpha=args.alpha,
+                               json=args.json, junit=args.junit, summary=args.summary, report_link=args.report_link)
+        print(report.to_table())
+        return 1 if report.failed else 0
+    if args.suite is None:
+        raise HarnessError("check needs a suite (or --serving BASELINE NEW)")
 
     report = check(args.suite, results=args.results, output=None if args.results else args.output, cache=args.cache,
                    reuse_embeddings=args.reuse_embeddings, latency_calls=args.latency_calls, seed=args.seed,
@@ -520,6 +576,28 @@ def cmd_served_check(args: argparse.Namespace) -> int:
                           on_outcome=_print_outcome)
     print(result.to_text())
     return 0 if result.ok else 1
+
+
+def cmd_load(args: argparse.Namespace) -> int:
+    from harness.api import load_profile
+
+    def show(point) -> None:
+        where = f"{point.offered_rate:g} req/s offered" if point.mode == "open" else f"concurrency {point.concurrency}"
+        latency = "-" if point.latency is None else f"p50 {point.latency.p50:.1f} ms, p99 {point.latency.p99:.1f} ms"
+        errors = sum(point.errors.values())
+        flag = " (client-limited)" if point.client_limited else ""
+        print(f"  {where}: {point.achieved_rate:.1f} req/s answered, {latency}, {errors} errors{flag}",
+              file=sys.stderr)
+
+    written = load_profile(args.suite, rates=args.rates, concurrency=args.concurrency, duration=args.duration,
+                           warmup=args.warmup, workload=args.workload, batch_size=args.batch_size,
+                           slo_p99_ms=args.slo_p99_ms, seed=args.seed, max_in_flight=args.max_in_flight,
+                           output=args.output, cache=args.cache, label=args.label, on_point=show)
+    for record, path in written:
+        saturation = "none within the SLO" if record.saturation_rps is None else f"{record.saturation_rps:g} req/s"
+        print(f"{record.dataset} × {record.name} ({record.server.label}): saturation {saturation} at p99 <= "
+              f"{record.slo_p99_ms:g} ms; client capacity {record.client_capacity_rps:.0f} req/s; wrote {path}")
+    return 0
 
 
 def cmd_power(args: argparse.Namespace) -> int:

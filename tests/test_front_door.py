@@ -12,10 +12,11 @@ from harness.cli import build_parser
 
 # command -> the public function(s) it calls (`evaluate` is two: --run files, or records scored again)
 FUNCTIONS = {
-    "run": ["run_suite"], "sweep": ["sweep"], "check": ["check"], "profile": ["profile"], "compare": ["compare"],
+    "run": ["run_suite"], "sweep": ["sweep"], "check": ["check", "check_serving"], "profile": ["profile"],
+    "compare": ["compare"],
     "churn": ["churn"], "power": ["power"], "evaluate": ["evaluate_runs", "rescore"], "pool": ["pool"],
     "report": ["report"], "history": ["history"], "cache ls": ["cache_stores"], "cache clear": ["clear_cache"],
-    "served-check": ["served_check"], "list": [],
+    "served-check": ["served_check"], "load": ["load_profile"], "list": [],
 }
 # CLI spelling -> API keyword, where they differ
 RENAMES = {"resamples": "n_resamples", "address": "ray_address", "no_progress": "progress", "models": "models",

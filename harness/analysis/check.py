@@ -61,7 +61,7 @@ EXACT = 5e-5  # half a unit in the 4th decimal: "the same number" in every table
 class CheckResult:
     dataset: str
     encoder: str
-    kind: Literal["expect", "baseline", "noninferior", "speed"]
+    kind: Literal["expect", "baseline", "noninferior", "speed", "serving"]
     metric: str
     status: Status
     expected: float | None = None
@@ -422,14 +422,14 @@ def speed_results(base: ScoredRun, current: ScoredRun, gate: SpeedGate, *, encod
 
 
 def p99_result(old: Latency, new: Latency, gate: SpeedGate, common: dict[str, Any], *, metric: str, calls: str,
-               baseline: str) -> CheckResult:
+               baseline: str, rerun: str = "harness run --latency-calls {n}") -> CheckResult:
     """The p99 speed gate on two sets of per-call latencies (order-statistic bounds): SKIP when ``baseline``'s calls
     are too few to bound its p99 at the gate's alpha, else the verdict of ``speed_verdict``."""
     ratio = latency_speed_ratio(old.values_ms, new.values_ms, alpha=gate.alpha)
     if math.isinf(ratio.upper):
         needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
         message = (f"{baseline}'s {ratio.n_control} timed {calls} calls cannot bound its p99 at alpha {gate.alpha}: "
-                   f"rerun {baseline} with at least {needed} (harness run --latency-calls {needed})")
+                   f"rerun {baseline} with at least {needed} ({rerun.format(n=needed)})")
         return CheckResult(**common, metric=metric, status="SKIP", expected=old.p99, actual=new.p99,
                            delta=ratio.ratio - 1, message=message)
     status, note = speed_verdict(ratio, gate)

@@ -222,7 +222,7 @@ class Endpoint:
         return (np.concatenate([v for v, _ in parts]),
                 None if any(n is None for n in tokens) else sum(n for n in tokens if n is not None))
 
-    def _payload(self, texts: list[str], served: str) -> dict[str, Any]:
+    def payload(self, texts: list[str], served: str) -> dict[str, Any]:
         if self.spec.api == "tei":
             payload: dict[str, Any] = {"inputs": texts, "truncate": True}
             if self.spec.normalize is not None:
@@ -230,9 +230,20 @@ class Endpoint:
             return payload
         return {"input": texts, "model": served, "encoding_format": "float"}
 
+    def answer_problem(self, body: bytes, n: int) -> str | None:
+        """Why a 2xx answer to `n` texts is not what `embed` accepts (`harness load` counts it as an error), or None."""
+        try:
+            vectors, _ = self._vectors(json.loads(body), n, what="a request")
+        except (ValueError, HarnessError):
+            return "bad-response"
+        server = self.server
+        if server is not None and vectors.shape[1] != server.dimension or not np.isfinite(vectors).all():
+            return "bad-response"
+        return None
+
     async def _embed_batch(self, texts: list[str], *, what: str, dimension: int | None,
                            served: str) -> tuple[np.ndarray, int | None]:
-        answer = await self._post(self._payload(texts, served), what=what)
+        answer = await self._post(self.payload(texts, served), what=what)
         vectors, tokens = self._vectors(answer, len(texts), what=what)
         if dimension is not None and vectors.shape[1] != dimension:
             raise self._error(f"{self.embed_url} answered {what} with {vectors.shape[1]}-dimensional vectors, where "

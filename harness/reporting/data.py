@@ -25,6 +25,7 @@ from harness.scoring.records import (
     IndexInfo,
     ProfileRecord,
     RunRecord,
+    ServingRecord,
     VersusExact,
     find_records,
     load,
@@ -48,6 +49,51 @@ class LoadedProfile:
 
 
 @dataclass(frozen=True)
+class LoadedServing:
+    path: Path
+    record: ServingRecord
+
+    @property
+    def label(self) -> str:
+        return self.record.label
+
+
+SERVING_HEADERS = ["server", "load", "answered req/s", "p50 ms", "p90 ms", "p99 ms", "p99 95% bounds", "errors",
+                   "note"]
+
+
+def serving_rows(serving: LoadedServing) -> list[list[str]]:
+    """One row per load point of a serving record: open loop by offered rate, then closed loop by concurrency."""
+    from harness.analysis.stats import LATENCY_QUANTILE, quantile_bound
+
+    record = serving.record
+    rows = []
+    for point in [*record.open_loop(), *record.closed_loop()]:
+        load = (f"{point.offered_rate:g} req/s offered" if point.mode == "open"
+                else f"{point.concurrency} concurrent")
+        lat = point.latency
+        bounds = "-"
+        if lat is not None:
+            low = quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "lower")
+            high = quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "upper")
+            bounds = f"[{low:.1f}, {'∞' if high == float('inf') else f'{high:.1f}'}]"
+        errors = ", ".join(f"{n} {k}" for k, n in sorted(point.errors.items()) if n) or "0"
+        rows.append([record.server.label, load, f"{point.achieved_rate:.1f}",
+                     *("-" if lat is None else f"{getattr(lat, q):.1f}" for q in ("p50", "p90", "p99")),
+                     bounds, errors, ("client-limited: " + (point.note or "")) if point.client_limited else ""])
+    return rows
+
+
+def saturation_line(serving: LoadedServing) -> str:
+    r = serving.record
+    found = ("no offered rate kept p99 within the SLO with no errors" if r.saturation_rps is None
+             else f"saturates at {r.saturation_rps:g} req/s (the highest offered rate with p99 ≤ {r.slo_p99_ms:g} ms, "
+                  "no errors, not client-limited)")
+    return (f"{r.name} on {r.dataset} ({r.workload}, {r.rows_per_request} text(s) per request): {found}; this client "
+            f"generates up to {r.client_capacity_rps:.0f} req/s against a trivial local endpoint.")
+
+
+@dataclass(frozen=True)
 class ReportData:
     runs: list[ScoredRun]
     comparison: Comparison | None
@@ -60,6 +106,7 @@ class ReportData:
     frontiers: dict[str, Frontier] = field(default_factory=dict)  # dataset -> quality x speed frontier
     indexes: list[IndexGroup] = field(default_factory=list)  # index records by dataset x embeddings (index_groups)
     changes: list[QueryChanges] = field(default_factory=list)  # the queries each treatment moved most (--queries)
+    serving: list[LoadedServing] = field(default_factory=list)  # `harness load` records
 
     @property
     def datasets(self) -> list[str]:
@@ -122,7 +169,7 @@ class ReportData:
 
     def _summary(self) -> str:
         return (f"{len(self.runs)} run record(s) on {len(self.datasets)} dataset(s), "
-                f"{len(self.profiles)} profile record(s)")
+                f"{len(self.profiles)} profile record(s), {len(self.serving)} serving record(s)")
 
     def _repr_markdown_(self) -> str:
         return "\n\n".join([f"**{self._summary()}**", *self._render(markdown_table, md_escape),
@@ -135,14 +182,16 @@ class ReportData:
 
 def load_report_data(paths: Sequence[Path], *, control: str | None = None, metric: str | None = None,
                      stats: StatsOptions = DEFAULT_STATS, churn: bool = False, queries: int = 0) -> ReportData:
-    runs, profiles = [], []
+    runs, profiles, serving = [], [], []
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)
         if isinstance(record, RunRecord):
             runs.append(ScoredRun.of(directory, record))
+        elif isinstance(record, ServingRecord):
+            serving.append(LoadedServing(directory, record))
         else:
             profiles.append(LoadedProfile(directory, record))
-    if not runs and not profiles:
+    if not runs and not profiles and not serving:
         raise HarnessError("no records found in: " + ", ".join(str(p) for p in paths))
     runs = label_runs(runs)
     pairs, notes = pair_by_dataset(runs, control=control)
@@ -162,7 +211,8 @@ def load_report_data(paths: Sequence[Path], *, control: str | None = None, metri
     return ReportData(runs, comparison, cis, recall, profiles, primary, notes + recall_notes + frontier_notes,
                       churn=churns, frontiers=frontiers, indexes=index_groups(runs, primary, stats),
                       changes=[query_changes(c, t, metric=primary, n=queries) for c, t in pairs
-                               if primary in c.per_query and primary in t.per_query] if queries else [])
+                               if primary in c.per_query and primary in t.per_query] if queries else [],
+                      serving=serving)
 
 
 def quality_speed_frontiers(runs: Sequence[ScoredRun], metric: str, stats: StatsOptions,

@@ -8,7 +8,16 @@ from typing import Literal
 
 from harness.analysis.compare import CACHED_MARK, CACHED_NOTE, SPEED_HEADERS, SpeedFigures
 from harness.analysis.query_changes import QueryChanges
-from harness.reporting.data import DOWN, EXACT_LABEL, UP, IndexGroup, ReportData
+from harness.reporting.data import (
+    DOWN,
+    EXACT_LABEL,
+    SERVING_HEADERS,
+    UP,
+    IndexGroup,
+    ReportData,
+    saturation_line,
+    serving_rows,
+)
 from harness.reporting.figures import FigureFile, index_figure_stem
 from harness.scoring.records import RunRecord
 from harness.vocabulary.tables import fmt_num, fmt_p
@@ -75,6 +84,8 @@ def build_document(data: ReportData, figures: list[FigureFile]) -> list[Block]:
                    *(f for f in figures if f.key == "churn")]
     if data.runs or data.profiles:
         blocks += [Heading("Speed"), *_speed_blocks(data, figures)]
+    if data.serving:
+        blocks += [Heading("Serving"), *_serving_blocks(data, figures)]
     if data.frontiers:
         blocks += [Heading("Quality × speed frontier"), *_frontier_blocks(data, figures)]
     if data.indexes:
@@ -107,6 +118,8 @@ def _summary(data: ReportData) -> str:
     parts = [f"Generated {utc_now()} from {len(data.runs)} run record(s)"]
     if data.profiles:
         parts.append(f" and {len(data.profiles)} profile record(s)")
+    if data.serving:
+        parts.append(f" and {len(data.serving)} serving record(s)")
     return "".join(parts) + f" on {len(data.datasets)} dataset(s)."
 
 
@@ -155,6 +168,28 @@ def _speed_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
         blocks.append(Para("No profile records: throughput-vs-batch-size panels appear when the results include "
                            "`harness profile` records.", "note"))
     return blocks
+
+
+def _serving_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
+    """Per serving record: its load points and its saturation rate; then the hockey stick and the closed-loop
+    throughput figures."""
+    blocks: list[Block] = []
+    for serving in data.serving:
+        blocks += [Heading(f"{serving.record.dataset} × {serving.label}", 3),
+                   Table(SERVING_HEADERS, serving_rows(serving)), Para(saturation_line(serving))]
+        blocks += [Para(n, "note") for n in serving.record.notes]
+    blocks += [f for f in figures if f.key in ("serving-latency", "serving-throughput")]
+    blocks.append(Para(SERVING_NOTE, "note"))
+    return blocks
+
+
+SERVING_NOTE = (
+    "Open loop: requests sent on a Poisson schedule at the offered rate whatever the server does, each latency taken "
+    "from the request's intended send time, so that queueing in the server or a stalled client shows (no coordinated "
+    "omission). Closed loop: each of N clients sends its next request when the previous answer arrives. p99 95% "
+    "bounds: distribution-free order-statistic bounds (∞: too few requests to bound it). A client-limited point is "
+    "one this client could not generate (beyond 80% of the rate it reaches against a trivial local endpoint, or it "
+    "fell behind its schedule): it is not the server's figure. Latency includes HTTP and JSON on both sides.")
 
 
 def _frontier_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
@@ -215,7 +250,9 @@ def _environment_table(data: ReportData) -> Table:
     for label, dataset, env, settings, created, path in (
             [(r.label, r.dataset, r.record.environment, _settings(r.record), r.record.created_at, r.path)
              for r in data.runs]
-            + [(p.label, "(profile)", p.record.environment, {}, "", p.path) for p in data.profiles]):
+            + [(p.label, "(profile)", p.record.environment, {}, "", p.path) for p in data.profiles]
+            + [(s.label, s.record.dataset, s.record.environment, {"engine": "http"}, s.record.created_at, s.path)
+               for s in data.serving]):
         assert path is not None  # a report's runs are read from their record folders
         rows.append([dataset, label, env.cpu_model, str(env.torch_threads), env.gpu.name if env.gpu else "none",
                      " ".join(f"{k} {v}" for k, v in env.libraries.items()

@@ -8,15 +8,17 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from harness.analysis.churn import Churn
+from harness.analysis.stats import LATENCY_QUANTILE, quantile_bound
+from harness.encode.load import LoadPoint
 from harness.reporting import plots
-from harness.reporting.data import EXACT_LABEL, IndexGroup, ReportData
+from harness.reporting.data import EXACT_LABEL, IndexGroup, LoadedServing, ReportData
 from harness.scoring.records import ProfilePoint, slug
 
 
 @dataclass(frozen=True)
 class FigureFile:
     # "bars" | "deltas" | "recall" | "churn" | "frontier" | "index-quality" | "index-recall" | "latency" |
-    # "throughput" | "profile-latency"
+    # "throughput" | "profile-latency" | "serving-latency" | "serving-throughput"
     key: str
     dataset: str  # "" for profile figures
     title: str
@@ -84,6 +86,22 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
         if latency:
             keep(plots.latency_cdf(latency, title=f"{dataset}: single-query encoding latency"),
                  "latency", dataset, f"{dataset}: query latency distribution (one query per call)", dataset)
+    for (dataset, workload, rows), loaded in serving_groups(data).items():
+        what = f"{dataset}, {workload}, {rows} text(s) per request"
+        opened = {s.label: [_load_point(p) for p in s.record.open_loop()] for s in loaded}
+        if any(opened.values()):
+            keep(plots.latency_vs_load({k: v for k, v in opened.items() if v}, slo_ms=loaded[0].record.slo_p99_ms,
+                                       title=f"{what}: latency vs offered load"),
+                 "serving-latency", "", f"{what}: p50 and p99 latency against offered load (open loop)",
+                 dataset, workload, str(rows))
+        closed = {s.label: [{"concurrency": p.concurrency, "achieved": p.achieved_rate,
+                             "p50": None if p.latency is None else p.latency.p50} for p in s.record.closed_loop()]
+                  for s in loaded}
+        if any(closed.values()):
+            keep(plots.throughput_vs_concurrency({k: v for k, v in closed.items() if v},
+                                                 title=f"{what}: throughput vs concurrency"),
+                 "serving-throughput", "", f"{what}: answered requests/s against concurrent clients (closed loop)",
+                 dataset, workload, str(rows))
     for profile in data.profiles:
         points = profile.record.points
         timed = [_plot_point(p) for p in points if p.throughput.passages_per_s]
@@ -97,6 +115,24 @@ def make_figures(data: ReportData) -> list[ReportFigure]:
                                    title=f"{profile.label}: latency per call"),
                  "profile-latency", "", f"{profile.label}: latency distribution", profile.label)
     return out
+
+
+def serving_groups(data: ReportData) -> dict[tuple[str, str, int], list[LoadedServing]]:
+    """Serving records drawn together: the same dataset, workload and texts per request."""
+    groups: dict[tuple[str, str, int], list[LoadedServing]] = {}
+    for s in data.serving:
+        groups.setdefault((s.record.dataset, s.record.workload, s.record.rows_per_request), []).append(s)
+    return groups
+
+
+def _load_point(point: LoadPoint) -> dict[str, object]:
+    lat = point.latency
+    if lat is None:
+        return {"offered": point.offered_rate, "p50": None, "p99": None}
+    return {"offered": point.offered_rate, "p50": lat.p50, "p99": lat.p99,
+            "p99_low": quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "lower"),
+            "p99_high": quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "upper"),
+            "client_limited": point.client_limited, "errors": sum(point.errors.values())}
 
 
 def _stem(key: str, *name: str) -> str:

@@ -431,3 +431,70 @@ def version_trend(versions: Sequence[str], metrics: Mapping[str, Mapping[str, An
     ax.set_xticks(x, [textwrap.shorten(v, 24, placeholder="…") for v in versions], rotation=30, ha="right")
     ax.set_xlabel("version")
     return fig
+
+
+def latency_vs_load(series: Mapping[str, Sequence[Mapping[str, Any]]], *, slo_ms: float, title: str) -> Figure:
+    """The hockey stick: p50 (dashed) and p99 (solid) latency against offered rate, one colour per server; each
+    point {"offered", "p50", "p99", "p99_low", "p99_high", "client_limited", "errors"}. The p99's order-statistic
+    bounds are the error bars; client-limited points are hollow (the client, not the server, set them), points
+    with errors are crossed; the SLO is the dotted line."""
+    fig = _figure(7.0, 4.4)
+    ax = fig.add_subplot()
+    highs = []
+    for i, (label, points) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        points = [p for p in points if p.get("p99") is not None]
+        if not points:
+            continue
+        x = [p["offered"] for p in points]
+        ax.plot(x, [p["p50"] for p in points], color=colour, linestyle="--", linewidth=1.2)
+        ax.plot(x, [p["p99"] for p in points], color=colour, linewidth=1.8, label=f"{label} p99 (p50 dashed)")
+        for p in points:
+            low, high = p.get("p99_low"), p.get("p99_high")
+            if low is not None and high is not None and np.isfinite(high):
+                ax.errorbar([p["offered"]], [p["p99"]], yerr=[[p["p99"] - low], [high - p["p99"]]], color=colour,
+                            capsize=3, linewidth=1)
+            ax.plot([p["offered"]], [p["p99"]], marker="x" if p.get("errors") else "o", markersize=6,
+                    markerfacecolor="white" if p.get("client_limited") else colour, color=colour)
+            highs.append(p["p99"])
+    ax.axhline(slo_ms, color="#aa3333", linewidth=1, linestyle=":")
+    ax.annotate(f"SLO p99 {slo_ms:g} ms", xy=(0.0, slo_ms), xycoords=("axes fraction", "data"), xytext=(4, 3),
+                textcoords="offset points", fontsize=8, color="#aa3333")
+    if highs and max(highs) / max(min(highs), 1e-9) > 20:
+        ax.set_yscale("log")
+        _plain_log_ticks(ax.yaxis)
+    offered = [p["offered"] for points in series.values() for p in points if p.get("offered")]
+    if offered and max(offered) / min(offered) > 8:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax.xaxis)
+    ax.set_xlabel("offered load (requests/s, open loop, Poisson arrivals)")
+    ax.set_ylabel("latency from intended send (ms)")
+    _title(ax, title)
+    ax.grid(which="both", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1, fontsize=8, frameon=False)
+    return fig
+
+
+def throughput_vs_concurrency(series: Mapping[str, Sequence[Mapping[str, Any]]], *, title: str) -> Figure:
+    """Closed loop: answered requests/s (left axis, solid) and p50 latency (right axis, dashed) against the number of
+    concurrent clients; each point {"concurrency", "achieved", "p50"}."""
+    fig = _figure(7.0, 4.2)
+    ax = fig.add_subplot()
+    right = ax.twinx()
+    for i, (label, points) in enumerate(series.items()):
+        colour = PALETTE[i % len(PALETTE)]
+        x = [p["concurrency"] for p in points]
+        ax.plot(x, [p["achieved"] for p in points], color=colour, marker="o", linewidth=1.8, label=label)
+        right.plot(x, [p["p50"] if p["p50"] is not None else np.nan for p in points], color=colour,
+                   linestyle="--", linewidth=1.1)
+    ax.set_xscale("log", base=2)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("concurrent clients (closed loop)")
+    ax.set_ylabel("answered requests/s")
+    right.set_ylabel("p50 latency (ms, dashed)")
+    ax.set_ylim(bottom=0)
+    right.set_ylim(bottom=0)
+    _title(ax, title)
+    ax.grid(which="both", alpha=0.3)
+    fig.legend(loc="outside lower center", ncols=1, fontsize=8, frameon=False)
+    return fig

@@ -28,6 +28,7 @@ import numpy as np
 from pydantic import Field, TypeAdapter, ValidationError, field_validator, model_validator
 
 from harness.encode.chunks import EncodingHost
+from harness.encode.load import LoadPoint
 from harness.encode.settings import DocumentSettings, EncoderSettings, EndpointUsage, ServerInfo
 from harness.encode.store import StoreOrigin
 from harness.input.corpus import ID_BREAKERS, id_problem
@@ -487,8 +488,51 @@ class ProfileRecord(StrictModel):
         return f"{self.model.model} · {self.name}"
 
 
-Record = Annotated[RunRecord | ProfileRecord, Field(discriminator="kind")]
-_RECORD: TypeAdapter[RunRecord | ProfileRecord] = TypeAdapter(Record)
+# ------------------------------------------------------------------ serving records
+
+Workload = Literal["query", "ingest"]  # one query per request, as a search service sees it; batches of passages
+
+
+class ServingRecord(StrictModel):
+    """The result of `harness load` for one served encoder x dataset: the server under load, open loop at each
+    offered rate and closed loop at each concurrency, with the client's own capacity measured in the same process."""
+
+    schema_version: Literal[2] = SCHEMA_VERSION
+    kind: Literal["serving"] = "serving"
+    name: str  # the suite encoder's name
+    version: str | None = None  # its version label (`version:`, `--label`)
+    suite: SuiteInfo
+    dataset: str  # the dataset whose texts were sent
+    dataset_fingerprint: str
+    server: ServerInfo
+    workload: Workload
+    rows_per_request: int
+    texts: int  # distinct texts sent (cycled in order)
+    slo_p99_ms: float
+    client_capacity_rps: float  # requests/s this client reached against a trivial local endpoint, this run
+    saturation_rps: float | None  # the highest offered rate with p99 <= slo_p99_ms, no errors, not client-limited
+    points: list[LoadPoint]
+    notes: list[str] = []
+    environment: Environment  # the client's host (the server's, where it is elsewhere, is the server's own)
+    created_at: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} · {self.server.label}" + (f" · {self.version}" if self.version else "")
+
+    def open_loop(self) -> list[LoadPoint]:
+        return sorted((p for p in self.points if p.mode == "open"), key=lambda p: p.offered_rate or 0.0)
+
+    def closed_loop(self) -> list[LoadPoint]:
+        return sorted((p for p in self.points if p.mode == "closed"), key=lambda p: p.concurrency or 0)
+
+    def at_rate(self, rate: float) -> LoadPoint | None:
+        return next((p for p in self.open_loop() if p.offered_rate is not None
+                     and math.isclose(p.offered_rate, rate, rel_tol=1e-9)), None)
+
+
+Record = Annotated[RunRecord | ProfileRecord | ServingRecord, Field(discriminator="kind")]
+_RECORD: TypeAdapter[RunRecord | ProfileRecord | ServingRecord] = TypeAdapter(Record)
 
 
 # ------------------------------------------------------------------ Recall@k curves
@@ -589,6 +633,12 @@ def write_profile_record(output: Path, record: ProfileRecord) -> Path:
                              lambda tmp: _write_json(tmp / RECORD_FILE, record.model_dump(mode="json")))
 
 
+def write_serving_record(output: Path, record: ServingRecord) -> Path:
+    names = ("serving", record.suite.name, record.dataset, record.name)
+    return _write_record_dir(output, names, record.created_at,
+                             lambda tmp: _write_json(tmp / RECORD_FILE, record.model_dump(mode="json")))
+
+
 def _write_record_dir(output: Path, names: tuple[str, ...], created_at: str, fill: Callable[[Path], None]) -> Path:
     stamp = created_at.replace(":", "").replace("+0000", "Z").replace("+00:00", "Z")
     base = "--".join(slug(s) for s in (*names, stamp))
@@ -668,8 +718,8 @@ def _check_ranking(path: Path, qid: str, docids: list[str], scores: list[float])
                            "number; trec_eval cannot order by it")
 
 
-def load(path: Path | str) -> RunRecord | ProfileRecord:
-    """The one record loader: a record directory (or its record.json), schema 1 or 2, run or profile."""
+def load(path: Path | str) -> RunRecord | ProfileRecord | ServingRecord:
+    """The one record loader: a record directory (or its record.json), schema 1 or 2, run, profile or serving."""
     path = Path(path)
     file = path if path.name == RECORD_FILE and path.is_file() else path / RECORD_FILE
     try:
@@ -714,7 +764,15 @@ def load_run_record(path: Path | str) -> RunRecord:
     """`load`, for callers that need a run record."""
     record = load(path)
     if not isinstance(record, RunRecord):
-        raise HarnessError(f"{path}: a profile record, not a run record")
+        raise HarnessError(f"{path}: a {record.kind} record, not a run record")
+    return record
+
+
+def load_serving_record(path: Path | str) -> ServingRecord:
+    """`load`, for callers that need a serving record (`harness load`)."""
+    record = load(path)
+    if not isinstance(record, ServingRecord):
+        raise HarnessError(f"{path}: a {record.kind} record, not a serving record (written by `harness load`)")
     return record
 
 

@@ -52,7 +52,7 @@ class ScoredRun:
         directory = Path(directory)
         record = load(directory)
         if not isinstance(record, RunRecord):
-            raise HarnessError(f"{directory}: a profile record, not a run record; it holds no scored run")
+            raise HarnessError(f"{directory}: a {record.kind} record, not a run record; it holds no scored run")
         return cls.of(directory, record)
 
     @classmethod
@@ -136,7 +136,7 @@ def ordered(run: Mapping[str, Mapping[str, float]]) -> dict[str, list[str]]:
 
 
 def load_scored_runs(paths: Iterable[Path | str | os.PathLike[str]]) -> list[ScoredRun]:
-    """Run records named directly or found under result folders (profile records are skipped), labelled."""
+    """Run records named directly or found under result folders (profile and serving records are skipped), labelled."""
     runs = []
     for directory in find_records([Path(p) for p in paths]):
         record = load(directory)

@@ -1,0 +1,124 @@
+"""A server under load: where it saturates, and whether a new server (version, hardware, settings) is slower.
+
+The saturation rate is the highest offered rate (open loop) at which the server kept its p99 latency within the SLO
+with no errors, at a point the client could generate. The serving gate compares two `harness load` records:
+
+* **p99 at a fixed offered rate** (default: the rate the baseline sustained): the speed gate of `harness check`,
+  speed = 1 / p99, its ratio bounded by distribution-free order statistics of the two points' per-request
+  latencies; FAIL on a slowdown that is significant and beyond `max_slowdown`. A new point with errors FAILs.
+* **saturation rate**: FAIL when the new server saturates below (1 - max_slowdown) x the baseline's *and* its p99 at
+  the baseline's saturation rate is significantly above the SLO (the order-statistic lower bound of its p99 there
+  exceeds it) -- a rate grid alone cannot tell a slower server from noise at the edge.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+from harness.analysis.check import CheckResult, p99_result
+from harness.analysis.stats import LATENCY_QUANTILE, calls_to_bound, quantile_bound
+from harness.encode.load import LoadPoint
+from harness.input.suite import SpeedGate
+from harness.scoring.records import ServingRecord
+from harness.vocabulary.errors import HarnessError
+
+
+def sustained(point: LoadPoint, slo_p99_ms: float) -> bool:
+    return (point.mode == "open" and not point.client_limited and not sum(point.errors.values())
+            and point.latency is not None and point.latency.p99 <= slo_p99_ms)
+
+
+def saturation_rate(points: Sequence[LoadPoint], slo_p99_ms: float) -> float | None:
+    """The highest offered rate sustained (see `sustained`); None when none was."""
+    rates = [p.offered_rate for p in points if sustained(p, slo_p99_ms) and p.offered_rate is not None]
+    return max(rates) if rates else None
+
+
+def serving_results(base: ServingRecord, new: ServingRecord, *, gate: SpeedGate,
+                    rate: float | None = None) -> list[CheckResult]:
+    """The serving gate (module docstring) of `new` against `base`."""
+    if (base.workload, base.rows_per_request) != (new.workload, new.rows_per_request):
+        raise HarnessError(f"the serving records load their servers differently ({base.workload} x "
+                           f"{base.rows_per_request} vs {new.workload} x {new.rows_per_request} texts per request): "
+                           "compare records of the same --workload and --batch")
+    common: dict[str, Any] = dict(dataset=new.dataset, encoder=new.name, kind="serving",
+                                  tolerance=gate.max_slowdown)
+    at = rate if rate is not None else base.saturation_rps
+    results = []
+    if at is None:
+        results.append(CheckResult(**common, metric="p99 ms at a fixed rate", status="SKIP",
+                                   message=f"the baseline sustained no offered rate within its SLO of "
+                                           f"{base.slo_p99_ms:g} ms: give the rate to compare at (--rate)"))
+    else:
+        results.append(_p99_at(base, new, at, gate, common))
+    results.append(_saturation(base, new, gate, common))
+    return results
+
+
+def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGate,
+            common: dict[str, Any]) -> CheckResult:
+    metric = f"p99 ms at {rate:g} req/s"
+    old_point, new_point = base.at_rate(rate), new.at_rate(rate)
+    missing = [label for label, point in (("baseline", old_point), ("new", new_point)) if point is None]
+    if missing:
+        def rates(record: ServingRecord) -> set[float]:
+            return {p.offered_rate for p in record.open_loop() if p.offered_rate is not None}
+
+        both = sorted(rates(base) & rates(new))
+        raise HarnessError(f"the {' and '.join(missing)} serving record has no open-loop point at {rate:g} req/s; "
+                           f"rates both have: {', '.join(f'{r:g}' for r in both) or 'none'} (--rate)")
+    assert old_point is not None and new_point is not None
+    for label, point in (("baseline", old_point), ("new", new_point)):
+        if point.client_limited:
+            return CheckResult(**common, metric=metric, status="SKIP",
+                               message=f"the {label} client could not generate {rate:g} req/s ({point.note}); its "
+                                       "latency is not the server's")
+    errors = sum(new_point.errors.values())
+    if errors or new_point.latency is None:
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(new_point.errors.items()))
+        return CheckResult(**common, metric=metric, status="FAIL",
+                           expected=None if old_point.latency is None else old_point.latency.p99,
+                           message=f"the new server failed {errors} of {new_point.sent} requests at {rate:g} req/s "
+                                   f"({kinds or 'none answered'})")
+    if old_point.latency is None:
+        return CheckResult(**common, metric=metric, status="SKIP",
+                           message=f"the baseline answered no request at {rate:g} req/s")
+    needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
+    return p99_result(old_point.latency, new_point.latency, gate, common, metric=metric, calls="request",
+                      baseline="the baseline server",
+                      rerun=f"harness load --duration {math.ceil(needed / rate)}s or more at {rate:g} req/s")
+
+
+def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common: dict[str, Any]) -> CheckResult:
+    metric = "saturation req/s"
+    old, current = base.saturation_rps, new.saturation_rps
+    if old is None:
+        return CheckResult(**common, metric=metric, status="SKIP", actual=current,
+                           message="the baseline sustained no offered rate within its SLO")
+    ratio = (current or 0.0) / old
+    if ratio >= 1:
+        return CheckResult(**common, metric=metric, status="OK", expected=old, actual=current, delta=ratio - 1,
+                           message=f"saturates at {current:g} req/s, the baseline at {old:g}")
+    point = new.at_rate(old)
+    bound = None
+    if point is not None and point.latency is not None:
+        bound = quantile_bound(point.latency.values_ms, LATENCY_QUANTILE, 1 - gate.alpha, "lower")
+    failing = point is not None and (sum(point.errors.values()) > 0 or (bound is not None and bound > base.slo_p99_ms))
+    shown = f"{current:g}" if current is not None else "no rate"
+    if ratio < 1 - gate.max_slowdown and failing:
+        why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
+               f"{base.slo_p99_ms:g} ms)" if bound is not None and bound > base.slo_p99_ms
+               else "it fails requests there")
+        return CheckResult(**common, metric=metric, status="FAIL", expected=old, actual=current, delta=ratio - 1,
+                           bound=bound, message=f"saturates at {shown} req/s against the baseline's {old:g}; at "
+                                                f"{old:g} req/s {why}")
+    if point is None:
+        return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current, delta=ratio - 1,
+                           message=f"saturates at {shown} req/s against {old:g}, but the new record has no point at "
+                                   f"{old:g} req/s to test it: load both with the same --rates")
+    return CheckResult(**common, metric=metric, status="OK-within-tolerance", expected=old, actual=current,
+                       delta=ratio - 1, bound=bound,
+                       message=f"saturates at {shown} req/s against {old:g}: not significantly beyond the SLO at "
+                               f"{old:g} req/s (or within {gate.max_slowdown:.0%})")
