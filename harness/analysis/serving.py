@@ -88,7 +88,7 @@ def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGat
     needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
     return p99_result(old_point.latency, new_point.latency, gate, common, metric=metric, calls="request",
                       baseline="the baseline server",
-                      rerun=f"harness load --duration {math.ceil(needed / rate)}s or more at {rate:g} req/s")
+                      rerun=f"harness load --duration {math.ceil(1.2 * needed / rate)}s or more at {rate:g} req/s")
 
 
 def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common: dict[str, Any]) -> CheckResult:

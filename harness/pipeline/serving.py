@@ -4,8 +4,8 @@ Each record sends the dataset's real texts: its queries one per request (`worklo
 sees them) or its passages in batches (`ingest`). Open loop at each offered rate, closed loop at each concurrency
 (`harness.encode.load`), after measuring in the same process how many requests/s this client can generate at all
 against a trivial local endpoint: a point beyond that is marked client-limited, not reported as the server's. Rates
-above a point where the server was overloaded (it answered under half the offered rate, or failed half the
-requests) are not sent: the queue only grows from there, and each point would take its whole timeout.
+above a point where the server was overloaded (it answered under half the requests sent, or failed half of
+them) are not sent: the queue only grows from there, and each point would take its whole timeout.
 """
 
 from __future__ import annotations
@@ -128,5 +128,6 @@ def _texts(dataset: Dataset, workload: Workload, rows: int, spec: EncoderSpec) -
 
 
 def _overloaded(point: LoadPoint) -> bool:
-    offered = point.offered_rate or 0.0
-    return point.achieved_rate < 0.5 * offered or sum(point.errors.values()) > 0.5 * max(point.sent, 1)
+    """It answered under half of what was sent (the Poisson draw, not the nominal rate) or failed half of it."""
+    sent_rate = point.sent / point.duration_s
+    return point.achieved_rate < 0.5 * sent_rate or sum(point.errors.values()) > 0.5 * max(point.sent, 1)

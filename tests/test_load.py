@@ -1,0 +1,177 @@
+"""The load generator and `harness load` / `harness check --serving`, against real local servers: the stub endpoint
+(its service time, queueing and failures set by the test) and Infinity (a real embedding server)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.api import check_serving, load_profile, report
+from harness.encode.load import StubEndpoint, Target, client_capacity, closed_loop, open_loop
+from harness.scoring.records import load
+from harness.vocabulary.errors import HarnessError
+from tests.servers import InfinityServer, free_port
+
+REPO = Path(__file__).resolve().parent.parent
+BODY = json.dumps({"input": ["a query"], "model": "stub"}).encode()
+
+
+def target(stub: StubEndpoint, **kw) -> Target:
+    return Target(url=f"{stub.url}/embeddings", bodies=(BODY,), rows_per_request=1, **kw)
+
+
+def test_open_loop_sends_on_a_poisson_schedule():
+    with StubEndpoint() as stub:
+        point = open_loop(target(stub), 200, duration_s=2.0, warmup_s=0.5, seed=1)
+    # Poisson(400): 99.9% of draws lie within about 3.3 sd (20) of the mean
+    assert abs(point.sent - 400) < 3.3 * math.sqrt(400), point.sent
+    assert point.completed == point.sent and point.errors == {}
+    assert stub.requests > point.sent  # the warm-up's requests were sent too, and not measured
+    assert point.latency is not None and point.latency.n == point.completed
+
+
+def test_open_loop_latency_counts_the_queue_a_closed_loop_hides():
+    """A server that answers one request at a time in 20 ms (50 req/s) offered 100 req/s: measured from the
+    intended send time the queue grows through the window; a closed loop of one client sees 20 ms."""
+    with StubEndpoint(delay_s=0.02, serial=True) as stub:
+        opened = open_loop(target(stub), 100, duration_s=2.0, warmup_s=0.5)
+        closed = closed_loop(target(stub), 1, duration_s=2.0, warmup_s=0.5)
+    assert opened.latency is not None and opened.latency.p99 > 800  # ~50 queued/s for 2.5 s: ~1.2 s behind at the end
+    assert opened.achieved_rate < 60  # the server's capacity, not the offered rate
+    assert closed.latency is not None and 18 < closed.latency.p50 < 40
+    assert closed.achieved_rate == pytest.approx(1 / 0.021, rel=0.3)
+
+
+def test_closed_loop_throughput_scales_with_workers_until_the_server_does_not():
+    with StubEndpoint(delay_s=0.02) as stub:  # not serial: requests overlap
+        one = closed_loop(target(stub), 1, duration_s=1.5, warmup_s=0.3)
+        four = closed_loop(target(stub), 4, duration_s=1.5, warmup_s=0.3)
+    assert four.achieved_rate == pytest.approx(4 * one.achieved_rate, rel=0.3)
+
+
+def test_errors_are_counted_by_kind():
+    with StubEndpoint(fail_every=3) as stub:
+        point = closed_loop(target(stub), 1, duration_s=1.0, warmup_s=0.0)
+    assert abs(point.errors["http-503"] - point.sent / 3) <= 2
+    assert point.completed == point.sent - point.errors["http-503"]
+    with StubEndpoint(delay_s=0.3) as stub:
+        point = open_loop(target(stub), 20, duration_s=0.5, warmup_s=0.0, timeout_s=0.05)
+    assert point.completed == 0 and point.errors == {"timeout": point.sent} and point.latency is None
+    closed_port = Target(url=f"http://127.0.0.1:{free_port()}/embeddings", bodies=(BODY,), rows_per_request=1)
+    point = open_loop(closed_port, 20, duration_s=0.5, warmup_s=0.0)
+    assert point.errors == {"connection": point.sent} and point.sent > 0
+
+
+def test_a_wrong_answer_and_the_servers_own_timing_are_read():
+    with StubEndpoint(headers={"x-total-time": "7"}) as stub:
+        wrong = closed_loop(target(stub, validate=lambda body: "bad-response"), 2, duration_s=0.5, warmup_s=0.0)
+        timed = closed_loop(target(stub), 1, duration_s=0.5, warmup_s=0.0)
+    assert wrong.completed == 0 and wrong.errors == {"bad-response": wrong.sent}
+    assert timed.server_timing_ms is not None and timed.server_timing_ms.p50 == 7
+
+
+def test_a_point_beyond_the_clients_capacity_is_marked_not_the_servers():
+    capacity = client_capacity(duration_s=1.0)
+    assert capacity > 200
+    with StubEndpoint() as stub:
+        point = open_loop(target(stub), 150, duration_s=0.5, warmup_s=0.0, capacity=100)
+        capped = open_loop(target(stub), 400, duration_s=0.5, warmup_s=0.0, max_in_flight=1)
+    assert point.client_limited and "150 req/s" in point.note and "(100 req/s)" in point.note
+    assert capped.client_limited and capped.errors.get("client-cap", 0) > 0
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda t: open_loop(t, 0, duration_s=1), "rate 0"),
+    (lambda t: open_loop(t, 5, duration_s=0), "duration 0"),
+    (lambda t: closed_loop(t, 0, duration_s=1), "concurrency 0"),
+    (lambda t: open_loop(Target(url=t.url, bodies=(), rows_per_request=1), 5, duration_s=1), "no request bodies"),
+])
+def test_bad_parameters_are_named(call, message):
+    with pytest.raises(HarnessError, match=message):
+        call(Target(url="http://127.0.0.1:1/embeddings", bodies=(BODY,), rows_per_request=1))
+
+
+# ------------------------------------------------------------------ harness load and the serving gate
+
+
+def served_suite(tmp_path: Path, url: str, **endpoint) -> Path:
+    raw = {"name": "served", "datasets": [{"name": "noveleval", "path": str(REPO / "data" / "noveleval")}],
+           "encoders": [{"name": "served", "engine": "http", "endpoint": {"url": url, **endpoint}}],
+           "metrics": ["nDCG@10"], "top_k": 10}
+    path = tmp_path / f"suite-{free_port()}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def stub_record(tmp_path: Path, *, delay_s: float, rates=(10, 100), output="serving"):
+    with StubEndpoint(delay_s=delay_s, serial=True) as stub:
+        (written,) = load_profile(served_suite(tmp_path, stub.url, served_model="stub"), rates=rates,
+                                  concurrency=(1, 2), duration=6.0, warmup=0.5, slo_p99_ms=100,
+                                  output=tmp_path / output)
+    return written
+
+
+def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path):
+    """Base: 2 ms per request, one at a time (500 req/s); new: 8 ms (125 req/s). At 100 req/s offered (400 timed
+    requests: enough to bound a p99) the new server queues and its p99 is several times the base's. Same-speed
+    records pass."""
+    base, base_path = stub_record(tmp_path, delay_s=0.002, output="base")
+    again, again_path = stub_record(tmp_path, delay_s=0.002, output="again")
+    slow, slow_path = stub_record(tmp_path, delay_s=0.008, output="slow")
+    assert base.saturation_rps == 100 and base.workload == "query" and base.texts == 21
+    assert [p.offered_rate for p in base.open_loop()] == [10, 100] and len(base.closed_loop()) == 2
+    assert load(base_path).kind == "serving"
+
+    same = check_serving([base_path, again_path])
+    assert not same.failed, same.to_table()
+    worse = check_serving([base_path, slow_path], json=tmp_path / "gate.json")
+    statuses = {r.metric: r.status for r in worse.results}
+    assert statuses["p99 ms at 100 req/s"] == "FAIL", worse.to_table()
+    assert json.loads((tmp_path / "gate.json").read_text())["passed"] is False
+    cli = subprocess.run([sys.executable, "-m", "harness.cli", "check", "--serving", str(base_path), str(slow_path),
+                          "--rate", "100"], capture_output=True, text=True, timeout=120)
+    assert cli.returncode == 1 and "p99 ms at 100 req/s" in cli.stdout
+    with pytest.raises(HarnessError, match="no open-loop point at 25 req/s; rates both have: 10, 100"):
+        check_serving([base_path, slow_path], rate=25)
+
+    out = report([tmp_path / "base", tmp_path / "slow"], output=tmp_path / "report")
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## Serving" in text and "saturates at 100 req/s" in text
+    assert list((tmp_path / "report" / "plots").glob("serving-latency--*.png"))
+    assert list((tmp_path / "report" / "plots").glob("serving-throughput--*.png"))
+    assert out is not None
+
+
+def test_load_needs_a_served_encoder_and_a_load(tmp_path):
+    with pytest.raises(HarnessError, match="give the load to apply"):
+        load_profile(served_suite(tmp_path, "http://127.0.0.1:1"), output=tmp_path / "out")
+    plain = tmp_path / "plain.yaml"
+    plain.write_text(yaml.safe_dump({"name": "p", "datasets": [{"name": "n", "path": str(REPO / "data" / "noveleval")}],
+                                     "encoders": [{"name": "e", "model": "bundled:all-MiniLM-L6-v2"}]}))
+    with pytest.raises(HarnessError, match="no encoder with engine http"):
+        load_profile(plain, rates=[5], output=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_infinity_under_load_has_a_hockey_stick_and_a_saturation_rate(tmp_path):
+    """The real server: latency at the highest rate far above the lowest (the queue), the mean over the curve
+    rising, and a saturation rate below the highest rate offered."""
+    from harness.encode.models import bundled_minilm_path
+
+    with InfinityServer(bundled_minilm_path()) as server:
+        (record, _), = load_profile(served_suite(tmp_path, server.url), rates=(5, 20, 200), concurrency=(1, 4),
+                                    duration=4.0, warmup=1.0, slo_p99_ms=150, output=tmp_path / "serving")
+    opened = record.open_loop()
+    p50s = [p.latency.p50 for p in opened]
+    assert p50s[-1] > 3 * p50s[0], p50s
+    assert record.saturation_rps is not None and record.saturation_rps < 200
+    assert all(p.errors == {} for p in opened), [p.errors for p in opened]
+    closed = record.closed_loop()
+    assert closed[1].latency.p50 > closed[0].latency.p50  # four clients queue behind each other
+    assert record.server.server_version == "0.0.78" and record.client_capacity_rps > 200
