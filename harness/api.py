@@ -249,6 +249,13 @@ class SuiteResult:
     def paths(self) -> list[Path]:
         return [o.path for o in self.outcomes if o.path is not None]
 
+    def require_ok(self) -> None:
+        """HarnessError naming each dataset x encoder that failed (a check on a partial run checks nothing)."""
+        if not self.ok:
+            raise HarnessError(f"{len(self.failures)} of {len(self.outcomes)} dataset x encoder run(s) failed, so "
+                               "nothing was checked:\n" + "\n".join(
+                                   f"  {o.dataset} × {o.encoder}: {o.error}" for o in self.failures))
+
     def to_table(self) -> str:
         table = results_table(self.suite.metrics, [r.record for r in self.results]) if self.results else ""
         failed = "\n".join(f"FAILED {o.dataset} × {o.encoder}: {o.error}" for o in self.failures)
@@ -454,10 +461,7 @@ def check(
     else:
         ran = run_suite(loaded, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings,
                         latency_calls=latency_calls, on_outcome=on_outcome)
-        if not ran.ok:
-            raise HarnessError(f"{len(ran.failures)} of {len(ran.outcomes)} dataset x encoder run(s) failed, so "
-                               "nothing was checked:\n" + "\n".join(
-                                   f"  {o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
+        ran.require_ok()
         runs = scored_runs([ran])
         where = str(output) if output is not None else "the fresh run"
     report = check_suite(loaded, select_records(loaded, runs, where),
@@ -496,10 +500,7 @@ def served_check(
     twinned, names = with_offline_twins(loaded)
     ran = run_suite(twinned, output=output, cache=cache, progress=progress, reuse_embeddings=reuse_embeddings,
                     latency_calls=latency_calls, on_outcome=on_outcome)
-    if not ran.ok:
-        raise HarnessError(f"{len(ran.failures)} of {len(ran.outcomes)} dataset x encoder run(s) failed, so "
-                           "nothing was checked:\n" + "\n".join(
-                               f"  {o.dataset} × {o.encoder}: {o.error}" for o in ran.failures))
+    ran.require_ok()
     runs = {(r.dataset, r.record.encoder.name): r for r in scored_runs([ran]) if r.record.encoder}
     pairs = [(runs[d.name, offline], runs[d.name, served]) for d in loaded.datasets for offline, served in names]
     result = check_served(pairs, tolerance=tolerance,

@@ -119,11 +119,12 @@ Handler = Callable[[int, dict], "tuple[int, object] | tuple[int, object, dict[st
 
 
 class ScriptedServer:
-    """An OpenAI-shaped embeddings server on 127.0.0.1 whose answer to the n-th POST /embeddings (from 0) is
-    `handler(n, request_json)` -> (status, JSON body[, headers]); GET /models lists one model."""
+    """An embeddings server on 127.0.0.1 whose answer to the n-th POST (from 0) is `handler(n, request_json)` ->
+    (status, JSON body[, headers]). OpenAI shape: POST /embeddings, GET /models lists one model. `tei=...` (the
+    JSON of GET /info): TEI's shape, POST /embed."""
 
-    def __init__(self, handler: Handler, *, model: str = "scripted"):
-        self.handler, self.model = handler, model
+    def __init__(self, handler: Handler, *, model: str = "scripted", tei: dict | None = None):
+        self.handler, self.model, self.tei = handler, model, tei
         self.posts = 0
         self.requests: list[dict] = []
         self.headers_seen: list[dict[str, str]] = []
@@ -148,9 +149,16 @@ class ScriptedServer:
             status, payload, headers = (*answer, {}) if len(answer) == 2 else answer
             return web.json_response(payload, status=status, headers=headers)
 
+        async def info(request: web.Request) -> web.Response:
+            return web.json_response(self.tei)
+
         app = web.Application()
-        app.router.add_get("/models", models)
-        app.router.add_post("/embeddings", embeddings)
+        if self.tei is not None:
+            app.router.add_get("/info", info)
+            app.router.add_post("/embed", embeddings)
+        else:
+            app.router.add_get("/models", models)
+            app.router.add_post("/embeddings", embeddings)
         runner = web.AppRunner(app)
         asyncio.set_event_loop(self._loop)
         self._loop.run_until_complete(runner.setup())

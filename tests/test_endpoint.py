@@ -208,6 +208,25 @@ def test_a_key_the_server_repeats_in_an_error_is_redacted(tmp_path):
     assert server.headers_seen[0]["Authorization"] == f"Bearer {KEY}"
 
 
+def test_the_tei_shape_is_sent_and_read_as_tei_documents_it(tmp_path):
+    """TEI's /info names the model, its commit and input limit; /embed takes {"inputs", "truncate", "normalize"}
+    and answers a bare list of vectors. All of it reaches the record and the embedding key."""
+    info = {"model_id": "org/minilm", "model_sha": "abc123", "max_input_length": 256, "version": "1.8.0"}
+
+    def tei(n, body):
+        return 200, [row["embedding"] for row in vectors_answer(body["inputs"])["data"]]
+
+    with ScriptedServer(tei, tei=info) as server:
+        suite, _ = suite_of(tmp_path, [served(server.url, api="tei", normalize=False, similarity="dot")])
+        run = run_suite(suite, progress=False, latency_calls=5, fail_fast=True).results[0]
+    assert all(r["truncate"] is True and r["normalize"] is False and "inputs" in r for r in server.requests)
+    endpoint = run.record.encoder.endpoint
+    assert (endpoint.server.server, endpoint.server.server_version) == ("text-embeddings-inference", "1.8.0")
+    assert endpoint.server.model_sha == "abc123" and run.record.encoder.settings.max_seq_length == 256
+    assert endpoint.server.served_model == "org/minilm" and not endpoint.tokens_counted_by_server
+    assert run.record.performance.throughput.tokens_per_s is None  # TEI's /embed does not count tokens
+
+
 def test_retries_are_bounded_and_counted(tmp_path):
     """Every other request is refused with 503 then succeeds: the run completes and its record counts the
     retries; a server that refuses everything fails after 1 + retries attempts, naming the counts."""

@@ -12,6 +12,7 @@ import html
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from harness.analysis.churn import Churn
 from harness.analysis.churn import churn as ranking_churn
@@ -38,24 +39,23 @@ from harness.vocabulary.tables import fmt_num, fmt_p, html_table, markdown_table
 UP, DOWN = "▲", "▼"
 
 
+R = TypeVar("R", ProfileRecord, ServingRecord)
+
+
 @dataclass(frozen=True)
-class LoadedProfile:
+class Loaded(Generic[R]):
+    """A record that is not a run (a profile or a serving record) and the folder it was read from."""
+
     path: Path
-    record: ProfileRecord
+    record: R
 
     @property
     def label(self) -> str:
         return self.record.label
 
 
-@dataclass(frozen=True)
-class LoadedServing:
-    path: Path
-    record: ServingRecord
-
-    @property
-    def label(self) -> str:
-        return self.record.label
+LoadedProfile = Loaded[ProfileRecord]
+LoadedServing = Loaded[ServingRecord]
 
 
 SERVING_HEADERS = ["server", "load", "answered req/s", "p50 ms", "p90 ms", "p99 ms", "p99 95% bounds", "errors",
