@@ -29,7 +29,7 @@ from harness.encode.models import Encoder, bundled_minilm_path, embedding_key_pa
 from harness.encode.store import store_key
 from harness.input.suite import EncoderSpec
 from harness.vocabulary.errors import HarnessError
-from harness.vocabulary.precision import ENGINES, RUNTIME_ENGINES
+from harness.vocabulary.precision import ENGINES, LOCAL_ENGINES, RUNTIME_ENGINES
 
 REPO = Path(__file__).resolve().parent.parent
 PROBE_FILE = REPO / "tests" / "data" / "probe_embeddings.npz"
@@ -120,7 +120,7 @@ def reference_problem(engine: str, reference: dict[str, np.ndarray], found: np.n
 # ---------------------------------------------------------------- the probe
 
 
-@pytest.mark.parametrize("engine", ENGINES)
+@pytest.mark.parametrize("engine", LOCAL_ENGINES)  # a served model's vectors are its server's (served-check)
 def test_probe_embeddings_match_the_reference_of_the_engine_version(engine):
     missing = missing_packages(engine)
     if missing:
@@ -169,6 +169,8 @@ def test_every_engine_has_a_version():
 def test_a_direct_library_encode_is_keyed_by_the_libraries_only():
     assert "harness-encode" not in embedding_versions("SentenceTransformer.encode")
     assert embedding_versions("fast")["harness-encode"] == "shared-1 fast-1"
+    # a served corpus: our code's version only; the server's own versions are in the endpoint's fingerprint
+    assert embedding_versions("http") == {"harness-encode": "shared-1 http-1"}
 
 
 def engine_keys() -> dict[str, str]:
@@ -177,7 +179,7 @@ def engine_keys() -> dict[str, str]:
 
 
 RE_KEYED_BY = {"fast": {"fast", "onnxruntime", "openvino"}, "sentence-transformers": {"sentence-transformers"},
-               "onnxruntime": {"onnxruntime"}, "openvino": {"openvino"}}
+               "onnxruntime": {"onnxruntime"}, "openvino": {"openvino"}, "http": {"http"}}
 
 
 @pytest.mark.parametrize("engine", ENGINES)
@@ -253,10 +255,10 @@ def write_reference(engines: list[str]) -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.test_embedding_versions", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--write", nargs="*", metavar="ENGINE", choices=ENGINES, required=True,
+    parser.add_argument("--write", nargs="*", metavar="ENGINE", choices=LOCAL_ENGINES, required=True,
                         help="engines whose reference to regenerate (none named: every engine)")
     args = parser.parse_args(argv)
-    write_reference(args.write or list(ENGINES))
+    write_reference(args.write or list(LOCAL_ENGINES))
 
 
 if __name__ == "__main__":
