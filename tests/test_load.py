@@ -124,7 +124,7 @@ def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path
     base, base_path = stub_record(tmp_path, delay_s=0.002, output="base")
     again, again_path = stub_record(tmp_path, delay_s=0.002, output="again")
     slow, slow_path = stub_record(tmp_path, delay_s=0.008, output="slow")
-    assert base.saturation_rps == 100 and base.workload == "query" and base.texts == 21
+    assert base.saturation_rps == 100 and base.workload == "query" and base.texts == 21 and base.server_on_client_host
     assert [p.offered_rate for p in base.open_loop()] == [10, 100] and len(base.closed_loop()) == 2
     assert load(base_path).kind == "serving"
 

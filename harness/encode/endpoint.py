@@ -199,12 +199,20 @@ class Endpoint:
         gate = asyncio.Semaphore(self.spec.concurrency)
         starts = range(0, len(texts), batch_size)
 
+        failed_already = asyncio.Event()
+
         async def one(number: int, start: int) -> tuple[np.ndarray, int | None]:
             async with gate:
+                if failed_already.is_set():  # woken by a failed request's release, before the cancel reached us
+                    raise asyncio.CancelledError
                 batch = texts[start:start + batch_size]
                 what = f"request {number + 1} of {len(starts)} (texts {start}-{start + len(batch) - 1} of this call)"
-                found = await self._embed_batch(batch, what=what, dimension=server.dimension,
-                                                served=server.served_model)
+                try:
+                    found = await self._embed_batch(batch, what=what, dimension=server.dimension,
+                                                    served=server.served_model)
+                except BaseException:
+                    failed_already.set()
+                    raise
             if progress:
                 progress(len(batch))
             return found
@@ -213,7 +221,7 @@ class Endpoint:
         done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         for task in pending:
             task.cancel()
-        failed = [t for t in tasks if t in done and t.exception() is not None]
+        failed = [t for t in tasks if t in done and not t.cancelled() and t.exception() is not None]
         if failed:
             await asyncio.gather(*pending, return_exceptions=True)
             raise failed[0].exception()  # type: ignore[misc]

@@ -11,9 +11,11 @@ them) are not sent: the queue only grows from there, and each point would take i
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field
 
@@ -112,6 +114,7 @@ def profile_endpoint(suite: Suite, spec: EncoderSpec, dataset: Dataset, options:
                          dataset=dataset.name, dataset_fingerprint=dataset.fingerprint, server=server,
                          workload=options.workload, rows_per_request=rows, texts=len(texts),
                          slo_p99_ms=options.slo_p99_ms, client_capacity_rps=capacity,
+                         server_on_client_host=_local(server.url),
                          saturation_rps=saturation_rate(points, options.slo_p99_ms), points=points, notes=notes,
                          environment=timing.environment(), created_at=utc_now())
 
@@ -125,6 +128,11 @@ def _texts(dataset: Dataset, workload: Workload, rows: int, spec: EncoderSpec) -
         raise HarnessError(f"dataset {dataset.name!r} has {len(dataset.corpus)} passages, fewer than one request "
                            f"of {rows} (--batch)")
     return [spec.document_prefix + t for t in dataset.corpus.texts(0, n)]
+
+
+def _local(url: str) -> bool:
+    host = urlsplit(url).hostname or ""
+    return host in ("localhost", socket.gethostname()) or host.startswith("127.") or host == "::1"
 
 
 def _overloaded(point: LoadPoint) -> bool:

@@ -510,6 +510,7 @@ class ServingRecord(StrictModel):
     texts: int  # distinct texts sent (cycled in order)
     slo_p99_ms: float
     client_capacity_rps: float  # requests/s this client reached against a trivial local endpoint, this run
+    server_on_client_host: bool  # the URL names this machine: server and client shared its CPUs
     saturation_rps: float | None  # the highest offered rate with p99 <= slo_p99_ms, no errors, not client-limited
     points: list[LoadPoint]
     notes: list[str] = []
