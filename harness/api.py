@@ -535,8 +535,8 @@ def load_profile(
     open loop at each offered rate in ``rates`` (requests/s on a Poisson schedule, latency from the intended send
     time) and closed loop at each ``concurrency``, each point ``warmup`` then ``duration`` seconds. ``workload``:
     one query per request, or ``ingest``: ``batch_size`` passages per request (default the encoder's). The
-    saturation rate is the highest offered rate with p99 within ``slo_p99_ms`` and no errors. One serving record
-    per encoder x dataset under ``output``; returns (record, folder) for each."""
+    saturation rate is the highest offered rate up to which every offered rate kept p99 within ``slo_p99_ms``, with
+    no errors. One serving record per encoder x dataset under ``output``; returns (record, folder) for each."""
     from harness.pipeline.serving import LoadOptions
     from harness.pipeline.serving import load_profile as profile_load
 

@@ -3,7 +3,8 @@
 `InfinityServer`: the Infinity embedding server from PyPI, in its own virtualenv (`./scripts/infinity` installs it
 into .cache/infinity/venv; $HARNESS_INFINITY may point at another `infinity_emb`). `ScriptedServer`: a small aiohttp
 server whose answers a test scripts, for faults a real server cannot be made to show on cue (a 503 storm, NaN,
-a dimension that changes mid-run, an error body that repeats the request's key).
+a dimension that changes mid-run, an error body that repeats the request's key). `StubProcess`: the load
+generator's trivial endpoint in a child process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -175,6 +177,37 @@ class ScriptedServer:
     def __exit__(self, *exc: object) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+class StubProcess:
+    """`harness.encode.load.StubEndpoint` in a child process, so that its loop does not share this process's GIL
+    with the client under test (in one process the client's send lag reaches the GIL's 5 ms switch interval and
+    marks points client-limited at random)."""
+
+    def __init__(self, *, delay_s: float = 0.0, serial: bool = False):
+        self.delay_s, self.serial = delay_s, serial
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def __enter__(self) -> StubProcess:
+        code = ("import sys\nfrom harness.encode.load import StubEndpoint\n"
+                f"with StubEndpoint(delay_s={self.delay_s!r}, serial={self.serial!r}) as stub:\n"
+                "    print(stub.url, flush=True)\n    sys.stdin.read()\n")
+        self._process = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         text=True, cwd=REPO, env=dict(os.environ, PYTHONPATH=str(REPO)))
+        assert self._process.stdout is not None
+        self.url = self._process.stdout.readline().strip()
+        assert self.url.startswith("http://127.0.0.1:"), f"the stub process did not start: {self.url!r}"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._process is not None and self._process.stdin is not None
+        self._process.stdin.close()
+        try:
+            self._process.wait(10)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(10)
 
 
 def vectors_answer(texts: list[str], *, dim: int = 8, value: float | None = None) -> dict:

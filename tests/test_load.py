@@ -16,7 +16,7 @@ from harness.api import check_serving, load_profile, report
 from harness.encode.load import StubEndpoint, Target, client_capacity, closed_loop, open_loop
 from harness.scoring.records import load
 from harness.vocabulary.errors import HarnessError
-from tests.servers import InfinityServer, free_port
+from tests.servers import InfinityServer, StubProcess, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 BODY = json.dumps({"input": ["a query"], "model": "stub"}).encode()
@@ -109,12 +109,33 @@ def served_suite(tmp_path: Path, url: str, **endpoint) -> Path:
     return path
 
 
-def stub_record(tmp_path: Path, *, delay_s: float, rates=(10, 100), output="serving"):
-    with StubEndpoint(delay_s=delay_s, serial=True) as stub:
+def stub_record(tmp_path: Path, *, delay_s: float, rates=(20, 100), output="serving"):
+    with StubProcess(delay_s=delay_s, serial=True) as stub:
         (written,) = load_profile(served_suite(tmp_path, stub.url, served_model="stub"), rates=rates,
-                                  concurrency=(1, 2), duration=6.0, warmup=0.5, slo_p99_ms=100,
+                                  concurrency=(1, 2), duration=6.0, warmup=1.0, slo_p99_ms=100,
                                   output=tmp_path / output)
     return written
+
+
+def test_the_saturation_rate_stops_at_the_first_rate_that_missed_the_slo():
+    """20 req/s missed a 100 ms SLO, 40 met it again (a server whose batching pays off at higher load), 80 erred:
+    the saturation rate is 10, not 40, and 40 is named as the rate where p99 came back."""
+    from harness.analysis.serving import resumed_rates, saturation_rate
+    from harness.encode.load import LoadPoint
+    from harness.vocabulary.timing import Latency
+
+    def point(rate, p99_ms, errors=None, limited=False):
+        latency = Latency.from_values([p99_ms * 0.5] * 99 + [p99_ms] * 2)
+        return LoadPoint(mode="open", offered_rate=rate, concurrency=None, rows_per_request=1, warmup_s=0,
+                         duration_s=10, sent=101, completed=101, achieved_rate=rate, rows_per_s=rate,
+                         latency=latency, service_latency=latency, send_lag_p99_ms=0, errors=errors or {},
+                         server_timing_ms=None, client_limited=limited)
+
+    points = [point(40, 90), point(5, 30), point(10, 60), point(20, 150), point(80, 50, {"http-503": 1})]
+    assert [p.latency.p99 for p in points[:4]] == pytest.approx([90, 30, 60, 150])
+    assert saturation_rate(points, 100) == 10 and resumed_rates(points, 100) == [40]
+    assert saturation_rate(points, 200) == 40 and resumed_rates(points, 200) == []
+    assert saturation_rate(points, 20) is None and saturation_rate([point(5, 10, limited=True)], 100) is None
 
 
 def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path):
@@ -125,7 +146,7 @@ def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path
     again, again_path = stub_record(tmp_path, delay_s=0.002, output="again")
     slow, slow_path = stub_record(tmp_path, delay_s=0.008, output="slow")
     assert base.saturation_rps == 100 and base.workload == "query" and base.texts == 21 and base.server_on_client_host
-    assert [p.offered_rate for p in base.open_loop()] == [10, 100] and len(base.closed_loop()) == 2
+    assert [p.offered_rate for p in base.open_loop()] == [20, 100] and len(base.closed_loop()) == 2
     assert load(base_path).kind == "serving"
 
     same = check_serving([base_path, again_path])
@@ -137,7 +158,7 @@ def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path
     cli = subprocess.run([sys.executable, "-m", "harness.cli", "check", "--serving", str(base_path), str(slow_path),
                           "--rate", "100"], capture_output=True, text=True, timeout=120)
     assert cli.returncode == 1 and "p99 ms at 100 req/s" in cli.stdout
-    with pytest.raises(HarnessError, match="no open-loop point at 25 req/s; rates both have: 10, 100"):
+    with pytest.raises(HarnessError, match="no open-loop point at 25 req/s; rates both have: 20, 100"):
         check_serving([base_path, slow_path], rate=25)
 
     out = report([tmp_path / "base", tmp_path / "slow"], output=tmp_path / "report")

@@ -1,7 +1,8 @@
 """A server under load: where it saturates, and whether a new server (version, hardware, settings) is slower.
 
-The saturation rate is the highest offered rate (open loop) at which the server kept its p99 latency within the SLO
-with no errors, at a point the client could generate. The serving gate compares two `harness load` records:
+The saturation rate is the highest offered rate (open loop) up to which the server kept its p99 latency within the
+SLO at every offered rate, with no errors, at points the client could generate. The serving gate compares two
+`harness load` records:
 
 * **p99 at a fixed offered rate** (default: the rate the baseline sustained): the speed gate of `harness check`,
   speed = 1 / p99, its ratio bounded by distribution-free order statistics of the two points' per-request
@@ -31,9 +32,28 @@ def sustained(point: LoadPoint, slo_p99_ms: float) -> bool:
 
 
 def saturation_rate(points: Sequence[LoadPoint], slo_p99_ms: float) -> float | None:
-    """The highest offered rate sustained (see `sustained`); None when none was."""
-    rates = [p.offered_rate for p in points if sustained(p, slo_p99_ms) and p.offered_rate is not None]
-    return max(rates) if rates else None
+    """The highest offered rate up to which every offered rate was sustained (see `sustained`); None when the lowest
+    was not. A rate sustained above one that was not (a server whose batching pays off only at higher load) is not
+    counted: no rate below the claim may have failed it. `resumed_rates` names such rates."""
+    found = None
+    for point in _open_by_rate(points):
+        if not sustained(point, slo_p99_ms):
+            break
+        found = point.offered_rate
+    return found
+
+
+def resumed_rates(points: Sequence[LoadPoint], slo_p99_ms: float) -> list[float]:
+    """Offered rates sustained above the first one that was not."""
+    ordered = _open_by_rate(points)
+    first_failed = next((i for i, p in enumerate(ordered) if not sustained(p, slo_p99_ms)), len(ordered))
+    return [p.offered_rate for p in ordered[first_failed + 1:]
+            if sustained(p, slo_p99_ms) and p.offered_rate is not None]
+
+
+def _open_by_rate(points: Sequence[LoadPoint]) -> list[LoadPoint]:
+    return sorted((p for p in points if p.mode == "open" and p.offered_rate is not None),
+                  key=lambda p: p.offered_rate or 0.0)
 
 
 def serving_results(base: ServingRecord, new: ServingRecord, *, gate: SpeedGate,

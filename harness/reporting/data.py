@@ -87,8 +87,8 @@ def serving_rows(serving: LoadedServing) -> list[list[str]]:
 def saturation_line(serving: LoadedServing) -> str:
     r = serving.record
     found = ("no offered rate kept p99 within the SLO with no errors" if r.saturation_rps is None
-             else f"saturates at {r.saturation_rps:g} req/s (the highest offered rate with p99 ≤ {r.slo_p99_ms:g} ms, "
-                  "no errors, not client-limited)")
+             else f"saturates at {r.saturation_rps:g} req/s (every offered rate up to it kept p99 ≤ "
+                  f"{r.slo_p99_ms:g} ms, with no errors, not client-limited)")
     shared = " The server ran on the client's machine: both shared its CPUs." if r.server_on_client_host else ""
     return (f"{r.name} on {r.dataset} ({r.workload}, {r.rows_per_request} text(s) per request): {found}; this client "
             f"generates up to {r.client_capacity_rps:.0f} req/s against a trivial local endpoint.{shared}")

@@ -511,7 +511,7 @@ class ServingRecord(StrictModel):
     slo_p99_ms: float
     client_capacity_rps: float  # requests/s this client reached against a trivial local endpoint, this run
     server_on_client_host: bool  # the URL names this machine: server and client shared its CPUs
-    saturation_rps: float | None  # the highest offered rate with p99 <= slo_p99_ms, no errors, not client-limited
+    saturation_rps: float | None  # the highest offered rate up to which every one was sustained (analysis.serving)
     points: list[LoadPoint]
     notes: list[str] = []
     environment: Environment  # the client's host (the server's, where it is elsewhere, is the server's own)
