@@ -6,11 +6,13 @@ in one run (ratios only mean something within one run: the CPU varies between ma
                                  [--rates 5,10,20,40,80,160] [--concurrency 1,2,4,8,16] [--json PATH] [--record DIR]
 
 1. Corpus ingest: the first --passages passages of the DL19 pool (MS MARCO passages), batches of 32. In process:
-   `Encoder(engine fast).encode_documents`; served: `Endpoint.embed` with 4 requests in flight (and 1). --rounds
-   interleaved rounds (in process, served, served x1, ...); medians. The other side is idle while one is timed (the
-   server is another process; both share the 2 cores).
-2. Query latency at batch 1: --calls single-query calls each (MS MARCO dev queries, cycled), interleaved in blocks
-   of 50; p50 / p99. Served calls go through the same client the harness uses (one kept-alive connection).
+   `Encoder(engine fast).encode_documents`, and the sentence-transformers engine (what Infinity's torch engine
+   runs, so the server's own cost shows apart from its engine's); served: `Endpoint.embed` with 4 requests in
+   flight (and 1). --rounds interleaved rounds (fast, ST, served, served x1, ...); medians. The other side is idle
+   while one is timed (the server is another process; both share the 2 cores).
+2. Query latency at batch 1 (fast, sentence-transformers, served): --calls single-query calls each (MS MARCO dev
+   queries, cycled), interleaved in blocks of 50; p50 / p99. Served calls go through the same client the harness
+   uses (one kept-alive connection).
 3. The HTTP + JSON cost alone: the same client against a stub endpoint that answers at once with a 384-float vector
    (closed loop, 1 client): what a request costs before any model runs.
 4. The load curve: `harness load`'s code path (open loop at --rates, closed loop at --concurrency, --duration s each
@@ -64,6 +66,8 @@ def main() -> None:
     dev_queries = REPO / "data" / "msmarco-passage-dev-small" / "queries.jsonl"
     queries = [json.loads(line)["text"] for line in dev_queries.read_text(encoding="utf-8").splitlines()[:2000]]
     local = Encoder(EncoderSpec(name="in-process", model="bundled:all-MiniLM-L6-v2", engine="fast", device="cpu"))
+    st = Encoder(EncoderSpec(name="in-process ST", model="bundled:all-MiniLM-L6-v2", engine="sentence-transformers",
+                             device="cpu"))
     env = timing.environment()
     print(f"CPU: {env['cpu_model']} ({env['cpu_count']} cores), torch threads {env['torch_threads']}", flush=True)
     with InfinityServer(bundled_minilm_path(), log=Path("/tmp/infinity-bench.log")) as server:
@@ -74,11 +78,13 @@ def main() -> None:
         single.open()
         print(f"server: {info.label} at {server.url}", flush=True)
         local.encode_documents(passages[:64])
+        st.encode_documents(passages[:64])
         served.embed(passages[:64], batch_size=32)
 
-        ingest: dict[str, list[float]] = {"in-process": [], "served x4": [], "served x1": []}
+        ingest: dict[str, list[float]] = {"in-process": [], "in-process ST": [], "served x4": [], "served x1": []}
         for _ in range(args.rounds):
             for name, run in (("in-process", lambda: local.encode_documents(passages)),
+                              ("in-process ST", lambda: st.encode_documents(passages)),
                               ("served x4", lambda: served.embed(passages, batch_size=32)),
                               ("served x1", lambda: single.embed(passages, batch_size=32))):
                 started = time.perf_counter()
@@ -88,9 +94,10 @@ def main() -> None:
         for name, r in rate.items():
             print(f"ingest {name}: {r:.1f} passages/s ({r / rate['in-process']:.2f}x in-process)", flush=True)
 
-        latency: dict[str, list[float]] = {"in-process": [], "served": []}
+        latency: dict[str, list[float]] = {"in-process": [], "in-process ST": [], "served": []}
         for block in range(0, args.calls, 50):
             for name, call in (("in-process", lambda q: local.encode_queries([q])),
+                               ("in-process ST", lambda q: st.encode_queries([q])),
                                ("served", lambda q: single.embed([q], batch_size=1))):
                 for i in range(block, min(block + 50, args.calls)):
                     started = time.perf_counter()

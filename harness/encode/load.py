@@ -30,10 +30,11 @@ from harness.vocabulary.validation import StrictModel
 
 T = TypeVar("T")
 CAPACITY_SHARE = 0.8  # an offered rate beyond this share of the client's capacity is the client's figure
-# The client fell behind its schedule when the p99 of (actual - intended send) exceeds both of these: lag is part
-# of every latency measured from the intended time, so beyond a tenth of the p99 it is the client's figure.
+# The client fell behind its schedule when the p99 of (actual - intended send) exceeds both of these. Lag is part
+# of every latency measured from the intended time; below a quarter of the p99 the figure is still the server's
+# (a tenth marked points client-limited whenever a server sharing the client's 2 cores held both for 5 ms).
 MAX_SEND_LAG_MS = 5.0
-MAX_SEND_LAG_SHARE = 0.1
+MAX_SEND_LAG_SHARE = 0.25
 # Response headers in which servers state their own time (ms): TEI's x-total-time (x-inference-time is a part of it)
 TIMING_HEADERS = ("x-total-time", "x-inference-time")
 
@@ -101,10 +102,12 @@ def open_loop(target: Target, rate: float, *, duration_s: float, warmup_s: float
     if point.send_lag_p99_ms > max(MAX_SEND_LAG_MS, MAX_SEND_LAG_SHARE * p99):
         reasons.append(f"the client sent late (send lag p99 {point.send_lag_p99_ms:.1f} ms, more than "
                        f"{MAX_SEND_LAG_MS:g} ms and {MAX_SEND_LAG_SHARE:.0%} of the p99 {p99:.1f} ms)")
-    if point.errors.get("client-cap"):
-        reasons.append(f"{point.errors['client-cap']} requests were not sent: {max_in_flight} were in flight")
     if reasons:
         return point.model_copy(update={"client_limited": True, "note": "; ".join(reasons)})
+    if point.errors.get("client-cap"):  # the server's doing: its answers fell behind until the cap was reached
+        return point.model_copy(update={"note": f"overloaded: {point.errors['client-cap']} requests were not sent "
+                                                f"because {max_in_flight} were still waiting for answers (the "
+                                                "sent ones' latencies understate the queue)"})
     return point
 
 
