@@ -80,7 +80,7 @@ def serving_rows(serving: LoadedServing) -> list[list[str]]:
         errors = ", ".join(f"{n} {k}" for k, n in sorted(point.errors.items()) if n) or "0"
         rows.append([record.server.label, load, f"{point.achieved_rate:.1f}",
                      *("-" if lat is None else f"{getattr(lat, q):.1f}" for q in ("p50", "p90", "p99")),
-                     bounds, errors, ("client-limited: " + (point.note or "")) if point.client_limited else ""])
+                     bounds, errors, ("client-limited: " if point.client_limited else "") + (point.note or "")])
     return rows
 
 
