@@ -1,4 +1,5 @@
-"""harness.search.exact.exact_top_k against a brute-force full score matrix.
+"""harness.search.exact.exact_top_k against a brute-force full score matrix, with each selection (FAISS's
+heaps and torch's topk-and-merge: the `selection` fixture runs every test with both).
 
 Most data is dyadic (multiples of 1/64) or small integers: every fp32 score is then exact, whatever
 the summation order, so results can be compared for exact equality -- ties included.
@@ -14,6 +15,19 @@ from hypothesis import strategies as st
 
 from harness.search.exact import TopK, exact_top_k
 from harness.vocabulary.errors import HarnessError
+
+
+@pytest.fixture(autouse=True, params=["faiss", "torch"])
+def selection(request, monkeypatch):
+    """Every exact_top_k call of the test that leaves `selection` to "auto" selects with FAISS's heaps, then
+    with torch."""
+    from harness.search import exact
+
+    pytest.importorskip("faiss") if request.param == "faiss" else None
+    chosen = exact._heap_selection
+    monkeypatch.setattr(exact, "_heap_selection", lambda asked, dev: chosen(
+        request.param if asked == "auto" and dev.type == "cpu" else asked, dev))
+    return request.param
 
 
 def score_matrix(queries: np.ndarray, corpus: np.ndarray, *, cosine: bool = False) -> np.ndarray:
@@ -148,11 +162,13 @@ def test_many_ties_match_brute_force(chunk_size, k):
     assert result.indices[0].tolist() == list(range(min(k, 1500)))
 
 
-def test_narrowed_chunks_and_their_redo_match_brute_force(monkeypatch):
+def test_narrowed_chunks_and_their_redo_match_brute_force(monkeypatch, selection):
     """After the running top-k fills, chunks are cut to a guessed width; a chunk that brings more winners
     than guessed (here: a run of high scores after many low ones) is redone in full. Both match brute force."""
     from harness.search import exact as retrieval
 
+    if selection == "faiss":
+        pytest.skip("the torch selection's narrowing")
     widths = []
     original = retrieval._chunk_top_k
     monkeypatch.setattr(retrieval, "_chunk_top_k", lambda s, k, top=None: widths.append(k) or original(s, k, top))
@@ -331,6 +347,30 @@ def test_cuda_matches_cpu(tmp_path):
         gpu = exact_top_k(queries, source, 300, chunk_size=700, device="cuda")
         np.testing.assert_array_equal(gpu.indices, cpu.indices)
         np.testing.assert_array_equal(gpu.scores, cpu.scores)
+
+
+def test_bad_selection_is_named(selection):
+    from harness.search import exact
+
+    if selection == "torch":
+        pytest.skip("once is enough")
+    with pytest.raises(HarnessError, match="selection 'heap' unknown; allowed: auto, faiss, torch"):
+        exact._heap_selection("heap", torch.device("cpu"))
+    with pytest.raises(HarnessError, match="selection 'faiss' runs on the CPU only"):
+        exact._heap_selection("faiss", torch.device("cuda"))
+
+
+def test_both_selections_agree_on_real_valued_data():
+    """Gaussian data (fp32 scores rounded, near-ties everywhere): FAISS's heaps and torch's topk select from the
+    same scores, so they return the same rows in the same order, not only the same up to rounding."""
+    pytest.importorskip("faiss")
+    rng = np.random.default_rng(11)
+    corpus, queries = rng.standard_normal((20_000, 32), np.float32), rng.standard_normal((64, 32), np.float32)
+    for k in (1, 10, 1000):
+        heaps = exact_top_k(queries, corpus, k, chunk_size=6000, selection="faiss")
+        topk = exact_top_k(queries, corpus, k, chunk_size=6000, selection="torch")
+        np.testing.assert_array_equal(heaps.indices, topk.indices)
+        np.testing.assert_array_equal(heaps.scores, topk.scores)
 
 
 def test_cuda_unavailable_is_a_harness_error():
