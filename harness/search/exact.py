@@ -142,7 +142,8 @@ class _HeapSelect:
         ids = -2 - np.arange(first_row, first_row + block.shape[1], dtype=np.int64)
         ptr = self._faiss.swig_ptr
         # id stride 0: every query's heap reads the same row ids
-        self.heaps.addn_with_ids(block.shape[1], ptr(block), ptr(ids), 0, first_query, block.shape[0])
+        self.heaps.addn_with_ids(block.shape[1], ptr(block), ptr(ids), 0, first_query,  # type: ignore[call-arg]
+                                 block.shape[0])
 
     def result(self, n_docs: int) -> TopK:
         self.heaps.reorder()
