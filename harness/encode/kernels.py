@@ -100,6 +100,27 @@ def packed_linear_works() -> bool:
     return _PACKED_OK
 
 
+def cpu_vendor() -> str:
+    """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD", ...); "" where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
+def search_kernels(cpu_kernels: str) -> str:
+    """The matmul exact search scores with. "auto": torch's MKL ("aten") on Intel CPUs, where it scored 1.15-1.2x
+    faster than oneDNN's packed blocks (benchmarks/RESULTS.md, Intel Xeon, 2026-12-03); oneDNN elsewhere, 1.4-1.5x
+    faster than MKL on the AMD EPYC (benchmarks/search.py)."""
+    if cpu_kernels != "auto":
+        return cpu_kernels
+    return "aten" if cpu_vendor() == "GenuineIntel" else "onednn"
+
+
 def cpu_has_vnni() -> bool:
     """Whether the CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
     try:

@@ -11,8 +11,9 @@ sort. Its heaps order equal scores by id, so rows enter as ids -2 - row (the hea
 lower row first, as above; -1 is its "empty" id). Results are identical to the torch path's.
 
 Scores are fp32 on every device. fp16 chunks are widened to fp32 on the host for CPU scoring (fp16
-matmul on CPU is ~5x slower) and scored through oneDNN (`_scorer`); for CUDA they are copied in fp16
-(half the transfer) and widened on the GPU, and the matmul follows torch's global TF32 setting.
+matmul on CPU is ~5x slower) and scored through oneDNN or MKL, by CPU vendor (`_scorer`, `search_kernels`);
+for CUDA they are copied in fp16 (half the transfer) and widened on the GPU, and the matmul follows torch's
+global TF32 setting.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from harness.encode.kernels import onednn_kernels
+from harness.encode.kernels import onednn_kernels, search_kernels
 from harness.vocabulary.errors import HarnessError
 
 SIMILARITIES = ("dot", "cosine")
@@ -46,14 +47,15 @@ class TopK:
 
 def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, similarity: str = "dot",
                 chunk_size: int = 65536, query_batch: int = 4096, device: str = "cpu",
-                progress: Callable[[int], None] | None = None, cpu_kernels: str = "onednn",
+                progress: Callable[[int], None] | None = None, cpu_kernels: str = "auto",
                 selection: str = "auto") -> TopK:
     """The k best corpus rows for every query, scored in fp32 without building the full score matrix.
 
     `corpus` is a 2-D array (np.ndarray, np.memmap, torch.Tensor) read `chunk_size` rows at a time,
     or an iterable of 2-D chunks in corpus order (a streaming store); chunks larger than `chunk_size`
     are split. `progress(rows)` is called after each chunk. On CUDA, chunks given as pinned torch CPU
-    tensors are copied asynchronously. `cpu_kernels="aten"` scores with torch's own matmul on CPU.
+    tensors are copied asynchronously. `cpu_kernels`: "onednn" (packed chunks), "aten" (torch's own matmul) or
+    "auto" (`search_kernels`: by CPU vendor).
     `selection`: "faiss" (CPU only; needs faiss), "torch", or "auto" (faiss on CPU where it imports).
     """
     if similarity not in SIMILARITIES:
@@ -63,7 +65,7 @@ def exact_top_k(queries: Chunk, corpus: Chunk | Iterable[Chunk], k: int, *, simi
             raise HarnessError(f"{name} must be a positive integer, got {value!r}")
     dev = _device(device)
     cosine = similarity == "cosine"
-    onednn = onednn_kernels(cpu_kernels, dev)
+    onednn = onednn_kernels(search_kernels(cpu_kernels), dev)
     heaps = _heap_selection(selection, dev)
 
     with torch.inference_mode():
