@@ -360,6 +360,15 @@ def test_bad_selection_is_named(selection):
         exact._heap_selection("faiss", torch.device("cuda"))
 
 
+def test_search_scores_with_mkl_on_intel_and_onednn_elsewhere(monkeypatch, selection):
+    from harness.encode import kernels
+
+    for vendor, expected in (("GenuineIntel", "aten"), ("AuthenticAMD", "onednn"), ("", "onednn")):
+        monkeypatch.setattr(kernels, "cpu_vendor", lambda vendor=vendor: vendor)
+        assert kernels.search_kernels("auto") == expected
+    assert kernels.search_kernels("onednn") == "onednn" and kernels.search_kernels("aten") == "aten"
+
+
 def test_both_selections_agree_on_real_valued_data():
     """Gaussian data (fp32 scores rounded, near-ties everywhere): FAISS's heaps and torch's topk select from the
     same scores, so they return the same rows in the same order, not only the same up to rounding."""

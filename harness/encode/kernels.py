@@ -15,6 +15,7 @@ from collections.abc import Callable
 import torch
 
 from harness.vocabulary.errors import HarnessError
+from harness.vocabulary.timing import cpuinfo
 
 PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
 INT8_FULL_RANGE, INT8_REDUCED_RANGE = "vnni", "reduce-range"  # the two int8 kernel paths (`int8_path`)
@@ -102,14 +103,7 @@ def packed_linear_works() -> bool:
 
 def cpu_vendor() -> str:
     """/proc/cpuinfo's vendor_id ("GenuineIntel", "AuthenticAMD", ...); "" where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    return cpuinfo("vendor_id") or ""
 
 
 def search_kernels(cpu_kernels: str) -> str:
@@ -123,14 +117,8 @@ def search_kernels(cpu_kernels: str) -> str:
 
 def cpu_has_vnni() -> bool:
     """Whether the CPU has AVX-512 VNNI or AVX-VNNI (int8 dot products without int16 saturation)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as handle:
-            for line in handle:
-                if line.startswith("flags"):
-                    return "avx512_vnni" in line.split() or "avx_vnni" in line.split()
-    except OSError:
-        pass
-    return False
+    flags = (cpuinfo("flags") or "").split()
+    return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
 def int8_path(requested: str | None = None) -> str:

@@ -217,15 +217,20 @@ def reset_gpu_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def cpu_model() -> str:
+def cpuinfo(field: str) -> str | None:
+    """The first `field` line of /proc/cpuinfo ("model name", "vendor_id", "flags"), None where there is none."""
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as handle:
             for line in handle:
-                if line.startswith("model name"):
+                if line.startswith(field):
                     return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return cpuinfo("model name") or platform.processor() or platform.machine()
 
 
 def library_version(package: str) -> str | None:
