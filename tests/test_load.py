@@ -121,7 +121,7 @@ def stub_record(tmp_path: Path, *, delay_s: float, rates=(20, 100), output="serv
 def test_the_saturation_rate_stops_at_the_first_rate_that_missed_the_slo():
     """20 req/s missed a 100 ms SLO, 40 met it again (a server whose batching pays off at higher load), 80 erred:
     the saturation rate is 10, not 40, and 40 is named as the rate where p99 came back."""
-    from harness.analysis.serving import resumed_rates, saturation_rate
+    from harness.analysis.serving import resumed_note, resumed_rates, saturation_rate
     from harness.encode.load import LoadPoint
     from harness.vocabulary.timing import Latency
 
@@ -135,7 +135,8 @@ def test_the_saturation_rate_stops_at_the_first_rate_that_missed_the_slo():
     points = [point(40, 90), point(5, 30), point(10, 60), point(20, 150), point(80, 50, {"http-503": 1})]
     assert [p.latency.p99 for p in points[:4]] == pytest.approx([90, 30, 60, 150])
     assert saturation_rate(points, 100) == 10 and resumed_rates(points, 100) == [40]
-    assert saturation_rate(points, 200) == 40 and resumed_rates(points, 200) == []
+    assert "again at 40 req/s after 20 req/s missed it (p99 150.0 ms > 100 ms)" in resumed_note(points, 100)
+    assert saturation_rate(points, 200) == 40 and resumed_rates(points, 200) == [] and not resumed_note(points, 200)
     assert saturation_rate(points, 20) is None and saturation_rate([point(5, 10, limited=True)], 100) is None
 
 

@@ -23,7 +23,8 @@ def selection(request, monkeypatch):
     with torch."""
     from harness.search import exact
 
-    pytest.importorskip("faiss") if request.param == "faiss" else None
+    if request.param == "faiss":
+        pytest.importorskip("faiss")
     chosen = exact._heap_selection
     monkeypatch.setattr(exact, "_heap_selection", lambda asked, dev: chosen(
         request.param if asked == "auto" and dev.type == "cpu" else asked, dev))
@@ -360,7 +361,7 @@ def test_bad_selection_is_named(selection):
         exact._heap_selection("faiss", torch.device("cuda"))
 
 
-def test_search_scores_with_mkl_on_intel_and_onednn_elsewhere(monkeypatch, selection):
+def test_search_scores_with_mkl_on_intel_and_onednn_elsewhere(monkeypatch):
     from harness.encode import kernels
 
     for vendor, expected in (("GenuineIntel", "aten"), ("AuthenticAMD", "onednn"), ("", "onednn")):

@@ -35,25 +35,39 @@ def saturation_rate(points: Sequence[LoadPoint], slo_p99_ms: float) -> float | N
     """The highest offered rate up to which every offered rate was sustained (see `sustained`); None when the lowest
     was not. A rate sustained above one that was not (a server whose batching pays off only at higher load) is not
     counted: no rate below the claim may have failed it. `resumed_rates` names such rates."""
-    found = None
-    for point in _open_by_rate(points):
-        if not sustained(point, slo_p99_ms):
-            break
-        found = point.offered_rate
-    return found
+    ordered, miss = _first_miss(points, slo_p99_ms)
+    return ordered[miss - 1].offered_rate if miss else None
 
 
 def resumed_rates(points: Sequence[LoadPoint], slo_p99_ms: float) -> list[float]:
     """Offered rates sustained above the first one that was not."""
-    ordered = _open_by_rate(points)
-    first_failed = next((i for i, p in enumerate(ordered) if not sustained(p, slo_p99_ms)), len(ordered))
-    return [p.offered_rate for p in ordered[first_failed + 1:]
-            if sustained(p, slo_p99_ms) and p.offered_rate is not None]
+    ordered, miss = _first_miss(points, slo_p99_ms)
+    return [p.offered_rate for p in ordered[miss + 1:] if sustained(p, slo_p99_ms) and p.offered_rate is not None]
 
 
-def _open_by_rate(points: Sequence[LoadPoint]) -> list[LoadPoint]:
-    return sorted((p for p in points if p.mode == "open" and p.offered_rate is not None),
-                  key=lambda p: p.offered_rate or 0.0)
+def resumed_note(points: Sequence[LoadPoint], slo_p99_ms: float) -> str | None:
+    """The record's note where p99 came back within the SLO above the first offered rate that missed it."""
+    resumed = resumed_rates(points, slo_p99_ms)
+    if not resumed:
+        return None
+    ordered, miss = _first_miss(points, slo_p99_ms)
+    failed = ordered[miss]
+    if failed.client_limited:
+        why = "client-limited"
+    elif sum(failed.errors.values()):
+        why = f"{sum(failed.errors.values())} errors"
+    else:
+        why = f"p99 {failed.latency.p99 if failed.latency else float('nan'):.1f} ms > {slo_p99_ms:g} ms"
+    return (f"p99 was within the SLO again at {', '.join(f'{r:g}' for r in resumed)} req/s after "
+            f"{failed.offered_rate:g} req/s missed it ({why}): the saturation rate stops at the first miss; a "
+            "longer --duration tells a real dip from noise")
+
+
+def _first_miss(points: Sequence[LoadPoint], slo_p99_ms: float) -> tuple[list[LoadPoint], int]:
+    """The open-loop points by offered rate, and the index of the first one not sustained (len when none)."""
+    ordered = sorted((p for p in points if p.mode == "open" and p.offered_rate is not None),
+                     key=lambda p: p.offered_rate or 0.0)
+    return ordered, next((i for i, p in enumerate(ordered) if not sustained(p, slo_p99_ms)), len(ordered))
 
 
 def serving_results(base: ServingRecord, new: ServingRecord, *, gate: SpeedGate,

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field
 
-from harness.analysis.serving import resumed_rates, saturation_rate, sustained
+from harness.analysis.serving import resumed_note, saturation_rate
 from harness.encode.endpoint import Endpoint
 from harness.encode.load import LoadPoint, Target, client_capacity, closed_loop, open_loop
 from harness.encode.store import cache_root
@@ -109,13 +109,9 @@ def profile_endpoint(suite: Suite, spec: EncoderSpec, dataset: Dataset, options:
                 on_point(point)
     finally:
         endpoint.close()
-    resumed = resumed_rates(points, options.slo_p99_ms)
+    resumed = resumed_note(points, options.slo_p99_ms)
     if resumed:
-        failed = next(p for p in sorted(points, key=lambda p: p.offered_rate or 0.0)
-                      if p.mode == "open" and not sustained(p, options.slo_p99_ms))
-        notes.append(f"p99 was within the SLO again at {', '.join(f'{r:g}' for r in resumed)} req/s after "
-                     f"{failed.offered_rate:g} req/s missed it ({_why_not(failed, options.slo_p99_ms)}): the "
-                     "saturation rate stops at the first miss; a longer --duration tells a real dip from noise")
+        notes.append(resumed)
     return ServingRecord(name=spec.name, version=spec.version,
                          suite=SuiteInfo(name=suite.name, path=str(suite.source) if suite.source else None),
                          dataset=dataset.name, dataset_fingerprint=dataset.fingerprint, server=server,
@@ -135,15 +131,6 @@ def _texts(dataset: Dataset, workload: Workload, rows: int, spec: EncoderSpec) -
         raise HarnessError(f"dataset {dataset.name!r} has {len(dataset.corpus)} passages, fewer than one request "
                            f"of {rows} (--batch)")
     return [spec.document_prefix + t for t in dataset.corpus.texts(0, n)]
-
-
-def _why_not(point: LoadPoint, slo_p99_ms: float) -> str:
-    if point.client_limited:
-        return "client-limited"
-    if sum(point.errors.values()):
-        return f"{sum(point.errors.values())} errors"
-    p99 = point.latency.p99 if point.latency else float("nan")
-    return f"p99 {p99:.1f} ms > {slo_p99_ms:g} ms"
 
 
 def _local(url: str) -> bool:
