@@ -16,8 +16,9 @@ numpy PCG64 generators: centers `default_rng([0, d, 0])`, corpus chunk i of 100,
    copy of the corpus, is timed apart), d = 384 and 768, k = 10 and 1,000, one warm-up on 50 queries, then --repeats
    interleaved rounds (ours, faiss, ours, faiss, ...), medians. Both use 2 threads. Peak RSS of each call above the
    resident size before it (the high-water mark is reset before each call). Top-k sets are compared per query on the
-   rows scoring more than 1e-4 above the k-th score. Where the CPU has avx512f, FAISS is measured once more in a
-   child process with OPENBLAS_CORETYPE=SkylakeX (its own data, built with the same generator).
+   rows scoring more than 1e-4 above the k-th score. Where the CPU has avx512f, both are measured once more,
+   interleaved the same way, in a child process with OPENBLAS_CORETYPE=SkylakeX (its own data, built with the same
+   generator); the SkylakeX ratio is FAISS's time over ours in that child, so each ratio comes from one process run.
 2. ANN at --rows x 768 (inner product): HNSW M=32, efConstruction=100, efSearch 16..256; IVF-PQ nlist ~ 4*sqrt(N)
    (4,096 at 1M), PQ m = 48 and 96 x 8 bits, trained on 100,000 sampled rows, nprobe 1..64. The coarse quantizer is
    trained once (FAISS k-means on the sample) and given to both PQ indexes; their "train" time is that k-means plus
@@ -47,9 +48,13 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
-import faiss
+# isort: off
+# torch before faiss: each brings its own OpenMP runtime, and with faiss's loaded first torch's matmul ran
+# 1.45x slower (400,000 x 384, k 10, Intel Xeon, 2026-12-03; benchmarks/RESULTS.md)
 import numpy as np
 import torch
+import faiss
+# isort: on
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from harness.search.exact import exact_top_k  # noqa: E402
@@ -190,14 +195,20 @@ def skylakex_child(args: argparse.Namespace, dim: int) -> dict:
 
 
 def child_faiss(args: argparse.Namespace) -> None:
-    """--child-faiss DIM: FAISS IndexFlatIP timings alone, as one JSON line (run under another OpenBLAS core)."""
+    """--child-faiss DIM: FAISS IndexFlatIP and ours, interleaved in this process (run under another OpenBLAS core;
+    torch's matmul does not use OpenBLAS), as one JSON line: each ratio is measured in one run."""
     corpus, queries = clustered(args.rows, args.queries, args.child_faiss)
     index, _, _ = faiss_flat(corpus)
     walls: dict[str, list[float]] = {}
+    ours: dict[str, list[float]] = {}
     for k in EXACT_KS:
         index.search(queries[:WARMUP_QUERIES], k)
-        walls[str(k)] = [timed_call(lambda k=k: index.search(queries, k))[1] for _ in range(args.repeats)]
-    print(json.dumps({"openblas_core": openblas_corename(), "wall_s": walls}))
+        exact_top_k(queries[:WARMUP_QUERIES], corpus, k, similarity="dot")
+        walls[str(k)], ours[str(k)] = [], []
+        for _ in range(args.repeats):
+            ours[str(k)].append(timed_call(lambda k=k: exact_top_k(queries, corpus, k, similarity="dot"))[1])
+            walls[str(k)].append(timed_call(lambda k=k: index.search(queries, k))[1])
+    print(json.dumps({"openblas_core": openblas_corename(), "wall_s": walls, "ours_wall_s": ours}))
 
 
 def exact_one_dim(args: argparse.Namespace, corpus: np.ndarray, queries: np.ndarray, skx: dict | None
@@ -236,11 +247,16 @@ def exact_one_dim(args: argparse.Namespace, corpus: np.ndarray, queries: np.ndar
         }
         if skx is not None:
             skx_wall = statistics.median(skx["wall_s"][str(k)])
+            skx_ours = statistics.median(skx["ours_wall_s"][str(k)])
             row["skylakex"] = {"openblas_core": skx["openblas_core"], "faiss_wall_s": skx_wall,
-                               "runs_wall_s": skx["wall_s"][str(k)], "ratio_wall": skx_wall / walls["ours"]}
+                               "runs_wall_s": skx["wall_s"][str(k)], "ours_wall_s": skx_ours,
+                               "ours_runs_wall_s": skx["ours_wall_s"][str(k)], "ratio_wall": skx_wall / skx_ours}
         rows_out.append(row)
         print(f"d={dim} k={k}: ours {walls['ours']:.2f} s, faiss {walls['faiss']:.2f} s, "
               f"ratio {row['ratio_wall']:.2f} (same top-k {row['same_topk_share']:.1%})", flush=True)
+        if skx is not None:
+            print(f"d={dim} k={k}, child with SkylakeX: ours {row['skylakex']['ours_wall_s']:.2f} s, faiss "
+                  f"{row['skylakex']['faiss_wall_s']:.2f} s, ratio {row['skylakex']['ratio_wall']:.2f}", flush=True)
         if k == 10:
             truth10 = ours.indices
     return rows_out, truth10

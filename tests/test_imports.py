@@ -87,3 +87,12 @@ def test_suite_schema_and_precision_rule_import_without_torch():
             "print(sorted(m for m in ('torch', 'transformers', 'sentence_transformers') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_faiss_backend_loads_torch_before_faiss():
+    """Each brings its own OpenMP runtime; with faiss's loaded first torch's matmul ran 1.45x slower in the same
+    process (benchmarks/RESULTS.md, 2026-12-03), so the module that imports faiss imports torch first."""
+    code = ("import sys, harness.search.faiss_index; names = list(sys.modules); "
+            "print(names.index('torch') < names.index('faiss'))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "True"

@@ -388,3 +388,10 @@ def test_cuda_unavailable_is_a_harness_error():
         pytest.skip("CUDA is available here")
     with pytest.raises(HarnessError, match="CUDA is not available"):
         exact_top_k(np.ones((1, 4), np.float32), np.ones((10, 4), np.float32), 5, device="cuda")
+
+
+def test_unknown_cpu_kernels_names_every_choice(selection):
+    if selection == "torch":
+        pytest.skip("once is enough")
+    with pytest.raises(HarnessError, match=r"unknown cpu_kernels 'x'; allowed: auto, onednn, aten"):
+        exact_top_k(np.ones((1, 4), np.float32), np.ones((3, 4), np.float32), 2, cpu_kernels="x")

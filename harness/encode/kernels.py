@@ -110,6 +110,8 @@ def search_kernels(cpu_kernels: str) -> str:
     """The matmul exact search scores with. "auto": torch's MKL ("aten") on Intel CPUs, where it scored 1.15-1.2x
     faster than oneDNN's packed blocks (benchmarks/RESULTS.md, Intel Xeon, 2026-12-03); oneDNN elsewhere, 1.4-1.5x
     faster than MKL on the AMD EPYC (benchmarks/search.py)."""
+    if cpu_kernels not in ("auto", "onednn", "aten"):
+        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: auto, onednn, aten")
     if cpu_kernels != "auto":
         return cpu_kernels
     return "aten" if cpu_vendor() == "GenuineIntel" else "onednn"

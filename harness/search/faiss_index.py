@@ -7,8 +7,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import faiss
+# isort: off
+# torch before faiss: each brings its own OpenMP runtime, and with faiss's loaded first torch's matmul (exact
+# search, encoding) ran 1.45x slower in the same process (benchmarks/RESULTS.md, Intel Xeon, 2026-12-03)
 import numpy as np
+import torch  # noqa: F401
+import faiss
+# isort: on
 
 from harness.input.indexes import IndexSpec
 from harness.search.vectors import VectorSource
