@@ -202,13 +202,26 @@ def child_faiss(args: argparse.Namespace) -> None:
     walls: dict[str, list[float]] = {}
     ours: dict[str, list[float]] = {}
     for k in EXACT_KS:
-        index.search(queries[:WARMUP_QUERIES], k)
-        exact_top_k(queries[:WARMUP_QUERIES], corpus, k, similarity="dot")
-        walls[str(k)], ours[str(k)] = [], []
-        for _ in range(args.repeats):
-            ours[str(k)].append(timed_call(lambda k=k: exact_top_k(queries, corpus, k, similarity="dot"))[1])
-            walls[str(k)].append(timed_call(lambda k=k: index.search(queries, k))[1])
+        _, runs = interleaved_rounds(index, corpus, queries, k, args.repeats)
+        ours[str(k)], walls[str(k)] = [r[0] for r in runs["ours"]], [r[0] for r in runs["faiss"]]
     print(json.dumps({"openblas_core": openblas_corename(), "wall_s": walls, "ours_wall_s": ours}))
+
+
+def interleaved_rounds(index: faiss.IndexFlatIP, corpus: np.ndarray, queries: np.ndarray, k: int, repeats: int
+                       ) -> tuple[dict[str, object], dict[str, list[tuple[float, float, float]]]]:
+    """Ours and FAISS's exact top-k, one warm-up each on WARMUP_QUERIES, then `repeats` interleaved rounds:
+    the last result of each, and each call's (wall s, CPU s, peak RSS MiB above the resident size)."""
+    methods = {"ours": lambda: exact_top_k(queries, corpus, k, similarity="dot"),
+               "faiss": lambda: index.search(queries, k)}
+    exact_top_k(queries[:WARMUP_QUERIES], corpus, k, similarity="dot")
+    index.search(queries[:WARMUP_QUERIES], k)
+    runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in methods}
+    results: dict[str, object] = {}
+    for _ in range(repeats):
+        for name, run in methods.items():
+            results[name], wall, cpu, rss = timed_call(run)
+            runs[name].append((wall, cpu, rss))
+    return results, runs
 
 
 def exact_one_dim(args: argparse.Namespace, corpus: np.ndarray, queries: np.ndarray, skx: dict | None
@@ -218,16 +231,7 @@ def exact_one_dim(args: argparse.Namespace, corpus: np.ndarray, queries: np.ndar
     index, add_s, add_rss = faiss_flat(corpus)
     rows_out, truth10 = [], None
     for k in EXACT_KS:
-        methods = {"ours": lambda k=k: exact_top_k(queries, corpus, k, similarity="dot"),
-                   "faiss": lambda k=k: index.search(queries, k)}
-        exact_top_k(queries[:WARMUP_QUERIES], corpus, k, similarity="dot")
-        index.search(queries[:WARMUP_QUERIES], k)
-        runs: dict[str, list[tuple[float, float, float]]] = {name: [] for name in methods}
-        results: dict[str, object] = {}
-        for _ in range(args.repeats):
-            for name, run in methods.items():
-                results[name], wall, cpu, rss = timed_call(run)
-                runs[name].append((wall, cpu, rss))
+        results, runs = interleaved_rounds(index, corpus, queries, k, args.repeats)
         walls = {name: statistics.median(r[0] for r in rs) for name, rs in runs.items()}
         cpus = {name: statistics.median(r[1] for r in rs) for name, rs in runs.items()}
         ours = results["ours"]

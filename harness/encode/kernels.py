@@ -17,6 +17,7 @@ import torch
 from harness.vocabulary.errors import HarnessError
 from harness.vocabulary.timing import cpuinfo
 
+CPU_KERNELS = ("onednn", "aten")  # "onednn": packed weights; "aten": torch's own matmul (MKL on x86)
 PACK_ROWS_HINT = 2048  # oneDNN picks the packed layout for about this many rows; any row count works
 INT8_FULL_RANGE, INT8_REDUCED_RANGE = "vnni", "reduce-range"  # the two int8 kernel paths (`int8_path`)
 INT8_PATH_ENV = "HARNESS_INT8_PATH"  # auto | vnni | reduce-range
@@ -80,8 +81,8 @@ _PACKED_OK: bool | None = None
 def onednn_kernels(cpu_kernels: str, device: torch.device) -> bool:
     """Whether matrix products run through oneDNN with packed weights: asked for (`cpu_kernels`, "onednn" or
     "aten"), on a CPU, and working in this torch build. Shared by the encoder and exact search."""
-    if cpu_kernels not in ("onednn", "aten"):
-        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: onednn, aten")
+    if cpu_kernels not in CPU_KERNELS:
+        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: {', '.join(CPU_KERNELS)}")
     return device.type == "cpu" and cpu_kernels == "onednn" and packed_linear_works()
 
 
@@ -110,8 +111,8 @@ def search_kernels(cpu_kernels: str) -> str:
     """The matmul exact search scores with. "auto": torch's MKL ("aten") on Intel CPUs, where it scored 1.15-1.2x
     faster than oneDNN's packed blocks (benchmarks/RESULTS.md, Intel Xeon, 2026-12-03); oneDNN elsewhere, 1.4-1.5x
     faster than MKL on the AMD EPYC (benchmarks/search.py)."""
-    if cpu_kernels not in ("auto", "onednn", "aten"):
-        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: auto, onednn, aten")
+    if cpu_kernels not in ("auto", *CPU_KERNELS):
+        raise HarnessError(f"unknown cpu_kernels {cpu_kernels!r}; allowed: auto, {', '.join(CPU_KERNELS)}")
     if cpu_kernels != "auto":
         return cpu_kernels
     return "aten" if cpu_vendor() == "GenuineIntel" else "onednn"
