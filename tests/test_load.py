@@ -118,26 +118,63 @@ def stub_record(tmp_path: Path, *, delay_s: float, rates=(20, 100), output="serv
     return written
 
 
-def test_the_saturation_rate_stops_at_the_first_rate_that_missed_the_slo():
-    """20 req/s missed a 100 ms SLO, 40 met it again (a server whose batching pays off at higher load), 80 erred:
-    the saturation rate is 10, not 40, and 40 is named as the rate where p99 came back."""
-    from harness.analysis.serving import resumed_note, resumed_rates, saturation_rate
+def synthetic_point(rate, p99_ms, errors=None, limited=False, n=101):
+    """An open-loop point whose p99 is p99_ms: 2% of its n latencies at p99_ms, the rest at half of it."""
     from harness.encode.load import LoadPoint
     from harness.vocabulary.timing import Latency
 
-    def point(rate, p99_ms, errors=None, limited=False):
-        latency = Latency.from_values([p99_ms * 0.5] * 99 + [p99_ms] * 2)
-        return LoadPoint(mode="open", offered_rate=rate, concurrency=None, rows_per_request=1, warmup_s=0,
-                         duration_s=10, sent=101, completed=101, achieved_rate=rate, rows_per_s=rate,
-                         latency=latency, service_latency=latency, send_lag_p99_ms=0, errors=errors or {},
-                         server_timing_ms=None, client_limited=limited)
+    latency = Latency.from_values([p99_ms * 0.5] * (n - n // 50) + [p99_ms] * (n // 50))
+    return LoadPoint(mode="open", offered_rate=rate, concurrency=None, rows_per_request=1, warmup_s=0,
+                     duration_s=10, sent=n, completed=n, achieved_rate=rate, rows_per_s=rate, latency=latency,
+                     service_latency=latency, send_lag_p99_ms=6.0 if limited else 0.0, errors=errors or {},
+                     server_timing_ms=None, client_limited=limited, note="sent late" if limited else None)
 
+
+def test_the_saturation_rate_stops_at_the_first_rate_that_missed_the_slo():
+    """20 req/s missed a 100 ms SLO, 40 met it again (a server whose batching pays off at higher load), 80 erred:
+    the saturation rate is 10, not 40, and 40 is named as the rate where p99 came back. A client-limited point
+    counts where it met the SLO (the client's delays only add to a latency) and stops the claim where it did not."""
+    from harness.analysis.serving import resumed_note, resumed_rates, saturation_rate
+
+    point = synthetic_point
     points = [point(40, 90), point(5, 30), point(10, 60), point(20, 150), point(80, 50, {"http-503": 1})]
     assert [p.latency.p99 for p in points[:4]] == pytest.approx([90, 30, 60, 150])
     assert saturation_rate(points, 100) == 10 and resumed_rates(points, 100) == [40]
     assert "again at 40 req/s after 20 req/s missed it (p99 150.0 ms > 100 ms)" in resumed_note(points, 100)
     assert saturation_rate(points, 200) == 40 and resumed_rates(points, 200) == [] and not resumed_note(points, 200)
-    assert saturation_rate(points, 20) is None and saturation_rate([point(5, 10, limited=True)], 100) is None
+    assert saturation_rate(points, 20) is None
+    assert saturation_rate([point(5, 10, limited=True), point(10, 20, limited=True)], 100) == 10
+    stopped = [point(5, 10), point(10, 150, limited=True), point(20, 30)]
+    assert saturation_rate(stopped, 100) == 5 and "the client fell behind there" in resumed_note(stopped, 100)
+
+
+def test_a_client_limited_point_supports_only_the_verdict_its_upper_bound_allows():
+    """A client-limited point's p99 bounds its server's from above. Base 10 ms, new 50 ms at 100 req/s (500
+    requests each): the FAIL stands when only the baseline was client-limited and is withheld (SKIP) when the new
+    one was; a pass stands when only the new one was. The saturation FAIL (p99 far above the SLO at the baseline's
+    rate) is withheld when the new point there was client-limited."""
+    from harness.analysis.serving import serving_results
+    from harness.input.suite import SpeedGate
+
+    (shipped,) = (REPO / "results" / "serving-example" / "serving").glob("*/record.json")
+
+    def record(p99_ms, limited=False):
+        points = [synthetic_point(100, p99_ms, limited=limited, n=500)]
+        return load(shipped).model_copy(update={"points": points, "slo_p99_ms": 20,
+                                                "saturation_rps": 100 if p99_ms <= 20 else None})
+
+    def verdicts(base, new):
+        return [(r.metric, r.status) for r in serving_results(base, new, gate=SpeedGate())]
+
+    fast, slow = record(10), record(50)
+    assert verdicts(fast, slow) == [("p99 ms at 100 req/s", "FAIL"), ("saturation req/s", "FAIL")]
+    assert verdicts(record(10, limited=True), slow) == [("p99 ms at 100 req/s", "FAIL"), ("saturation req/s", "FAIL")]
+    withheld = serving_results(fast, record(50, limited=True), gate=SpeedGate())
+    assert [r.status for r in withheld] == ["SKIP", "SKIP"]
+    assert "the new client could not keep to its schedule (sent late)" in withheld[0].message
+    assert verdicts(fast, record(10, limited=True))[0] == ("p99 ms at 100 req/s", "OK")
+    assert verdicts(record(10, limited=True), fast)[0] == ("p99 ms at 100 req/s", "SKIP")
+    assert verdicts(record(10, limited=True), record(50, limited=True))[0] == ("p99 ms at 100 req/s", "SKIP")
 
 
 def test_the_serving_gate_passes_the_same_server_and_fails_a_slower_one(tmp_path):

@@ -1,12 +1,16 @@
 """A server under load: where it saturates, and whether a new server (version, hardware, settings) is slower.
 
 The saturation rate is the highest offered rate (open loop) up to which the server kept its p99 latency within the
-SLO at every offered rate, with no errors, at points the client could generate. The serving gate compares two
-`harness load` records:
+SLO at every offered rate, with no errors. Every delay of the client (a late send, a late read) is part of a latency
+measured from the intended send time, so a client-limited point's latency bounds the server's from above: one that
+met the SLO shows the server sustained the rate; one that missed it shows nothing about the server. The serving gate
+compares two `harness load` records:
 
 * **p99 at a fixed offered rate** (default: the rate the baseline sustained): the speed gate of `harness check`,
   speed = 1 / p99, its ratio bounded by distribution-free order statistics of the two points' per-request
-  latencies; FAIL on a slowdown that is significant and beyond `max_slowdown`. A new point with errors FAILs.
+  latencies; FAIL on a slowdown that is significant and beyond `max_slowdown`. A new point with errors FAILs. By the
+  upper bound above, a client-limited baseline point still supports a FAIL and a client-limited new point a pass;
+  the other verdicts (and both points client-limited) SKIP.
 * **saturation rate**: FAIL when the new server saturates below (1 - max_slowdown) x the baseline's *and* its p99 at
   the baseline's saturation rate is significantly above the SLO (the order-statistic lower bound of its p99 there
   exceeds it) -- a rate grid alone cannot tell a slower server from noise at the edge.
@@ -16,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 from harness.analysis.check import CheckResult, p99_result
@@ -27,8 +32,9 @@ from harness.vocabulary.errors import HarnessError
 
 
 def sustained(point: LoadPoint, slo_p99_ms: float) -> bool:
-    return (point.mode == "open" and not point.client_limited and not sum(point.errors.values())
-            and point.latency is not None and point.latency.p99 <= slo_p99_ms)
+    """p99 within the SLO and no errors, client-limited or not (module docstring: the client's delays only add)."""
+    return (point.mode == "open" and not sum(point.errors.values()) and point.latency is not None
+            and point.latency.p99 <= slo_p99_ms)
 
 
 def saturation_rate(points: Sequence[LoadPoint], slo_p99_ms: float) -> float | None:
@@ -52,12 +58,12 @@ def resumed_note(points: Sequence[LoadPoint], slo_p99_ms: float) -> str | None:
         return None
     ordered, miss = _first_miss(points, slo_p99_ms)
     failed = ordered[miss]
-    if failed.client_limited:
-        why = "client-limited"
-    elif sum(failed.errors.values()):
+    if sum(failed.errors.values()):
         why = f"{sum(failed.errors.values())} errors"
     else:
         why = f"p99 {failed.latency.p99 if failed.latency else float('nan'):.1f} ms > {slo_p99_ms:g} ms"
+    if failed.client_limited:
+        why += "; the client fell behind there"
     return (f"p99 was within the SLO again at {', '.join(f'{r:g}' for r in resumed)} req/s after "
             f"{failed.offered_rate:g} req/s missed it ({why}): the saturation rate stops at the first miss; a "
             "longer --duration tells a real dip from noise")
@@ -104,11 +110,10 @@ def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGat
         raise HarnessError(f"the {' and '.join(missing)} serving record has no open-loop point at {rate:g} req/s; "
                            f"rates both have: {', '.join(f'{r:g}' for r in both) or 'none'} (--rate)")
     assert old_point is not None and new_point is not None
-    for label, point in (("baseline", old_point), ("new", new_point)):
-        if point.client_limited:
-            return CheckResult(**common, metric=metric, status="SKIP",
-                               message=f"the {label} client could not generate {rate:g} req/s ({point.note}); its "
-                                       "latency is not the server's")
+    if old_point.client_limited and new_point.client_limited:
+        return CheckResult(**common, metric=metric, status="SKIP",
+                           message=f"neither client kept to its schedule at {rate:g} req/s (baseline: "
+                                   f"{old_point.note}; new: {new_point.note}): neither latency is the server's")
     errors = sum(new_point.errors.values())
     if errors or new_point.latency is None:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(new_point.errors.items()))
@@ -120,9 +125,17 @@ def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGat
         return CheckResult(**common, metric=metric, status="SKIP",
                            message=f"the baseline answered no request at {rate:g} req/s")
     needed = calls_to_bound(LATENCY_QUANTILE, 1.0 - gate.alpha / 2)
-    return p99_result(old_point.latency, new_point.latency, gate, common, metric=metric, calls="request",
-                      baseline="the baseline server",
-                      rerun=f"harness load --duration {math.ceil(1.2 * needed / rate)}s or more at {rate:g} req/s")
+    result = p99_result(old_point.latency, new_point.latency, gate, common, metric=metric, calls="request",
+                        baseline="the baseline server",
+                        rerun=f"harness load --duration {math.ceil(1.2 * needed / rate)}s or more at {rate:g} req/s")
+    # A client-limited point's p99 bounds its server's from above: the baseline's still supports a FAIL, the new's
+    # a pass; the verdict that rests on the bound's wrong side does not stand.
+    label, point = ("new", new_point) if result.status == "FAIL" else ("baseline", old_point)
+    if result.status == "SKIP" or not point.client_limited:
+        return result
+    return replace(result, status="SKIP",
+                   message=f"{result.message}; but the {label} client could not keep to its schedule ({point.note}): "
+                           "its p99 bounds the server's only from above, so this verdict does not stand")
 
 
 def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common: dict[str, Any]) -> CheckResult:
@@ -139,12 +152,18 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
     bound = None
     if point is not None and point.latency is not None:
         bound = quantile_bound(point.latency.values_ms, LATENCY_QUANTILE, 1 - gate.alpha, "lower")
-    failing = point is not None and (sum(point.errors.values()) > 0 or (bound is not None and bound > base.slo_p99_ms))
+    errors = point is not None and sum(point.errors.values()) > 0
+    above_slo = bound is not None and bound > base.slo_p99_ms
     shown = f"{current:g}" if current is not None else "no rate"
+    if ratio < 1 - gate.max_slowdown and point is not None and point.client_limited and above_slo and not errors:
+        return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current, delta=ratio - 1,
+                           bound=bound, message=f"saturates at {shown} req/s against {old:g}, but at {old:g} req/s the "
+                                                f"new client could not keep to its schedule ({point.note}): its p99 "
+                                                "there bounds the server's only from above")
+    failing = errors or above_slo
     if ratio < 1 - gate.max_slowdown and failing:
         why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
-               f"{base.slo_p99_ms:g} ms)" if bound is not None and bound > base.slo_p99_ms
-               else "it fails requests there")
+               f"{base.slo_p99_ms:g} ms)" if above_slo else "it fails requests there")
         return CheckResult(**common, metric=metric, status="FAIL", expected=old, actual=current, delta=ratio - 1,
                            bound=bound, message=f"saturates at {shown} req/s against the baseline's {old:g}; at "
                                                 f"{old:g} req/s {why}")

@@ -8,7 +8,7 @@ they work where a loop already runs, as in Jupyter), one aiohttp session per poi
 
 `client_capacity` measures, in this process, how many requests/s this client generates against `StubEndpoint` (a
 trivial local server that answers at once): a point offered beyond 80% of it, or one where the client fell behind
-its schedule, is marked client-limited -- the client's figure, not the server's.
+its schedule, is marked client-limited: its latencies hold the client's delays too, an upper bound on the server's.
 """
 
 from __future__ import annotations

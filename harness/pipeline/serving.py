@@ -3,9 +3,9 @@
 Each record sends the dataset's real texts: its queries one per request (`workload: query`, as a search service
 sees them) or its passages in batches (`ingest`). Open loop at each offered rate, closed loop at each concurrency
 (`harness.encode.load`), after measuring in the same process how many requests/s this client can generate at all
-against a trivial local endpoint: a point beyond that is marked client-limited, not reported as the server's. Rates
-above a point where the server was overloaded (it answered under half the requests sent, or failed half of
-them) are not sent: the queue only grows from there, and each point would take its whole timeout.
+against a trivial local endpoint: a point beyond that is marked client-limited (its latencies bound the server's
+only from above). Rates above a point where the server was overloaded (it answered under half the requests sent,
+or failed half of them) are not sent: the queue only grows from there, and each point would take its whole timeout.
 """
 
 from __future__ import annotations

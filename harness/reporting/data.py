@@ -88,7 +88,7 @@ def saturation_line(serving: LoadedServing) -> str:
     r = serving.record
     found = ("no offered rate kept p99 within the SLO with no errors" if r.saturation_rps is None
              else f"saturates at {r.saturation_rps:g} req/s (every offered rate up to it kept p99 ≤ "
-                  f"{r.slo_p99_ms:g} ms, with no errors, not client-limited)")
+                  f"{r.slo_p99_ms:g} ms, with no errors)")
     shared = " The server ran on the client's machine: both shared its CPUs." if r.server_on_client_host else ""
     return (f"{r.name} on {r.dataset} ({r.workload}, {r.rows_per_request} text(s) per request): {found}; this client "
             f"generates up to {r.client_capacity_rps:.0f} req/s against a trivial local endpoint.{shared}")

@@ -189,7 +189,9 @@ SERVING_NOTE = (
     "omission). Closed loop: each of N clients sends its next request when the previous answer arrives. p99 95% "
     "bounds: distribution-free order-statistic bounds (∞: too few requests to bound it). A client-limited point is "
     "one this client could not generate (beyond 80% of the rate it reaches against a trivial local endpoint, or it "
-    "fell behind its schedule): it is not the server's figure. Latency includes HTTP and JSON on both sides.")
+    "fell behind its schedule): its latency holds the client's delays too, so it bounds the server's only from "
+    "above (within the SLO, it still shows the server sustained the rate). Latency includes HTTP and JSON on both "
+    "sides.")
 
 
 def _frontier_blocks(data: ReportData, figures: list[FigureFile]) -> list[Block]:
