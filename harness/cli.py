@@ -304,9 +304,10 @@ def _encoding_options(parser: argparse.ArgumentParser) -> None:
                              "library versions) matches; never: encode every corpus again (default: the suite's "
                              "reuse_embeddings, else auto)")
     parser.add_argument("--latency-calls", type=_positive_int("--latency-calls"), default=LATENCY_CALLS, metavar="N",
-                        help=f"single-query calls timed for the query latency figures (default {LATENCY_CALLS}; a "
-                             f"baseline needs at least {calls_to_bound(LATENCY_QUANTILE, 0.975)} for the speed gate "
-                             "to bound its p99 at alpha 0.05)")
+                        help=f"single-query calls timed at least, over at least a second, for the query latency "
+                             f"figures (default {LATENCY_CALLS}; a baseline needs at least "
+                             f"{calls_to_bound(LATENCY_QUANTILE, 0.975)} for the speed gate to bound its p99 at alpha "
+                             "0.05)")
 
 
 def _label_option(parser: argparse.ArgumentParser) -> None:

@@ -127,7 +127,10 @@ def test_latency_calls_sets_the_timed_query_calls(tmp_path, tiny_model):
                  "--no-progress", "--latency-calls", "400"]) == 0
     [record_dir] = records_in(out)
     latency = load_run_record(record_dir).performance.query_latency
-    assert 400 <= latency.n < 1000 and len(latency.values_ms) == latency.n
+    assert latency.n >= 400 and len(latency.values_ms) == latency.n
+    # Timing stops at the first call by which 400 were timed and a second had passed: more than 400 only when
+    # they took under a second (a fast machine times more of the tiny model's calls).
+    assert latency.n == 400 or sum(latency.values_ms[:-1]) < 1000
 
 
 def test_list_shows_shipped_suites_and_data(capsys):
