@@ -155,13 +155,14 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
     errors = point is not None and sum(point.errors.values()) > 0
     above_slo = bound is not None and bound > base.slo_p99_ms
     shown = f"{current:g}" if current is not None else "no rate"
-    if ratio < 1 - gate.max_slowdown and point is not None and point.client_limited and above_slo and not errors:
-        return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current, delta=ratio - 1,
-                           bound=bound, message=f"saturates at {shown} req/s against {old:g}, but at {old:g} req/s the "
-                                                f"new client could not keep to its schedule ({point.note}): its p99 "
-                                                "there bounds the server's only from above")
-    failing = errors or above_slo
-    if ratio < 1 - gate.max_slowdown and failing:
+    if ratio < 1 - gate.max_slowdown and (errors or above_slo):
+        assert point is not None
+        if point.client_limited and not errors:
+            return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current,
+                               delta=ratio - 1, bound=bound,
+                               message=f"saturates at {shown} req/s against {old:g}, but at {old:g} req/s the new "
+                                       f"client could not keep to its schedule ({point.note}): its p99 there bounds "
+                                       "the server's only from above")
         why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
                f"{base.slo_p99_ms:g} ms)" if above_slo else "it fails requests there")
         return CheckResult(**common, metric=metric, status="FAIL", expected=old, actual=current, delta=ratio - 1,
