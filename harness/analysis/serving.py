@@ -8,9 +8,10 @@ compares two `harness load` records:
 
 * **p99 at a fixed offered rate** (default: the rate the baseline sustained): the speed gate of `harness check`,
   speed = 1 / p99, its ratio bounded by distribution-free order statistics of the two points' per-request
-  latencies; FAIL on a slowdown that is significant and beyond `max_slowdown`. A new point with errors FAILs. By the
-  upper bound above, a client-limited baseline point still supports a FAIL and a client-limited new point a pass;
-  the other verdicts (and both points client-limited) SKIP.
+  latencies; FAIL on a slowdown that is significant and beyond `max_slowdown`. A new point with errors FAILs,
+  except for the errors a client that fell behind can cause itself (timeouts, unsent requests: SKIP). By the upper
+  bound above, a client-limited baseline point still supports a FAIL and a client-limited new point a pass; the
+  other verdicts (both points client-limited among them) SKIP.
 * **saturation rate**: FAIL when the new server saturates below (1 - max_slowdown) x the baseline's *and* its p99 at
   the baseline's saturation rate is significantly above the SLO (the order-statistic lower bound of its p99 there
   exceeds it) -- a rate grid alone cannot tell a slower server from noise at the edge.
@@ -110,17 +111,17 @@ def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGat
         raise HarnessError(f"the {' and '.join(missing)} serving record has no open-loop point at {rate:g} req/s; "
                            f"rates both have: {', '.join(f'{r:g}' for r in both) or 'none'} (--rate)")
     assert old_point is not None and new_point is not None
-    if old_point.client_limited and new_point.client_limited:
-        return CheckResult(**common, metric=metric, status="SKIP",
-                           message=f"neither client kept to its schedule at {rate:g} req/s (baseline: "
-                                   f"{old_point.note}; new: {new_point.note}): neither latency is the server's")
-    errors = sum(new_point.errors.values())
-    if errors or new_point.latency is None:
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(new_point.errors.items()))
+    server_errors = new_point.server_errors()
+    if server_errors or (new_point.latency is None and not new_point.client_limited):
         return CheckResult(**common, metric=metric, status="FAIL",
                            expected=None if old_point.latency is None else old_point.latency.p99,
-                           message=f"the new server failed {errors} of {new_point.sent} requests at {rate:g} req/s "
-                                   f"({kinds or 'none answered'})")
+                           message=f"the new server failed {sum(server_errors.values())} of {new_point.sent} requests "
+                                   f"at {rate:g} req/s ({_kinds(server_errors) or 'none answered'})")
+    if new_point.errors or new_point.latency is None:  # the client fell behind, and only client-causable errors left
+        return CheckResult(**common, metric=metric, status="SKIP",
+                           message=f"the new client could not keep to its schedule at {rate:g} req/s "
+                                   f"({new_point.note}) and {_kinds(new_point.errors) or 'no request was answered'}: "
+                                   "the client may have caused those itself; rerun with the client on a quieter host")
     if old_point.latency is None:
         return CheckResult(**common, metric=metric, status="SKIP",
                            message=f"the baseline answered no request at {rate:g} req/s")
@@ -157,14 +158,18 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
     shown = f"{current:g}" if current is not None else "no rate"
     if ratio < 1 - gate.max_slowdown and (errors or above_slo):
         assert point is not None
-        if point.client_limited and not errors:
+        if point.client_limited and not point.server_errors():
+            left = f" and {_kinds(point.errors)} (the client may have caused those itself)" if errors else ""
             return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current,
                                delta=ratio - 1, bound=bound,
                                message=f"saturates at {shown} req/s against {old:g}, but at {old:g} req/s the new "
-                                       f"client could not keep to its schedule ({point.note}): its p99 there bounds "
-                                       "the server's only from above")
-        why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
-               f"{base.slo_p99_ms:g} ms)" if above_slo else "it fails requests there")
+                                       f"client could not keep to its schedule ({point.note}){left}: its p99 there "
+                                       "bounds the server's only from above")
+        if above_slo and not point.client_limited:
+            why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
+                   f"{base.slo_p99_ms:g} ms)")
+        else:
+            why = f"it fails requests there ({_kinds(point.server_errors())})"
         return CheckResult(**common, metric=metric, status="FAIL", expected=old, actual=current, delta=ratio - 1,
                            bound=bound, message=f"saturates at {shown} req/s against the baseline's {old:g}; at "
                                                 f"{old:g} req/s {why}")
@@ -176,3 +181,7 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
                        delta=ratio - 1, bound=bound,
                        message=f"saturates at {shown} req/s against {old:g}: not significantly beyond the SLO at "
                                f"{old:g} req/s (or within {gate.max_slowdown:.0%})")
+
+
+def _kinds(errors: dict[str, int]) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(errors.items()) if n)

@@ -48,6 +48,9 @@ class Target:
     validate: Callable[[bytes], str | None] | None = None  # the error kind of a wrong 2xx answer, None when right
 
 
+CLIENT_CAUSABLE_ERRORS = ("timeout", "client-cap")  # what a client that fell behind can cause itself
+
+
 class LoadPoint(StrictModel):
     mode: Literal["open", "closed"]
     offered_rate: float | None  # requests/s asked for (open loop)
@@ -66,6 +69,13 @@ class LoadPoint(StrictModel):
     server_timing_ms: Latency | None  # the server's own time per request, where its headers state it
     client_limited: bool
     note: str | None = None
+
+    def server_errors(self) -> dict[str, int]:
+        """The errors only the server can have caused: all of them, unless the client fell behind, when a timeout or
+        an unsent request may be the client's own doing (a late read, a starved event loop)."""
+        if not self.client_limited:
+            return self.errors
+        return {kind: n for kind, n in self.errors.items() if kind not in CLIENT_CAUSABLE_ERRORS}
 
 
 @dataclass
