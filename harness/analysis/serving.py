@@ -26,7 +26,7 @@ from typing import Any
 
 from harness.analysis.check import CheckResult, p99_result
 from harness.analysis.stats import LATENCY_QUANTILE, calls_to_bound, quantile_bound
-from harness.encode.load import LoadPoint
+from harness.encode.load import LoadPoint, error_counts
 from harness.input.suite import SpeedGate
 from harness.scoring.records import ServingRecord
 from harness.vocabulary.errors import HarnessError
@@ -116,12 +116,13 @@ def _p99_at(base: ServingRecord, new: ServingRecord, rate: float, gate: SpeedGat
         return CheckResult(**common, metric=metric, status="FAIL",
                            expected=None if old_point.latency is None else old_point.latency.p99,
                            message=f"the new server failed {sum(server_errors.values())} of {new_point.sent} requests "
-                                   f"at {rate:g} req/s ({_kinds(server_errors) or 'none answered'})")
+                                   f"at {rate:g} req/s ({error_counts(server_errors) or 'none answered'})")
     if new_point.errors or new_point.latency is None:  # the client fell behind, and only client-causable errors left
         return CheckResult(**common, metric=metric, status="SKIP",
                            message=f"the new client could not keep to its schedule at {rate:g} req/s "
-                                   f"({new_point.note}) and {_kinds(new_point.errors) or 'no request was answered'}: "
-                                   "the client may have caused those itself; rerun with the client on a quieter host")
+                                   f"({new_point.note}) and "
+                                   f"{error_counts(new_point.errors) or 'no request was answered'}: the client may "
+                                   "have caused those itself; rerun with the client on a quieter host")
     if old_point.latency is None:
         return CheckResult(**common, metric=metric, status="SKIP",
                            message=f"the baseline answered no request at {rate:g} req/s")
@@ -158,8 +159,9 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
     shown = f"{current:g}" if current is not None else "no rate"
     if ratio < 1 - gate.max_slowdown and (errors or above_slo):
         assert point is not None
-        if point.client_limited and not point.server_errors():
-            left = f" and {_kinds(point.errors)} (the client may have caused those itself)" if errors else ""
+        server_errors = point.server_errors()
+        if point.client_limited and not server_errors:
+            left = f" and {error_counts(point.errors)} (the client may have caused those itself)" if errors else ""
             return CheckResult(**common, metric=metric, status="SKIP", expected=old, actual=current,
                                delta=ratio - 1, bound=bound,
                                message=f"saturates at {shown} req/s against {old:g}, but at {old:g} req/s the new "
@@ -169,7 +171,7 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
             why = (f"its p99 there is significantly above the SLO ({1 - gate.alpha:.0%} lower bound {bound:.1f} ms > "
                    f"{base.slo_p99_ms:g} ms)")
         else:
-            why = f"it fails requests there ({_kinds(point.server_errors())})"
+            why = f"it fails requests there ({error_counts(server_errors)})"
         return CheckResult(**common, metric=metric, status="FAIL", expected=old, actual=current, delta=ratio - 1,
                            bound=bound, message=f"saturates at {shown} req/s against the baseline's {old:g}; at "
                                                 f"{old:g} req/s {why}")
@@ -181,7 +183,3 @@ def _saturation(base: ServingRecord, new: ServingRecord, gate: SpeedGate, common
                        delta=ratio - 1, bound=bound,
                        message=f"saturates at {shown} req/s against {old:g}: not significantly beyond the SLO at "
                                f"{old:g} req/s (or within {gate.max_slowdown:.0%})")
-
-
-def _kinds(errors: dict[str, int]) -> str:
-    return ", ".join(f"{n} {kind}" for kind, n in sorted(errors.items()) if n)

@@ -78,6 +78,11 @@ class LoadPoint(StrictModel):
         return {kind: n for kind, n in self.errors.items() if kind not in CLIENT_CAUSABLE_ERRORS}
 
 
+def error_counts(errors: dict[str, int]) -> str:
+    """'3 http-503, 2 timeout': a point's errors by kind, for messages and tables ('' when none)."""
+    return ", ".join(f"{n} {kind}" for kind, n in sorted(errors.items()) if n)
+
+
 @dataclass
 class _Outcome:
     intended: float  # seconds from the start

@@ -20,6 +20,7 @@ from harness.analysis.compare import Comparison, aligned, compare_pairs, pair_by
 from harness.analysis.frontier import Frontier, Point, frontier
 from harness.analysis.query_changes import QueryChanges, query_changes
 from harness.analysis.stats import mean_ci
+from harness.encode.load import error_counts
 from harness.scoring.records import (
     AnnRecall,
     ExactReference,
@@ -77,7 +78,7 @@ def serving_rows(serving: LoadedServing) -> list[list[str]]:
             low = quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "lower")
             high = quantile_bound(lat.values_ms, LATENCY_QUANTILE, 0.975, "upper")
             bounds = f"[{low:.1f}, {'∞' if high == float('inf') else f'{high:.1f}'}]"
-        errors = ", ".join(f"{n} {k}" for k, n in sorted(point.errors.items()) if n) or "0"
+        errors = error_counts(point.errors) or "0"
         rows.append([record.server.label, load, f"{point.achieved_rate:.1f}",
                      *("-" if lat is None else f"{getattr(lat, q):.1f}" for q in ("p50", "p90", "p99")),
                      bounds, errors, ("client-limited: " if point.client_limited else "") + (point.note or "")])
