@@ -19,6 +19,7 @@ Each ratio is a part's time over the whole search's in the same round.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import statistics
 import sys
@@ -36,13 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from index import clustered, cpu_model, openblas_corename  # noqa: E402
 
-from harness.search.exact import HEAP_BLOCK, _HeapSelect, exact_top_k  # noqa: E402
+from harness.search.exact import HEAP_BLOCK, _HeapSelect, _scorer, exact_top_k  # noqa: E402
+
+QUERY_BATCH = inspect.signature(exact_top_k).parameters["query_batch"].default
 
 
 def pack_and_score(queries: torch.Tensor, corpus: torch.Tensor) -> None:
+    """The search's own scoring: each block packed by `_scorer` with the search's default query batch as its hint."""
     for start in range(0, len(corpus), HEAP_BLOCK):
-        packed = torch.ops.mkldnn._reorder_linear_weight(corpus[start:start + HEAP_BLOCK], len(queries))
-        torch.ops.mkldnn._linear_pointwise(queries, packed, None, "none", [], "")
+        _scorer(corpus[start:start + HEAP_BLOCK], QUERY_BATCH, True)(queries)
 
 
 def queries_packed_once(queries: torch.Tensor, corpus: torch.Tensor) -> None:
@@ -111,6 +114,7 @@ def print_parts(dim: int, k: int, times: dict[str, list[float]]) -> None:
     for name, values in times.items():
         median = statistics.median(values)
         print(f"{name:<22} {median:6.2f} {median / whole:8.2f}", flush=True)
+
 
 if __name__ == "__main__":
     main()
